@@ -1,0 +1,2 @@
+"""Pure data and algorithms about Kubernetes objects: kinds, selectors, patches, errors."""
+

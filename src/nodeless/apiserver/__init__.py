@@ -1,0 +1,2 @@
+"""The Kubernetes-compatible HTTP API server."""
+

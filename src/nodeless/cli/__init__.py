@@ -1,0 +1,2 @@
+"""The nodeless command line."""
+

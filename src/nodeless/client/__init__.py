@@ -1,0 +1,2 @@
+"""How components below the API speak to it."""
+

@@ -1,0 +1,2 @@
+"""Revisioned key-value stores with watch: the Backend protocol and its implementations."""
+
