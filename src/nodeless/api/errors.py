@@ -83,7 +83,11 @@ def unauthorized(message: str = "Unauthorized") -> StatusError:
 
 def forbidden(resource: str, group: str, name: str, message: str) -> StatusError:
     qualified = _qualified(resource, group)
-    text = f'{qualified} "{name}" is forbidden: {message}' if name else f"{qualified} is forbidden: {message}"
+    text = (
+        f'{qualified} "{name}" is forbidden: {message}'
+        if name
+        else f"{qualified} is forbidden: {message}"
+    )
     return StatusError(403, "Forbidden", text, name=name, group=group, kind=resource)
 
 
@@ -98,7 +102,9 @@ def not_found(resource: str, group: str, name: str) -> StatusError:
     )
 
 
-def path_not_found(message: str = "the server could not find the requested resource") -> StatusError:
+def path_not_found(
+    message: str = "the server could not find the requested resource",
+) -> StatusError:
     return StatusError(404, "NotFound", message)
 
 
@@ -141,9 +147,7 @@ def gone(message: str) -> StatusError:
 
 
 def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> StatusError:
-    summary = ", ".join(
-        f"{c.field}: {c.message}" if c.field else c.message for c in causes
-    )
+    summary = ", ".join(f"{c.field}: {c.message}" if c.field else c.message for c in causes)
     qualified = f"{kind}.{group}" if group else kind
     return StatusError(
         422,
@@ -162,7 +166,9 @@ def too_large(message: str = "Request entity too large: limit is 3145728") -> St
 
 def unsupported_media_type(content_type: str) -> StatusError:
     return StatusError(
-        415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type!r})"
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type!r})",
     )
 
 

@@ -1,2 +1,1 @@
 """The Kubernetes-compatible HTTP API server."""
-

@@ -1,2 +1,1 @@
 """The nodeless command line."""
-

@@ -1,0 +1,195 @@
+"""Assembling and running the API server: TLS, authentication, bootstrap objects,
+custom resource definitions, and the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from nodeless.api import errors, kinds
+from nodeless.apiserver import certificates, crds, endpoints, storing, watchcache
+from nodeless.storage import backends
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
+
+
+@dataclass
+class Authenticator:
+    """Bearer tokens from the static token file, or client certificates signed by our CA."""
+
+    tokens: dict[str, certificates.TokenUser] = field(default_factory=dict)
+
+    def authenticate(self, request: web.Request) -> endpoints.User | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            found = self.tokens.get(header[7:].strip())
+            if found is not None:
+                return endpoints.User(
+                    found.name, found.uid, (*found.groups, "system:authenticated")
+                )
+            return None
+        transport = request.transport
+        if transport is None:
+            return None
+        cert = transport.get_extra_info("peercert")
+        if not cert:
+            return None
+        cn, orgs = "", []
+        for rdn in cert.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    cn = value
+                elif key == "organizationName":
+                    orgs.append(value)
+        if not cn:
+            return None
+        return endpoints.User(cn, "", (*orgs, "system:authenticated"))
+
+
+def build_app(api: endpoints.Api, authenticator: Authenticator | None) -> web.Application:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in HEALTH_PATHS or request.path.startswith(
+            tuple(p + "/" for p in HEALTH_PATHS)
+        ):
+            return web.Response(text="ok", content_type="text/plain")
+        if authenticator is not None:
+            user = authenticator.authenticate(request)
+            if user is None:
+                return endpoints.status_response(errors.unauthorized())
+        else:
+            user = endpoints.User("admin", "", ("system:masters", "system:authenticated"))
+        request["user"] = user
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except errors.StatusError as err:
+            return endpoints.status_response(err)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return endpoints.status_response(errors.internal(str(exc)))
+
+    app = web.Application(middlewares=[middleware], client_max_size=4 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", api.handle)
+    return app
+
+
+class ApiServer:
+    """One running API server over a backend; `start` then `stop`."""
+
+    def __init__(
+        self,
+        backend: backends.Backend,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6443,
+        pki_dir: Path | None = None,
+        tls: bool = True,
+        clock: storing.Clock = storing.utc_now,
+    ) -> None:
+        self.backend = backend
+        self.host = host
+        self.port = port
+        self.pki_dir = pki_dir
+        self.tls = tls
+        self.registry = kinds.Registry()
+        self.cacher = watchcache.Cacher(backend)
+        self.store = storing.Store(backend, self.cacher, self.registry, clock)
+        self.api = endpoints.Api(self.store, self.registry)
+        self.pki: certificates.Pki | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.crds = crds.CrdManager(self.store, self.api)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.backend.start()
+        await self.cacher.start()
+        self.store.after_create.append(self._after_create)
+        self.crds.attach()
+        await self.crds.load_existing()
+        await self._bootstrap()
+        ssl_context: ssl.SSLContext | None = None
+        authenticator: Authenticator | None = None
+        if self.tls:
+            assert self.pki_dir is not None
+            self.pki = certificates.ensure(self.pki_dir, [self.host])
+            ssl_context = certificates.server_context(self.pki)
+            authenticator = Authenticator(certificates.read_tokens(self.pki))
+        app = build_app(self.api, authenticator)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.host, self.port, ssl_context=ssl_context, backlog=1024
+        )
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+        self.api.address = f"{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        self.api.shutting_down.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.cacher.close()
+        await self.backend.close()
+
+    async def _bootstrap(self) -> None:
+        """Objects every client assumes: the four namespaces, each with its default ServiceAccount."""
+        ns = self.registry.by_kind("", "v1", "Namespace")
+        assert ns is not None
+        for name in BOOTSTRAP_NAMESPACES:
+            with contextlib.suppress(errors.StatusError):
+                await self.store.create(
+                    ns,
+                    "",
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                    storing.WriteOptions(manager="nodeless"),
+                )
+            await self._ensure_service_account(name)
+
+    async def _after_create(self, resource: kinds.Resource, obj: dict[str, Any]) -> None:
+        if resource.group == "" and resource.kind == "Namespace":
+            await self._ensure_service_account(obj["metadata"]["name"])
+
+    async def _ensure_service_account(self, namespace: str) -> None:
+        sa = self.registry.by_kind("", "v1", "ServiceAccount")
+        assert sa is not None
+        if await self.store.get_stored(sa, namespace, "default") is not None:
+            return
+        with contextlib.suppress(errors.StatusError):
+            await self.store.create(
+                sa,
+                namespace,
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
+                storing.WriteOptions(manager="nodeless"),
+            )

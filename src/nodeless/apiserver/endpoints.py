@@ -1,0 +1,1081 @@
+"""The HTTP endpoints: one aiohttp handler that routes every resource request.
+
+Routing is by parsing the path rather than by registering routes, because
+custom resources appear and disappear at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from nodeless import __version__
+from nodeless.api import applying, errors, kinds, patching, schemas, selectors, tables
+from nodeless.apiserver import (
+    discovery,
+    openapi,
+    requests,
+    storing,
+    validating,
+    watchcache,
+)
+
+log = logging.getLogger(__name__)
+
+TABLE_MARKER = "as=Table"
+JSON_CT = "application/json"
+KUBE_VERSION = "v1.37.0"
+BOOKMARK_INTERVAL = 30.0
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None, content_type: str = JSON_CT
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        headers={"Content-Type": content_type, **(headers or {})},
+    )
+
+
+def raw_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers={"Content-Type": JSON_CT})
+
+
+def status_response(err: errors.StatusError) -> web.Response:
+    headers = {}
+    if err.retry_after_seconds:
+        headers["Retry-After"] = str(err.retry_after_seconds)
+    return json_response(err.to_status(), err.code, headers)
+
+
+def _wants_table(accept: str) -> bool:
+    return TABLE_MARKER in accept and "g=meta.k8s.io" in accept
+
+
+@dataclass
+class Api:
+    """Everything a request handler needs: the store, the registry, the clock."""
+
+    store: storing.Store
+    registry: kinds.Registry
+    address: str = ""
+    openapi_cache: openapi.OpenAPICache = field(default_factory=openapi.OpenAPICache)
+    bookmark_interval: float = BOOKMARK_INTERVAL
+    printer_columns: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    scale_paths: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def clock(self) -> Callable[[], datetime.datetime]:
+        return self.store.clock
+
+    # --- entry -------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path in ("/version", "/version/"):
+            return json_response(_version())
+        if path in ("/api", "/api/"):
+            if discovery.wants_aggregated(request.headers.get("Accept", "")):
+                return json_response(
+                    discovery.aggregated(self.registry, True),
+                    content_type=discovery.AGGREGATED_CONTENT_TYPE,
+                )
+            return json_response(discovery.api_versions(self.address))
+        if path in ("/apis", "/apis/"):
+            if discovery.wants_aggregated(request.headers.get("Accept", "")):
+                return json_response(
+                    discovery.aggregated(self.registry, False),
+                    content_type=discovery.AGGREGATED_CONTENT_TYPE,
+                )
+            return json_response(discovery.api_group_list(self.registry))
+        if path.startswith("/openapi/v3"):
+            return self._openapi(request)
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 2 and parts[0] == "apis":
+            group_doc = discovery.api_group(self.registry, parts[1])
+            if group_doc is None:
+                raise errors.path_not_found()
+            return json_response(group_doc)
+        target = requests.parse_path(path)
+        if target is None:
+            raise errors.path_not_found()
+        if isinstance(target, requests.GroupVersionPath):
+            doc = discovery.api_resource_list(self.registry, target.group, target.version)
+            if doc is None:
+                raise errors.path_not_found()
+            return json_response(doc)
+        resource = self.registry.lookup(target.group, target.version, target.plural)
+        if resource is None:
+            raise errors.path_not_found()
+        if target.scoped and not resource.namespaced:
+            raise errors.path_not_found()
+        if resource.namespaced and target.name and not target.scoped:
+            raise errors.path_not_found()
+        return await self._dispatch(request, resource, target)
+
+    def _openapi(self, request: web.Request) -> web.Response:
+        rest = request.path[len("/openapi/v3") :].strip("/")
+        custom = self.store.custom_schemas
+        if not rest:
+            return json_response(self.openapi_cache.root(self.registry, custom))
+        found = self.openapi_cache.get(self.registry, rest, custom)
+        if found is None:
+            raise errors.path_not_found()
+        body, digest = found
+        headers = {
+            "Content-Type": JSON_CT,
+            "Cache-Control": "public, immutable",
+            "Etag": f'"{digest}"',
+        }
+        return web.Response(body=body, headers=headers)
+
+    async def _dispatch(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.StreamResponse:
+        method = request.method
+        sub = target.subresource
+        if sub:
+            subresource = resource.subresource(sub)
+            if subresource is None:
+                raise errors.path_not_found()
+            return await self._subresource(request, resource, target, subresource)
+        if not target.name:
+            if method == "GET":
+                if requests.bool_param(request.query.get("watch")):
+                    self._verb(resource, "watch")
+                    return await self._watch(request, resource, target)
+                self._verb(resource, "list")
+                return await self._list(request, resource, target)
+            if method == "POST":
+                self._verb(resource, "create")
+                return await self._create(request, resource, target)
+            if method == "DELETE":
+                self._verb(resource, "deletecollection")
+                return await self._delete_collection(request, resource, target)
+            raise errors.method_not_allowed(
+                "the server does not allow this method on the requested resource"
+            )
+        if method == "GET":
+            self._verb(resource, "get")
+            if requests.bool_param(request.query.get("watch")):
+                return await self._watch(request, resource, target)
+            obj = await self.store.get(resource, target.namespace, target.name)
+            return self._object_response(request, resource, obj)
+        if method == "PUT":
+            self._verb(resource, "update")
+            return await self._update(request, resource, target, "")
+        if method == "PATCH":
+            self._verb(resource, "patch")
+            return await self._patch(request, resource, target, "")
+        if method == "DELETE":
+            self._verb(resource, "delete")
+            return await self._delete(request, resource, target)
+        raise errors.method_not_allowed(
+            "the server does not allow this method on the requested resource"
+        )
+
+    @staticmethod
+    def _verb(resource: kinds.Resource, verb: str) -> None:
+        if verb not in resource.verbs:
+            raise errors.method_not_allowed(
+                "the server does not allow this method on the requested resource"
+            )
+
+    # --- responses -----------------------------------------------------------
+
+    def _columns(
+        self, resource: kinds.Resource
+    ) -> tuple[list[tables.Column], Callable[[dict[str, Any]], list[Any]]]:
+        now = self.clock()
+        if resource.custom:
+            printer = (
+                self.printer_columns.get((resource.group, resource.version, resource.kind)) or []
+            )
+            return tables.custom_columns(printer), lambda o: tables.custom_cells(printer, o, now)
+        return tables.columns_for(resource.group, resource.kind), lambda o: tables.cells_for(
+            resource.group, resource.kind, o, now
+        )
+
+    def _object_response(
+        self, request: web.Request, resource: kinds.Resource, obj: dict[str, Any], status: int = 200
+    ) -> web.Response:
+        if _wants_table(request.headers.get("Accept", "")):
+            columns, cells = self._columns(resource)
+            include = request.query.get("includeObject", "Metadata")
+            rv = (obj.get("metadata") or {}).get("resourceVersion", "")
+            return json_response(
+                tables.table(columns, [(cells(obj), obj)], rv, include_object=include), status
+            )
+        return json_response(obj, status)
+
+    # --- list and watch -----------------------------------------------------
+
+    def _predicate(
+        self, request: web.Request, resource: kinds.Resource
+    ) -> Callable[[dict[str, Any]], bool] | None:
+        label_text = request.query.get("labelSelector", "")
+        field_text = request.query.get("fieldSelector", "")
+        label_sel = selectors.parse_label_selector(label_text) if label_text else None
+        group = "" if resource.key_group == "core" else resource.group
+        kind = resource.kind
+        field_sel = (
+            selectors.parse_field_selector(
+                field_text, selectors.selectable_fields(group, kind) | self._crd_fields(resource)
+            )
+            if field_text
+            else None
+        )
+        if label_sel is None and field_sel is None:
+            return None
+
+        def predicate(obj: dict[str, Any]) -> bool:
+            if label_sel is not None and not label_sel.matches(
+                (obj.get("metadata") or {}).get("labels") or {}
+            ):
+                return False
+            return field_sel is None or field_sel.matches(selectors.field_values(group, kind, obj))
+
+        return predicate
+
+    def _crd_fields(self, resource: kinds.Resource) -> frozenset[str]:
+        return frozenset()
+
+    def _query(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> storing.ListQuery:
+        limit = requests.int_param("limit", request.query.get("limit")) or 0
+        return storing.ListQuery(
+            namespace=target.namespace,
+            predicate=self._predicate(request, resource),
+            limit=max(0, limit),
+            continue_token=request.query.get("continue", ""),
+            resource_version=request.query.get("resourceVersion", ""),
+            resource_version_match=request.query.get("resourceVersionMatch", ""),
+        )
+
+    async def _list(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        if requests.bool_param(request.query.get("sendInitialEvents")):
+            raise errors.invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    errors.Cause(
+                        "FieldValueForbidden",
+                        "Forbidden: sendInitialEvents is forbidden for list",
+                        "sendInitialEvents",
+                    )
+                ],
+            )
+        query = self._query(request, resource, target)
+        page = await self.store.list(resource, query)
+        meta: dict[str, Any] = {"resourceVersion": str(page.revision)}
+        if page.continue_token:
+            meta["continue"] = page.continue_token
+            if page.remaining is not None:
+                meta["remainingItemCount"] = page.remaining
+        convert = self.store.present
+        if _wants_table(request.headers.get("Accept", "")):
+            columns, cells = self._columns(resource)
+            rows = []
+            for item in page.items:
+                shown = convert(resource, item)
+                rows.append((cells(shown), shown))
+            include = request.query.get("includeObject", "Metadata")
+            return json_response(
+                tables.table(
+                    columns,
+                    rows,
+                    meta["resourceVersion"],
+                    page.continue_token,
+                    page.remaining,
+                    include,
+                )
+            )
+        items = [convert(resource, item) for item in page.items]
+        body = {
+            "kind": resource.effective_list_kind,
+            "apiVersion": resource.group_version,
+            "metadata": meta,
+            "items": items,
+        }
+        return json_response(body)
+
+    async def _watch(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.StreamResponse:
+        predicate = self._predicate(request, resource)
+        if target.name:
+            name = target.name
+
+            def by_name(obj: dict[str, Any]) -> bool:
+                return bool((obj.get("metadata") or {}).get("name") == name)
+
+            inner = predicate
+            predicate = by_name if inner is None else (lambda o: by_name(o) and inner(o))
+        rv_text = request.query.get("resourceVersion", "")
+        send_initial = request.query.get("sendInitialEvents")
+        initial = requests.bool_param(send_initial)
+        if send_initial is not None and request.query.get("resourceVersionMatch") != "NotOlderThan":
+            raise errors.invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    errors.Cause(
+                        "FieldValueInvalid",
+                        "Invalid value: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                        "resourceVersionMatch",
+                    )
+                ],
+            )
+        bookmarks = requests.bool_param(request.query.get("allowWatchBookmarks"))
+        timeout = requests.int_param("timeoutSeconds", request.query.get("timeoutSeconds"))
+        cache = self.store.cache(resource)
+        prefix = self.store.prefix(self.store.storage_resource(resource), target.namespace)
+        since: int | None
+        if rv_text in ("", "0") or initial:
+            if rv_text == "" or initial:
+                await self.store.consistent()
+            if rv_text not in ("", "0"):
+                await self.store.cacher.wait_for(int(rv_text))
+            since = None
+            snapshot = True
+        else:
+            try:
+                since = int(rv_text)
+            except ValueError:
+                raise errors.bad_request(f"invalid resource version: {rv_text}") from None
+            await self.store.cacher.wait_for(since)
+            snapshot = False
+        table = _wants_table(request.headers.get("Accept", ""))
+        # Registration and the initial snapshot happen with no await between
+        # them, so nothing written meanwhile is lost or doubled.
+        try:
+            watcher = cache.watch(prefix, predicate, since)
+        except watchcache.WatchGone as gone:
+            response = web.StreamResponse(headers={"Content-Type": JSON_CT})
+            await response.prepare(request)
+            err = errors.gone(str(gone))
+            await response.write(orjson.dumps({"type": "ERROR", "object": err.to_status()}) + b"\n")
+            await response.write_eof()
+            return response
+        initial_entries: list[watchcache.Entry] = []
+        if snapshot:
+            initial_entries = [
+                e for e in cache.iter_prefix(prefix) if predicate is None or predicate(e.obj)
+            ]
+        snapshot_rev = self.store.cacher.revision
+        response = web.StreamResponse(
+            headers={"Content-Type": JSON_CT, "Cache-Control": "no-cache, private"}
+        )
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            columns_cells = self._columns(resource) if table else None
+            convert_needed = (
+                resource.custom
+                or (resource.key_group == "core" and resource.group == "events.k8s.io")
+                or (resource.group == "autoscaling" and resource.version == "v1")
+            )
+
+            def encode(
+                kind: str, entry: watchcache.Entry, event: watchcache.CacheEvent | None
+            ) -> bytes:
+                if columns_cells is not None:
+                    obj = self.store.present(resource, entry.obj)
+                    cols, cells = columns_cells
+                    include = request.query.get("includeObject", "Metadata")
+                    body = tables.table(
+                        cols, [(cells(obj), obj)], str(entry.rev), include_object=include
+                    )
+                    return orjson.dumps({"type": kind, "object": body}) + b"\n"
+                if convert_needed:
+                    return (
+                        orjson.dumps(
+                            {"type": kind, "object": self.store.present(resource, entry.obj)}
+                        )
+                        + b"\n"
+                    )
+                if event is not None:
+                    return event.line(kind)
+                return b'{"type":"' + kind.encode() + b'","object":' + entry.raw + b"}\n"
+
+            chunk: list[bytes] = []
+            for entry in initial_entries:
+                chunk.append(encode("ADDED", entry, None))
+                if len(chunk) >= 200:
+                    await response.write(b"".join(chunk))
+                    chunk = []
+            if chunk:
+                await response.write(b"".join(chunk))
+            if (initial and bookmarks) or initial:
+                await response.write(self._bookmark(resource, snapshot_rev, initial_end=True))
+            deadline = time.monotonic() + timeout if timeout else None
+            last_rev = snapshot_rev
+            while not self.shutting_down.is_set():
+                wait = self.bookmark_interval
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        break
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                except TimeoutError:
+                    if bookmarks and (deadline is None or time.monotonic() < deadline):
+                        await response.write(
+                            self._bookmark(resource, max(last_rev, self.store.cacher.revision))
+                        )
+                    continue
+                if item is None:
+                    break
+                out = [encode(item[0], item[1].entry, item[1])]
+                last_rev = item[1].rev
+                while not watcher.queue.empty() and len(out) < 500:
+                    nxt = watcher.queue.get_nowait()
+                    if nxt is None:
+                        watcher.queue.put_nowait(None)
+                        break
+                    out.append(encode(nxt[0], nxt[1].entry, nxt[1]))
+                    last_rev = nxt[1].rev
+                await response.write(b"".join(out))
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await response.write_eof()
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            watcher.close()
+        return response
+
+    def _bookmark(self, resource: kinds.Resource, rev: int, initial_end: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(rev)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": resource.kind, "apiVersion": resource.group_version, "metadata": meta}
+        return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+    # --- writes -------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> tuple[Any, bytes, str]:
+        if request.content_length is not None and request.content_length > requests.MAX_BODY_BYTES:
+            raise errors.too_large()
+        raw = await request.content.read(requests.MAX_BODY_BYTES + 1)
+        content_type = request.headers.get("Content-Type", JSON_CT)
+        return requests.decode_body(raw, content_type), raw, content_type
+
+    def _write_options(self, request: web.Request, subresource: str = "") -> storing.WriteOptions:
+        dry = request.query.getall("dryRun", [])
+        for value in dry:
+            if value != "All":
+                raise errors.bad_request(f'Invalid value: "{value}": supported values: "All"')
+        manager = request.query.get("fieldManager") or _manager_from_agent(
+            request.headers.get("User-Agent", "")
+        )
+        if len(manager) > 128:
+            raise errors.bad_request("fieldManager: Too long: may not be more than 128 bytes")
+        return storing.WriteOptions(dry_run=bool(dry), manager=manager, subresource=subresource)
+
+    def _field_validation(
+        self,
+        request: web.Request,
+        resource: kinds.Resource,
+        obj: Any,
+        raw: bytes,
+        content_type: str,
+        schema_node: schemas.Schema | None = None,
+    ) -> list[str]:
+        """Unknown/duplicate fields and wrong types: 400 under Strict, warnings under Warn."""
+        mode = request.query.get("fieldValidation", "Warn") or "Warn"
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise errors.bad_request(
+                f'fieldValidation: Invalid value: "{mode}": fieldValidation must be one of "Ignore", "Warn", or "Strict"'
+            )
+        schema = schema_node if schema_node is not None else self.store.schema(resource)
+        problems = list(validating.walk_fields(obj, schema, ""))
+        type_errors = [msg for kind, msg in problems if kind == "type"]
+        if type_errors:
+            raise errors.bad_request(type_errors[0])
+        if mode == "Ignore":
+            return []
+        unknown = [msg for kind, msg in problems if kind == "unknown"]
+        if requests.media_type(content_type) in (
+            requests.JSON,
+            requests.MERGE_PATCH,
+            requests.STRATEGIC_PATCH,
+            "",
+        ):
+            unknown += [f'duplicate field "{name}"' for name in validating.duplicate_fields(raw)]
+        if not unknown:
+            return []
+        if mode == "Strict":
+            raise errors.bad_request("strict decoding error: " + ", ".join(unknown))
+        return unknown
+
+    @staticmethod
+    def _with_warnings(response: web.Response, warnings: list[str]) -> web.Response:
+        for w in warnings:
+            response.headers.add("Warning", f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"')
+        return response
+
+    async def _create(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        obj, raw, content_type = await self._body(request)
+        obj = requests.check_object(resource, obj, target)
+        if resource.virtual:
+            return json_response(self._review(request, resource, obj), 201)
+        if resource.namespaced and not target.namespace:
+            raise errors.path_not_found()
+        warnings = self._field_validation(request, resource, obj, raw, content_type)
+        obj = _prune_unknown(obj, self.store.schema(resource)) if resource.custom else obj
+        created = await self.store.create(
+            resource, target.namespace, obj, self._write_options(request)
+        )
+        return self._with_warnings(self._object_response(request, resource, created, 201), warnings)
+
+    async def _update(
+        self,
+        request: web.Request,
+        resource: kinds.Resource,
+        target: requests.Target,
+        subresource: str,
+    ) -> web.Response:
+        obj, raw, content_type = await self._body(request)
+        obj = requests.check_object(resource, obj, target)
+        meta = obj.get("metadata") or {}
+        if meta.get("name") and meta["name"] != target.name:
+            raise errors.bad_request(
+                f"the name of the object ({meta['name']}) does not match the name on the URL ({target.name})"
+            )
+        warnings = self._field_validation(request, resource, obj, raw, content_type)
+        if resource.custom:
+            obj = _prune_unknown(obj, self.store.schema(resource))
+        options = self._write_options(request, subresource)
+        # Leases and custom resources, like upstream, may be created by PUT.
+        create_missing = resource.kind == "Lease" or resource.custom
+        desired = obj
+
+        def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
+            return copy.deepcopy(desired)
+
+        result, created = await self.store.update(
+            resource, target.namespace, target.name, mutate, options, create_missing=create_missing
+        )
+        return self._with_warnings(
+            self._object_response(request, resource, result, 201 if created else 200), warnings
+        )
+
+    async def _patch(
+        self,
+        request: web.Request,
+        resource: kinds.Resource,
+        target: requests.Target,
+        subresource: str,
+    ) -> web.Response:
+        content_type = request.headers.get("Content-Type", "")
+        kind = patching.apply_patch_type(content_type)
+        if kind == "strategic" and resource.custom:
+            raise errors.unsupported_media_type(content_type)
+        patch, raw, _ = await self._body(request)
+        options = self._write_options(request, subresource)
+        schema = self.store.schema(resource)
+        force = requests.bool_param(request.query.get("force"))
+        warnings: list[str] = []
+        if kind == "apply":
+            if not request.query.get("fieldManager"):
+                raise errors.bad_request(
+                    "PATCH, application/apply-patch+yaml requires fieldManager to be set"
+                )
+            patch = requests.check_object(resource, patch, target)
+            warnings = self._field_validation(request, resource, patch, raw, content_type)
+            if not patch.get("apiVersion") or not patch.get("kind"):
+                raise errors.bad_request("apply patches must specify apiVersion and kind")
+        elif kind == "json":
+            if not isinstance(patch, list):
+                raise errors.bad_request("json patch must be a list of operations")
+        elif not isinstance(patch, dict):
+            raise errors.bad_request("patch body must be a JSON object")
+        elif force:
+            raise errors.bad_request("force may only be set for apply patches")
+        now = storing.rfc3339(self.clock())
+        applied_config = patch
+
+        def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
+            if kind == "apply":
+                config = copy.deepcopy(applied_config)
+                return applying.apply(
+                    current,
+                    config,
+                    manager=options.manager,
+                    force=force,
+                    schema=schema,
+                    now=now,
+                    subresource=subresource,
+                )
+            assert current is not None
+            if kind == "json":
+                new = patching.json_patch(current, patch)
+            elif kind == "merge":
+                new = patching.merge_patch(current, patch)
+            else:
+                new = patching.strategic_merge_patch(current, patch, schema)
+            # The current resourceVersion rides along, so only a different one
+            # written by the patch itself acts as a precondition.
+            for w in self._field_validation(request, resource, new, b"", requests.YAML):
+                if w not in warnings:
+                    warnings.append(w)
+            return new
+
+        if kind == "apply" and resource.namespaced:
+            meta = patch.get("metadata") or {}
+            if not meta.get("name"):
+                raise errors.bad_request("metadata.name is required for apply")
+        result, created = await self.store.update(
+            resource,
+            target.namespace,
+            target.name,
+            mutate,
+            options,
+            create_missing=(kind == "apply" and not subresource),
+        )
+        return self._with_warnings(
+            self._object_response(request, resource, result, 201 if created else 200), warnings
+        )
+
+    def _delete_options(self, request: web.Request, body: Any) -> storing.DeleteOptions:
+        options = storing.DeleteOptions()
+        if isinstance(body, dict):
+            options.propagation = body.get("propagationPolicy") or ""
+            if body.get("orphanDependents") is True and not options.propagation:
+                options.propagation = "Orphan"
+            grace = body.get("gracePeriodSeconds")
+            options.grace_period = grace if isinstance(grace, int) else None
+            pre = body.get("preconditions") or {}
+            options.precondition_uid = pre.get("uid") or ""
+            options.precondition_rv = pre.get("resourceVersion") or ""
+            options.dry_run = bool(body.get("dryRun"))
+        q = request.query
+        if q.get("propagationPolicy"):
+            options.propagation = q["propagationPolicy"]
+        if q.get("gracePeriodSeconds"):
+            options.grace_period = requests.int_param("gracePeriodSeconds", q["gracePeriodSeconds"])
+        if q.getall("dryRun", []):
+            options.dry_run = True
+        return options
+
+    async def _delete_body(self, request: web.Request) -> Any:
+        if not request.can_read_body:
+            return None
+        raw = await request.content.read(requests.MAX_BODY_BYTES + 1)
+        if not raw.strip():
+            return None
+        return requests.decode_body(raw, request.headers.get("Content-Type", JSON_CT))
+
+    async def _delete(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        options = self._delete_options(request, await self._delete_body(request))
+        result, _finished = await self.store.delete(
+            resource, target.namespace, target.name, options
+        )
+        if result.get("kind") == "Status":
+            return json_response(result)
+        return self._object_response(request, resource, result)
+
+    async def _delete_collection(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        options = self._delete_options(request, await self._delete_body(request))
+        query = self._query(request, resource, target)
+        query.limit = 0
+        page = await self.store.list(resource, query)
+        items = []
+        for item in page.items:
+            meta = item.get("metadata") or {}
+            with contextlib.suppress(errors.StatusError):
+                _result, _ = await self.store.delete(
+                    resource, meta.get("namespace", ""), meta["name"], options
+                )
+                items.append(item)
+        return json_response(
+            {
+                "kind": resource.effective_list_kind,
+                "apiVersion": resource.group_version,
+                "metadata": {"resourceVersion": str(self.store.cacher.revision)},
+                "items": items,
+            }
+        )
+
+    # --- subresources ---------------------------------------------------------
+
+    async def _subresource(
+        self,
+        request: web.Request,
+        resource: kinds.Resource,
+        target: requests.Target,
+        sub: kinds.Subresource,
+    ) -> web.StreamResponse:
+        method = request.method
+        if sub.name == "status":
+            if method == "GET":
+                return self._object_response(
+                    request, resource, await self.store.get(resource, target.namespace, target.name)
+                )
+            if method == "PUT":
+                return await self._update(request, resource, target, "status")
+            if method == "PATCH":
+                return await self._patch(request, resource, target, "status")
+        elif sub.name == "scale":
+            return await self._scale(request, resource, target)
+        elif sub.name == "binding" and method == "POST":
+            return await self._bind(request, resource, target)
+        elif sub.name == "eviction" and method == "POST":
+            return await self._evict(request, resource, target)
+        elif sub.name == "finalize" and method == "PUT":
+            return await self._finalize(request, resource, target)
+        elif sub.name in ("log", "exec", "attach", "portforward", "proxy"):
+            await self.store.get(resource, target.namespace, target.name)
+            raise errors.StatusError(
+                400,
+                "BadRequest",
+                f"{sub.name} is not available: this Nodeless server runs without an instance provider",
+            )
+        raise errors.method_not_allowed(
+            "the server does not allow this method on the requested resource"
+        )
+
+    def _scale_paths(self, resource: kinds.Resource) -> dict[str, str]:
+        if resource.custom:
+            return self.scale_paths.get((resource.group, resource.version, resource.kind)) or {}
+        return {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": "",
+        }
+
+    def _to_scale(self, resource: kinds.Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        paths = self._scale_paths(resource)
+        meta = obj.get("metadata") or {}
+        spec_replicas = _get_path(obj, paths.get("specReplicasPath", ".spec.replicas"))
+        status_replicas = _get_path(obj, paths.get("statusReplicasPath", ".status.replicas"))
+        selector: str | None = None
+        if resource.custom:
+            if paths.get("labelSelectorPath"):
+                value = _get_path(obj, paths["labelSelectorPath"])
+                selector = value if isinstance(value, str) else None
+        else:
+            sel = (obj.get("spec") or {}).get("selector")
+            if isinstance(sel, dict) and ("matchLabels" in sel or "matchExpressions" in sel):
+                selector = str(selectors.label_selector_from_object(sel))
+            elif isinstance(sel, dict):
+                selector = ",".join(f"{k}={v}" for k, v in sorted(sel.items()))
+        status: dict[str, Any] = {"replicas": status_replicas or 0}
+        if selector:
+            status["selector"] = selector
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
+            "spec": {"replicas": spec_replicas or 0},
+            "status": status,
+        }
+
+    async def _scale(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        if request.method == "GET":
+            obj = await self.store.get(resource, target.namespace, target.name)
+            return json_response(self._to_scale(resource, obj))
+        if request.method not in ("PUT", "PATCH"):
+            raise errors.method_not_allowed(
+                "the server does not allow this method on the requested resource"
+            )
+        body, _, content_type = await self._body(request)
+        kind = patching.apply_patch_type(content_type) if request.method == "PATCH" else "put"
+        options = self._write_options(request, "scale")
+        spec_path = self._scale_paths(resource).get("specReplicasPath", ".spec.replicas")
+        scale_schema = schemas.schema_for("autoscaling", "v1", "Scale")
+
+        def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
+            assert current is not None
+            scale = self._to_scale(resource, current)
+            if kind == "put":
+                new_scale = body
+                rv = (
+                    (body.get("metadata") or {}).get("resourceVersion")
+                    if isinstance(body, dict)
+                    else None
+                )
+                if rv and rv != scale["metadata"].get("resourceVersion"):
+                    raise errors.conflict(
+                        resource.plural,
+                        resource.group,
+                        target.name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    )
+            elif kind == "json":
+                new_scale = patching.json_patch(scale, body)
+            elif kind == "merge":
+                new_scale = patching.merge_patch(scale, body)
+            elif kind == "strategic":
+                new_scale = patching.strategic_merge_patch(scale, body, scale_schema)
+            else:
+                new_scale = patching.merge_patch(scale, {"spec": (body or {}).get("spec", {})})
+            replicas = (new_scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool):
+                raise errors.bad_request("spec.replicas must be an integer")
+            if replicas < 0:
+                raise errors.invalid(
+                    "Scale",
+                    "autoscaling",
+                    target.name,
+                    [
+                        errors.Cause(
+                            "FieldValueInvalid",
+                            f"Invalid value: {replicas}: must be greater than or equal to 0",
+                            "spec.replicas",
+                        )
+                    ],
+                )
+            updated = copy.deepcopy(current)
+            _set_path(updated, spec_path, replicas)
+            updated["metadata"].pop("resourceVersion", None)
+            return updated
+
+        result, _ = await self.store.update(
+            resource,
+            target.namespace,
+            target.name,
+            mutate,
+            storing.WriteOptions(options.dry_run, options.manager),
+        )
+        return json_response(self._to_scale(resource, result))
+
+    async def _bind(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        body, _, _ = await self._body(request)
+        if not isinstance(body, dict) or not (body.get("target") or {}).get("name"):
+            raise errors.invalid(
+                "Binding",
+                "",
+                target.name,
+                [errors.Cause("FieldValueRequired", "Required value", "target.name")],
+            )
+        node = body["target"]["name"]
+        options = self._write_options(request)
+
+        def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
+            assert current is not None
+            if current["metadata"].get("deletionTimestamp"):
+                raise errors.conflict(
+                    "pods", "", target.name, "pod is being deleted, cannot be assigned to a host"
+                )
+            if (current.get("spec") or {}).get("nodeName"):
+                raise errors.conflict(
+                    "pods",
+                    "",
+                    target.name,
+                    f"pod {target.name} is already assigned to node {current['spec']['nodeName']!r}",
+                )
+            new = copy.deepcopy(current)
+            new["spec"]["nodeName"] = node
+            status = new.setdefault("status", {})
+            conditions = [
+                c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
+            ]
+            conditions.append(
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": storing.rfc3339(self.clock()),
+                }
+            )
+            status["conditions"] = conditions
+            new["metadata"].pop("resourceVersion", None)
+            annotations = (body.get("metadata") or {}).get("annotations")
+            if annotations:
+                new["metadata"].setdefault("annotations", {}).update(annotations)
+            return new
+
+        # Binding writes spec.nodeName and the PodScheduled condition together.
+        await self.store.update(
+            resource,
+            target.namespace,
+            target.name,
+            mutate,
+            storing.WriteOptions(options.dry_run, options.manager, "binding"),
+        )
+        return json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            201,
+        )
+
+    async def _evict(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        body, _, _ = await self._body(request)
+        delete_options = (body or {}).get("deleteOptions") if isinstance(body, dict) else None
+        options = self._delete_options(request, delete_options)
+        await self.store.delete(resource, target.namespace, target.name, options)
+        return json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            201,
+        )
+
+    async def _finalize(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        body, _, _ = await self._body(request)
+        finalizers = ((body or {}).get("spec") or {}).get("finalizers") or []
+
+        def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
+            assert current is not None
+            new = copy.deepcopy(current)
+            new.setdefault("spec", {})["finalizers"] = finalizers
+            new["metadata"].pop("resourceVersion", None)
+            return new
+
+        result, _ = await self.store.update(
+            resource, "", target.name, mutate, self._write_options(request, "finalize")
+        )
+        return json_response(result)
+
+    # --- reviews ---------------------------------------------------------------
+
+    def _review(
+        self, request: web.Request, resource: kinds.Resource, obj: dict[str, Any]
+    ) -> dict[str, Any]:
+        user: User = request["user"]
+        user_info = {"username": user.name, "uid": user.uid, "groups": list(user.groups)}
+        out = copy.deepcopy(obj)
+        out.setdefault("metadata", {})["creationTimestamp"] = None
+        if resource.kind == "SelfSubjectReview":
+            out["status"] = {"userInfo": user_info}
+        elif resource.kind in (
+            "SelfSubjectAccessReview",
+            "SubjectAccessReview",
+            "LocalSubjectAccessReview",
+        ):
+            allowed = "system:masters" in user.groups or resource.kind != "SelfSubjectAccessReview"
+            out["status"] = {
+                "allowed": allowed,
+                "reason": "the user is a member of system:masters" if allowed else "",
+            }
+        elif resource.kind == "SelfSubjectRulesReview":
+            out["status"] = {
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": False,
+            }
+        elif resource.kind == "TokenReview":
+            out["status"] = {"authenticated": False}
+        return out
+
+
+def _manager_from_agent(agent: str) -> str:
+    """Upstream derives the default field manager from the User-Agent's program name."""
+    name = agent.split("/", 1)[0].strip()
+    return name or "unknown"
+
+
+def _version() -> dict[str, Any]:
+    return {
+        "major": "1",
+        "minor": KUBE_VERSION.split(".")[1],
+        "emulationMajor": "1",
+        "emulationMinor": KUBE_VERSION.split(".")[1],
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": str(int(KUBE_VERSION.split(".")[1]) - 1),
+        "gitVersion": f"{KUBE_VERSION}+nodeless-{__version__}",
+        "gitCommit": "nodeless",
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-26T00:00:00Z",
+        "goVersion": "python",
+        "compiler": "cpython",
+        "platform": "linux/amd64",
+    }
+
+
+def _split_path(path: str) -> list[str]:
+    return [p for p in path.strip(".").split(".") if p]
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    for part in _split_path(path):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def _set_path(obj: dict[str, Any], path: str, value: Any) -> None:
+    parts = _split_path(path)
+    for part in parts[:-1]:
+        obj = obj.setdefault(part, {})
+    obj[parts[-1]] = value
+
+
+def _prune_unknown(obj: Any, schema: schemas.Schema | None) -> Any:
+    """Custom resources drop fields their schema does not know (structural pruning)."""
+    node = schemas.resolve(schema) if schema else None
+    if node is None or node.get("x-kubernetes-preserve-unknown-fields"):
+        return obj
+    if isinstance(obj, dict):
+        props = node.get("properties")
+        extra = node.get("additionalProperties")
+        if not isinstance(props, dict):
+            if isinstance(extra, dict):
+                return {k: _prune_unknown(v, extra) for k, v in obj.items()}
+            return obj
+        out = {}
+        for key, value in obj.items():
+            if key in props:
+                out[key] = _prune_unknown(value, props[key]) if key != "metadata" else value
+            elif key in ("apiVersion", "kind", "metadata"):
+                out[key] = value
+            elif isinstance(extra, dict):
+                out[key] = _prune_unknown(value, extra)
+        return out
+    if isinstance(obj, list):
+        items = node.get("items")
+        return [_prune_unknown(v, items) for v in obj] if isinstance(items, dict) else obj
+    return obj

@@ -1,0 +1,353 @@
+"""Validation of incoming objects: names, metadata, field types, unknown fields.
+
+Decoding errors (wrong JSON type, unknown or duplicate field under Strict) are
+400 BadRequest, as upstream's decoder reports them; semantic errors (invalid
+name, missing required field) are 422 Invalid with one cause per field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from nodeless.api import errors, kinds, schemas
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+# Kinds whose names must be DNS-1123 labels rather than subdomains.
+_LABEL_NAMED = {("", "Namespace"), ("", "Service"), ("", "ReplicationController")}
+# Kinds whose names are path segments (RBAC allows ':' in names).
+_PATH_SEGMENT_NAMED = {
+    ("rbac.authorization.k8s.io", "Role"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "RoleBinding"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+}
+
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+_DNS1123_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_DNS1123_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+    "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+
+
+def name_problems(group: str, kind: str, name: str) -> list[str]:
+    """Why ``name`` is not a valid name for this kind (empty list: it is)."""
+    if (group, kind) in _PATH_SEGMENT_NAMED:
+        if name in (".", ".."):
+            return [f"may not be '{name}'"]
+        return [f"may not contain '{c}'" for c in "/%" if c in name]
+    if (group, kind) in _LABEL_NAMED:
+        out = []
+        if len(name) > 63:
+            out.append("must be no more than 63 characters")
+        if not _DNS1123_LABEL.match(name):
+            out.append(_DNS1123_LABEL_MSG)
+        return out
+    out = []
+    if len(name) > 253:
+        out.append("must be no more than 253 characters")
+    if not _DNS1123_SUBDOMAIN.match(name):
+        out.append(_DNS1123_SUBDOMAIN_MSG)
+    return out
+
+
+def qualified_name_problems(key: str) -> list[str]:
+    """Label and annotation keys: optional DNS prefix, '/', name of ≤ 63 chars."""
+    prefix, _, name = key.rpartition("/")
+    out = []
+    if prefix:
+        if len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix):
+            out.append("prefix part " + _DNS1123_SUBDOMAIN_MSG)
+    if not name:
+        out.append("name part must be non-empty")
+    elif len(name) > 63:
+        out.append("name part must be no more than 63 characters")
+    elif not _QUALIFIED_NAME.match(name):
+        out.append(
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
+            "and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or "
+            "'123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        )
+    return out
+
+
+def validate_metadata(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.Cause]:
+    meta = obj.get("metadata") or {}
+    causes: list[errors.Cause] = []
+    name = meta.get("name", "")
+    if not name:
+        causes.append(
+            errors.Cause(
+                "FieldValueRequired",
+                "Required value: name or generateName is required",
+                "metadata.name",
+            )
+        )
+    else:
+        for problem in name_problems(resource.group, resource.kind, name):
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid", f'Invalid value: "{name}": {problem}', "metadata.name"
+                )
+            )
+    labels = meta.get("labels") or {}
+    for key, value in labels.items():
+        for problem in qualified_name_problems(key):
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid", f'Invalid value: "{key}": {problem}', "metadata.labels"
+                )
+            )
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: \"{value}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                    "metadata.labels",
+                )
+            )
+    annotations = meta.get("annotations") or {}
+    total = 0
+    for key, value in annotations.items():
+        for problem in qualified_name_problems(key):
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid",
+                    f'Invalid value: "{key}": {problem}',
+                    "metadata.annotations",
+                )
+            )
+        total += len(key) + len(value or "")
+    if total > MAX_ANNOTATIONS_BYTES:
+        causes.append(
+            errors.Cause(
+                "FieldValueTooLong",
+                "Too long: must have at most 262144 bytes",
+                "metadata.annotations",
+            )
+        )
+    for i, finalizer in enumerate(meta.get("finalizers") or []):
+        if not isinstance(finalizer, str) or (
+            ("/" not in finalizer) and finalizer not in _STANDARD_FINALIZERS
+        ):
+            if isinstance(finalizer, str) and qualified_name_problems(finalizer) == []:
+                continue
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid",
+                    f'Invalid value: "{finalizer}": name is neither a standard finalizer name nor is it fully qualified',
+                    f"metadata.finalizers[{i}]",
+                )
+            )
+    return causes
+
+
+_STANDARD_FINALIZERS = {"kubernetes", "orphan", "foregroundDeletion"}
+
+
+def kind_problems(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.Cause]:
+    """The few semantic checks users hit first, per kind (upstream's ValidateX)."""
+    causes: list[errors.Cause] = []
+    group, kind = resource.group, resource.kind
+    if group == "" and kind == "Pod":
+        causes += _pod_spec_problems(obj.get("spec") or {}, "spec")
+    elif kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet") and group == "apps":
+        spec = obj.get("spec") or {}
+        selector = spec.get("selector")
+        template = spec.get("template") or {}
+        if not selector:
+            causes.append(errors.Cause("FieldValueRequired", "Required value", "spec.selector"))
+        else:
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            wanted = selector.get("matchLabels") or {}
+            if any(labels.get(k) != v for k, v in wanted.items()):
+                causes.append(
+                    errors.Cause(
+                        "FieldValueInvalid",
+                        "Invalid value: map[string]string(nil): `selector` does not match template `labels`",
+                        "spec.template.metadata.labels",
+                    )
+                )
+        causes += _pod_spec_problems(template.get("spec") or {}, "spec.template.spec")
+        replicas = spec.get("replicas")
+        if isinstance(replicas, int) and replicas < 0:
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    "spec.replicas",
+                )
+            )
+    elif group == "batch" and kind == "Job":
+        template = (obj.get("spec") or {}).get("template") or {}
+        causes += _pod_spec_problems(template.get("spec") or {}, "spec.template.spec")
+    elif group == "" and kind in ("ConfigMap", "Secret"):
+        for field_name in ("data", "binaryData", "stringData"):
+            for key in obj.get(field_name) or {}:
+                if not _CONFIG_KEY.match(key):
+                    causes.append(
+                        errors.Cause(
+                            "FieldValueInvalid",
+                            f"Invalid value: \"{key}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                            f"{field_name}[{key}]",
+                        )
+                    )
+    elif group == "" and kind == "Service":
+        for i, port in enumerate((obj.get("spec") or {}).get("ports") or []):
+            number = port.get("port")
+            if not isinstance(number, int) or not 1 <= number <= 65535:
+                causes.append(
+                    errors.Cause(
+                        "FieldValueInvalid",
+                        f"Invalid value: {number}: must be between 1 and 65535, inclusive",
+                        f"spec.ports[{i}].port",
+                    )
+                )
+    return causes
+
+
+def _pod_spec_problems(spec: dict[str, Any], path: str) -> list[errors.Cause]:
+    causes: list[errors.Cause] = []
+    containers = spec.get("containers") or []
+    if not containers:
+        causes.append(errors.Cause("FieldValueRequired", "Required value", f"{path}.containers"))
+    seen: set[str] = set()
+    for list_name in ("initContainers", "containers"):
+        for i, container in enumerate(spec.get(list_name) or []):
+            where = f"{path}.{list_name}[{i}]"
+            name = container.get("name") or ""
+            if not name:
+                causes.append(errors.Cause("FieldValueRequired", "Required value", f"{where}.name"))
+            elif not _DNS1123_LABEL.match(name) or len(name) > 63:
+                causes.append(
+                    errors.Cause(
+                        "FieldValueInvalid",
+                        f'Invalid value: "{name}": {_DNS1123_LABEL_MSG}',
+                        f"{where}.name",
+                    )
+                )
+            elif name in seen:
+                causes.append(
+                    errors.Cause(
+                        "FieldValueDuplicate", f'Duplicate value: "{name}"', f"{where}.name"
+                    )
+                )
+            seen.add(name)
+            if not container.get("image"):
+                causes.append(
+                    errors.Cause("FieldValueRequired", "Required value", f"{where}.image")
+                )
+    return causes
+
+
+# --- decoding-level checks: JSON types and unknown fields -------------------
+
+_JSON_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def walk_fields(value: Any, schema: schemas.Schema | None, path: str) -> Iterator[tuple[str, str]]:
+    """Yield (kind, message) for every unknown field and type mismatch.
+
+    kind is "unknown" or "type". Where the schema allows anything (no
+    properties, preserve-unknown-fields, IntOrString), the walk stops.
+    """
+    node = schemas.resolve(schema)
+    if node is None or value is None:
+        return
+    if node.get("x-kubernetes-int-or-string"):
+        if not isinstance(value, int | str) or isinstance(value, bool):
+            yield ("type", f"{path}: expected int or string, got {_type_name(value)}")
+        return
+    allowed = schemas.types_of(node)
+    if allowed:
+        ok = any(
+            isinstance(value, _JSON_TYPES[t])
+            and not (isinstance(value, bool) and t in ("integer", "number"))
+            for t in allowed
+            if t in _JSON_TYPES
+        )
+        if not ok:
+            want = "/".join(sorted(allowed))
+            yield (
+                "type",
+                f"json: cannot unmarshal {_type_name(value)} into Go struct field {path} of type {want}",
+            )
+            return
+    if isinstance(value, dict):
+        props = node.get("properties")
+        extra = node.get("additionalProperties")
+        if isinstance(props, dict):
+            for key, child in value.items():
+                if key in props:
+                    yield from walk_fields(child, props[key], f"{path}.{key}" if path else key)
+                elif isinstance(extra, dict):
+                    yield from walk_fields(child, extra, f"{path}.{key}" if path else key)
+                elif not node.get("x-kubernetes-preserve-unknown-fields"):
+                    yield (
+                        "unknown",
+                        f'unknown field "{path}.{key}"' if path else f'unknown field "{key}"',
+                    )
+        elif isinstance(extra, dict):
+            for key, child in value.items():
+                yield from walk_fields(child, extra, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        items = node.get("items")
+        if isinstance(items, dict):
+            for i, child in enumerate(value):
+                yield from walk_fields(child, items, f"{path}[{i}]")
+
+
+def duplicate_fields(body: bytes) -> list[str]:
+    """Paths of duplicated JSON object keys (orjson keeps the last silently)."""
+    found: list[str] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                found.append(key)
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=hook)
+    except ValueError:
+        return []
+    return found

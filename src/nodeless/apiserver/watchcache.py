@@ -1,0 +1,294 @@
+"""The watch cache: every stored object decoded once, in memory, per resource.
+
+LIST and WATCH are served from here, never from the store per request (that
+is what makes a 1,000-watcher fan-out cheap). One backend watch over the whole
+``/registry/`` prefix feeds every resource's cache in revision order; each
+event is decoded and serialized once, then shared by all watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from nodeless.storage import backends
+
+log = logging.getLogger(__name__)
+
+REGISTRY_PREFIX = "/registry/"
+HISTORY_PER_RESOURCE = 10_000
+WATCHER_QUEUE_LIMIT = 20_000
+
+
+@dataclass(slots=True)
+class Entry:
+    """One object as the cache holds it: decoded, with its revision, and its JSON."""
+
+    key: str
+    obj: dict[str, Any]
+    raw: bytes
+    rev: int
+
+    @property
+    def namespace(self) -> str:
+        ns: str = self.obj.get("metadata", {}).get("namespace", "")
+        return ns
+
+    @property
+    def name(self) -> str:
+        name: str = self.obj.get("metadata", {}).get("name", "")
+        return name
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    """A change to one key; ``type`` is ADDED, MODIFIED or DELETED."""
+
+    type: str
+    entry: Entry
+    prev: Entry | None
+    _lines: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def rev(self) -> int:
+        return self.entry.rev
+
+    def line(self, event_type: str) -> bytes:
+        """The JSON watch line for this event, memoized: one encoding for all watchers."""
+        cached = self._lines.get(event_type)
+        if cached is None:
+            cached = b'{"type":"' + event_type.encode() + b'","object":' + self.entry.raw + b"}\n"
+            self._lines[event_type] = cached
+        return cached
+
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+class WatchGone(Exception):
+    """The requested revision is older than the cache's history (HTTP 410)."""
+
+
+class Watcher:
+    """One open watch: a bounded queue the cache pushes matching events into."""
+
+    def __init__(self, cache: ResourceCache, key_prefix: str, predicate: Predicate | None) -> None:
+        self.cache = cache
+        self.key_prefix = key_prefix
+        self.predicate = predicate
+        self.queue: asyncio.Queue[tuple[str, CacheEvent] | None] = asyncio.Queue()
+        self.overflowed = False
+
+    def _matches(self, entry: Entry | None) -> bool:
+        if entry is None or not entry.key.startswith(self.key_prefix):
+            return False
+        return self.predicate is None or self.predicate(entry.obj)
+
+    def offer(self, event: CacheEvent) -> None:
+        """Translate the event for this watcher's filter (a selector can turn an
+        update into ADDED or DELETED, as upstream does) and enqueue it."""
+        if self.overflowed:
+            return
+        now = self._matches(event.entry) if event.type != "DELETED" else False
+        before = self._matches(event.prev) if event.prev is not None else False
+        if event.type == "DELETED":
+            before = self._matches(event.prev or event.entry)
+            kind = "DELETED" if before else ""
+        elif now and before:
+            kind = "MODIFIED"
+        elif now:
+            kind = "ADDED"
+        elif before:
+            kind = "DELETED"
+        else:
+            kind = ""
+        if not kind:
+            return
+        if self.queue.qsize() >= WATCHER_QUEUE_LIMIT:
+            # A watcher that cannot keep up is closed rather than allowed to
+            # grow memory without bound; the client re-lists, as with etcd.
+            self.overflowed = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait((kind, event))
+
+    def close(self) -> None:
+        self.cache.watchers.discard(self)
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+
+class ResourceCache:
+    """All objects of one stored resource, plus a bounded history of events."""
+
+    def __init__(self, key_prefix: str) -> None:
+        self.key_prefix = key_prefix
+        self.objects: dict[str, Entry] = {}
+        self.history: collections.deque[CacheEvent] = collections.deque(maxlen=HISTORY_PER_RESOURCE)
+        self.watchers: set[Watcher] = set()
+        self._sorted: list[str] | None = None
+        # Revision below which history is incomplete for this resource.
+        self.history_floor = 0
+
+    def apply(self, event: CacheEvent) -> None:
+        key = event.entry.key
+        if event.type == "DELETED":
+            self.objects.pop(key, None)
+            self._sorted = None
+        else:
+            if key not in self.objects:
+                self._sorted = None
+            self.objects[key] = event.entry
+        if len(self.history) == self.history.maxlen:
+            self.history_floor = self.history[0].rev
+        self.history.append(event)
+        for watcher in list(self.watchers):
+            watcher.offer(event)
+
+    def sorted_keys(self) -> list[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self.objects)
+        return self._sorted
+
+    def iter_prefix(self, prefix: str, start_after: str = "") -> Iterator[Entry]:
+        import bisect
+
+        keys = self.sorted_keys()
+        start = max(prefix, start_after)
+        i = bisect.bisect_left(keys, start)
+        if start_after and i < len(keys) and keys[i] == start_after:
+            i += 1
+        for key in keys[i:]:
+            if not key.startswith(prefix):
+                break
+            entry = self.objects.get(key)
+            if entry is not None:
+                yield entry
+
+    def watch(self, key_prefix: str, predicate: Predicate | None, since: int | None) -> Watcher:
+        """Open a watch. ``since`` None: no replay; else replay history after it.
+
+        Registration and replay happen without an await in between, so no event
+        can fall between them.
+        """
+        watcher = Watcher(self, key_prefix, predicate)
+        if since is not None:
+            if since < self.history_floor:
+                raise WatchGone(f"too old resource version: {since} ({self.history_floor + 1})")
+            for event in self.history:
+                if event.rev > since:
+                    watcher.offer(event)
+        self.watchers.add(watcher)
+        return watcher
+
+
+def decode(kv: backends.KeyValue, revision: int | None = None) -> Entry:
+    obj: dict[str, Any] = orjson.loads(kv.value)
+    rev = revision if revision is not None else kv.mod_revision
+    obj.setdefault("metadata", {})["resourceVersion"] = str(rev)
+    return Entry(kv.key, obj, orjson.dumps(obj), rev)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``/registry/<group>/<plural>/...`` → (group, plural)."""
+    parts = key.split("/", 4)
+    return parts[2], parts[3]
+
+
+class Cacher:
+    """Feeds every resource cache from one backend watch."""
+
+    def __init__(self, backend: backends.Backend) -> None:
+        self.backend = backend
+        self.caches: dict[tuple[str, str], ResourceCache] = {}
+        self.revision = 0
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        self.on_event: list[Callable[[str, str, CacheEvent], None]] = []
+
+    def cache(self, group: str, plural: str) -> ResourceCache:
+        found = self.caches.get((group, plural))
+        if found is None:
+            found = ResourceCache(f"{REGISTRY_PREFIX}{group}/{plural}/")
+            found.history_floor = self.revision
+            self.caches[(group, plural)] = found
+        return found
+
+    async def start(self) -> None:
+        listing = await self.backend.list(REGISTRY_PREFIX)
+        for kv in listing.items:
+            group, plural = split_key(kv.key)
+            entry = decode(kv)
+            cache = self.cache(group, plural)
+            cache.objects[kv.key] = entry
+            cache._sorted = None
+        self.revision = listing.revision
+        for cache in self.caches.values():
+            cache.history_floor = self.revision
+        self._task = asyncio.create_task(self._run(listing.revision), name="watch-cache")
+        self.ready.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for cache in self.caches.values():
+            for watcher in list(cache.watchers):
+                watcher.close()
+
+    async def _run(self, since: int) -> None:
+        while True:
+            try:
+                async for batch in self.backend.watch(REGISTRY_PREFIX, since):
+                    for ev in batch:
+                        self._apply(ev)
+                        since = ev.kv.mod_revision
+                    async with self._changed:
+                        self._changed.notify_all()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watch cache lost its store watch; resuming from %d", since)
+                await asyncio.sleep(0.5)
+
+    def _apply(self, ev: backends.Event) -> None:
+        group, plural = split_key(ev.kv.key)
+        cache = self.cache(group, plural)
+        rev = ev.kv.mod_revision
+        prev = cache.objects.get(ev.kv.key)
+        if ev.type is backends.EventType.DELETE:
+            if prev is not None:
+                obj = dict(prev.obj)
+                obj["metadata"] = dict(obj.get("metadata", {}), resourceVersion=str(rev))
+                entry = Entry(ev.kv.key, obj, orjson.dumps(obj), rev)
+            else:
+                entry = decode(ev.kv, rev)
+            event = CacheEvent("DELETED", entry, prev)
+        else:
+            event = CacheEvent("MODIFIED" if prev is not None else "ADDED", decode(ev.kv), prev)
+        self.revision = rev
+        cache.apply(event)
+        for callback in self.on_event:
+            try:
+                callback(group, plural, event)
+            except Exception:
+                log.exception("watch cache callback failed")
+
+    async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
+        """Block until the cache has applied ``revision`` (read-your-writes)."""
+        if self.revision >= revision:
+            return
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: self.revision >= revision), timeout
+            )

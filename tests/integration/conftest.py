@@ -1,0 +1,91 @@
+"""A real `nodeless up` process per test session, and kubectl pointed at it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    url: str
+    process: subprocess.Popen[str]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.data_dir))
+        result = subprocess.run([kubectl, *args], input=input, capture_output=True, text=True, env=env, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def start_cluster(data_dir: Path, port: int | None = None) -> Cluster:
+    port = port or free_port()
+    log = open(data_dir.parent / f"{data_dir.name}.log", "a")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "nodeless"), "up", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--provider", "none"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "ready" in line:
+            return Cluster(data_dir, f"https://127.0.0.1:{port}", proc)
+    proc.kill()
+    raise RuntimeError(f"nodeless up did not become ready; see {log.name}")
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    cluster.process.send_signal(signal.SIGTERM)
+    try:
+        cluster.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        cluster.process.kill()
+        cluster.process.wait()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    data_dir = tmp_path_factory.mktemp("cluster") / "data"
+    data_dir.mkdir()
+    c = start_cluster(data_dir)
+    yield c
+    stop_cluster(c)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, named after it."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
+    name = "".join(c for c in name if c.isalnum() or c == "-").strip("-")
+    cluster.kubectl("create", "namespace", name)
+    yield name
