@@ -1,2 +1,1 @@
 """Pure data and algorithms about Kubernetes objects: kinds, selectors, patches, errors."""
-

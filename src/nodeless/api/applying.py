@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,6 +35,7 @@ from typing import Any, Final
 from nodeless.api import errors, schemas
 
 __all__ = [
+    "LAST_APPLIED_ANNOTATION",
     "FieldSet",
     "Path",
     "PathElement",
@@ -162,6 +164,7 @@ def _equal(a: Any, b: Any) -> bool:
 # Go-compatible text: fieldsV1 keys and the last-applied annotation are JSON
 # written by Go's encoder; conflict paths use Go's %v and %q.
 
+_PLAIN_JSON_STRING: Final = re.compile(r"[ !#-%'-;=?-\[\]-~]*")
 _GO_JSON_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _GO_QUOTE_ESCAPES: Final = {
     '"': '\\"',
@@ -177,6 +180,8 @@ _GO_QUOTE_ESCAPES: Final = {
 
 
 def _go_json_string(text: str) -> str:
+    if _PLAIN_JSON_STRING.fullmatch(text):
+        return '"' + text + '"'
     out = ['"']
     for ch in text:
         escaped = _GO_JSON_ESCAPES.get(ch)
@@ -763,37 +768,42 @@ class _Walker:
 
     def fieldset(self, value: Any, t: _Type, strict: bool = False) -> FieldSet:
         out = FieldSet()
-        self._collect(value, t, (), out, strict)
+        self._collect_children(value, _effective(t, value), (), out, strict)
         return out
 
-    def _collect(self, value: Any, t: _Type, path: Path, out: FieldSet, strict: bool) -> None:
+    def _collect(
+        self, value: Any, t: _Type, path: Path, parent: FieldSet, strict: bool, member: bool
+    ) -> None:
+        """Add ``path`` (relative to ``parent``: its last element) and what is below it."""
+        pe = path[-1]
         et = _effective(t, value)
-        if et.kind == "scalar":
-            out.insert(path)
-        elif et.kind == "list":
-            if et.atomic:
-                out.insert(path)
-                return
-            if not value:
-                return
+        if et.kind == "scalar" or et.atomic:
+            parent._members.add(pe)
+            return
+        if member:
+            parent._members.add(pe)
+        node = FieldSet()
+        self._collect_children(value, et, path, node, strict)
+        if node._members or node._children:
+            parent._children[pe] = node
+
+    def _collect_children(
+        self, value: Any, et: _Type, path: Path, node: FieldSet, strict: bool
+    ) -> None:
+        if not value or et.kind == "scalar" or et.atomic:
+            return
+        if et.kind == "list":
             if strict:
                 self.index_items(et, value, path, strict=True)
             item_t = self.typer.item(et)
             for index, item in enumerate(value):
                 item_path = (*path, self.item_pe(et, item, path, index))
-                self._collect(item, item_t, item_path, out, strict)
-                out.insert(item_path)
-        else:
-            if et.atomic:
-                out.insert(path)
-                return
-            if not value:
-                return
-            for key, child in value.items():
-                child_path = (*path, ("f", key))
-                self._collect(child, self.typer.field(et, key), child_path, out, strict)
-                if key not in et.fields:
-                    out.insert(child_path)
+                self._collect(item, item_t, item_path, node, strict, member=True)
+            return
+        for key, child in value.items():
+            declared = key in et.fields
+            child_t = self.typer.field(et, key)
+            self._collect(child, child_t, (*path, ("f", key)), node, strict, member=not declared)
 
     def ensure_named_fields(self, fs: FieldSet, t: _Type) -> FieldSet:
         """Upstream ``EnsureNamedFieldsAreMembers``: struct fields with owned children count as owned."""
@@ -1461,7 +1471,7 @@ def apply(
     api_version = str(config.get("apiVersion") or "")
     keep = _ignore_filter(subresource, has_status_subresource)
     live_obj = _strip_object(live)
-    config_obj = copy.deepcopy(dict(config))
+    config_obj = _strip_object(config)
     try:
         config_set = walker.fieldset(config_obj, root, strict=True)
     except _ShapeError as err:

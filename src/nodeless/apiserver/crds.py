@@ -65,6 +65,18 @@ def resources_of(crd: dict[str, Any]) -> list[tuple[kinds.Resource, dict[str, An
     return out
 
 
+_OBJECT_META_REF = {"$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+
+
+def with_object_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD's schema plus the fields every object has (CRDs may leave them out)."""
+    props = dict(schema.get("properties") or {})
+    props.setdefault("apiVersion", {"type": "string"})
+    props.setdefault("kind", {"type": "string"})
+    props["metadata"] = _OBJECT_META_REF
+    return dict(schema, properties=props)
+
+
 class CrdManager:
     def __init__(self, store: storing.Store, api: endpoints.Api) -> None:
         self.store = store
@@ -102,7 +114,7 @@ class CrdManager:
                 gvk = (resource.group, resource.version, resource.kind)
                 schema = (version.get("schema") or {}).get("openAPIV3Schema")
                 if schema:
-                    schemas_by_gvk[gvk] = schema
+                    schemas_by_gvk[gvk] = with_object_fields(schema)
                 printers[gvk] = version.get("additionalPrinterColumns") or []
                 scale = (version.get("subresources") or {}).get("scale")
                 if scale:

@@ -1,2 +1,1 @@
 """How components below the API speak to it."""
-
