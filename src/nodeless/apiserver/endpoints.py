@@ -632,6 +632,7 @@ class Api:
                     schema=schema,
                     now=now,
                     subresource=subresource,
+                    has_status_subresource=resource.has_status,
                 )
             assert current is not None
             if kind == "json":

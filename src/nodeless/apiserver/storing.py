@@ -298,6 +298,7 @@ class Store:
             schema=self.schema(resource),
             now=self._now(),
             subresource=options.subresource,
+            has_status_subresource=resource.has_status,
         )
 
     def _has_generation(self, resource: kinds.Resource, obj: Obj) -> bool:
