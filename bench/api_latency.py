@@ -182,7 +182,7 @@ async def main() -> int:
         workdir = Path(tmp)
         data = workdir / "data"
         port = free_port()
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 - a benchmark driver, blocking is fine
             [
                 str(BIN / "nodeless"),
                 "up",

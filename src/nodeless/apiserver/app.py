@@ -69,7 +69,7 @@ def build_app(api: endpoints.Api, authenticator: Authenticator | None) -> web.Ap
                 return endpoints.status_response(errors.unauthorized())
         else:
             user = endpoints.User("admin", "", ("system:masters", "system:authenticated"))
-        request["user"] = user
+        request[endpoints.USER_KEY] = user
         try:
             response: web.StreamResponse = await handler(request)
             return response

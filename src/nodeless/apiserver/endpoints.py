@@ -45,6 +45,9 @@ class User:
     groups: tuple[str, ...] = ()
 
 
+USER_KEY = web.RequestKey("user", User)
+
+
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None, content_type: str = JSON_CT
 ) -> web.Response:
@@ -985,7 +988,7 @@ class Api:
     def _review(
         self, request: web.Request, resource: kinds.Resource, obj: dict[str, Any]
     ) -> dict[str, Any]:
-        user: User = request["user"]
+        user = request[USER_KEY]
         user_info = {"username": user.name, "uid": user.uid, "groups": list(user.groups)}
         out = copy.deepcopy(obj)
         out.setdefault("metadata", {})["creationTimestamp"] = None

@@ -528,7 +528,8 @@ class Store:
             meta.pop("generation", None)
             if "generation" in old_meta:
                 meta["generation"] = old_meta["generation"]
-            if resource.has_status:
+            # Binding is the one main-resource write that also sets status.
+            if resource.has_status and options.subresource != "binding":
                 if "status" in old:
                     new["status"] = copy.deepcopy(old["status"])
                 else:
