@@ -45,7 +45,7 @@ class Cluster:
 
 def start_cluster(data_dir: Path, port: int | None = None) -> Cluster:
     port = port or free_port()
-    log = open(data_dir.parent / f"{data_dir.name}.log", "a")  # noqa: SIM115
+    log = open(data_dir.parent / f"{data_dir.name}.log", "a")
     proc = subprocess.Popen(
         [str(VENV_BIN / "nodeless"), "up", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--provider", "none"],
         stdout=subprocess.PIPE,
@@ -87,5 +87,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     """A fresh namespace per test, named after it."""
     name = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
     name = "".join(c for c in name if c.isalnum() or c == "-").strip("-")
-    cluster.kubectl("create", "namespace", name)
+    # `kubectl apply` (JSON bodies) rather than `kubectl create namespace`, whose
+    # typed client sends protobuf: the fixture must not depend on that path.
+    manifest = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
+    cluster.kubectl("apply", "-f", "-", input=manifest)
     yield name

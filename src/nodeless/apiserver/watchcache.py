@@ -257,9 +257,37 @@ class Cacher:
                 return
             except asyncio.CancelledError:
                 raise
+            except backends.CompactedError:
+                # History we needed is gone: re-list and turn the difference into
+                # events; watchers older than now will get 410 and re-list too.
+                log.warning("watch cache fell behind compaction at %d; re-listing", since)
+                since = await self._relist()
             except Exception:
                 log.exception("watch cache lost its store watch; resuming from %d", since)
                 await asyncio.sleep(0.5)
+
+    async def _relist(self) -> int:
+        listing = await self.backend.list(REGISTRY_PREFIX)
+        seen: set[str] = set()
+        rev = listing.revision
+        for kv in listing.items:
+            seen.add(kv.key)
+            group, plural = split_key(kv.key)
+            cache = self.cache(group, plural)
+            prev = cache.objects.get(kv.key)
+            if prev is None or prev.rev != kv.mod_revision:
+                cache.apply(CacheEvent("MODIFIED" if prev else "ADDED", decode(kv), prev))
+        for cache in self.caches.values():
+            for key in [k for k in cache.objects if k not in seen]:
+                prev = cache.objects[key]
+                obj = dict(prev.obj, metadata=dict(prev.obj.get("metadata", {}), resourceVersion=str(rev)))
+                cache.apply(CacheEvent("DELETED", Entry(key, obj, orjson.dumps(obj), rev), prev))
+            cache.history.clear()
+            cache.history_floor = rev
+        self.revision = rev
+        async with self._changed:
+            self._changed.notify_all()
+        return rev
 
     def _apply(self, ev: backends.Event) -> None:
         group, plural = split_key(ev.kv.key)

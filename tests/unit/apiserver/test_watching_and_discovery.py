@@ -150,7 +150,7 @@ async def test_table_list_has_upstream_pod_columns(client: Client) -> None:
 
 async def test_aggregated_discovery_lists_eviction_and_scale(client: Client) -> None:
     accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-    code, doc, resp = await client.request("GET", "/api", headers={"Accept": accept})
+    _, doc, resp = await client.request("GET", "/api", headers={"Accept": accept})
     assert (
         resp.headers["Content-Type"]
         == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
