@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from nodeless.api import errors, kinds
-from nodeless.apiserver import certificates, crds, endpoints, storing, watchcache
+from nodeless.apiserver import certificates, crds, endpoints, serviceaccounts, storing, watchcache
 from nodeless.storage import backends
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,24 @@ class Authenticator:
     """Bearer tokens from the static token file, or client certificates signed by our CA."""
 
     tokens: dict[str, certificates.TokenUser] = field(default_factory=dict)
+    issuer: serviceaccounts.TokenIssuer | None = None
+    clock: storing.Clock = storing.utc_now
 
     def authenticate(self, request: web.Request) -> endpoints.User | None:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            found = self.tokens.get(header[7:].strip())
+            token = header[7:].strip()
+            found = self.tokens.get(token)
             if found is not None:
                 return endpoints.User(
                     found.name, found.uid, (*found.groups, "system:authenticated")
                 )
+            if self.issuer is not None:
+                identity = self.issuer.verify(token, self.clock())
+                if identity is not None:
+                    return endpoints.User(
+                        identity.name, identity.uid, (*identity.groups, "system:authenticated")
+                    )
             return None
         transport = request.transport
         if transport is None:
@@ -134,7 +143,10 @@ class ApiServer:
             assert self.pki_dir is not None
             self.pki = certificates.ensure(self.pki_dir, [self.host])
             ssl_context = certificates.server_context(self.pki)
-            authenticator = Authenticator(certificates.read_tokens(self.pki))
+            self.api.tokens = serviceaccounts.TokenIssuer.from_dir(self.pki_dir)
+            authenticator = Authenticator(
+                certificates.read_tokens(self.pki), self.api.tokens, self.store.clock
+            )
         app = build_app(self.api, authenticator)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0

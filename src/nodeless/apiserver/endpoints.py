@@ -25,6 +25,7 @@ from nodeless.apiserver import (
     discovery,
     openapi,
     requests,
+    serviceaccounts,
     storing,
     validating,
     watchcache,
@@ -85,6 +86,9 @@ class Api:
     printer_columns: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
     scale_paths: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    tokens: serviceaccounts.TokenIssuer = field(
+        default_factory=serviceaccounts.TokenIssuer.ephemeral
+    )
 
     @property
     def clock(self) -> Callable[[], datetime.datetime]:
@@ -756,6 +760,8 @@ class Api:
             return await self._bind(request, resource, target)
         elif sub.name == "eviction" and method == "POST":
             return await self._evict(request, resource, target)
+        elif sub.name == "token" and method == "POST":
+            return await self._token(request, resource, target)
         elif sub.name == "finalize" and method == "PUT":
             return await self._finalize(request, resource, target)
         elif sub.name in ("log", "exec", "attach", "portforward", "proxy"):
@@ -982,6 +988,53 @@ class Api:
             resource, "", target.name, mutate, self._write_options(request, "finalize")
         )
         return json_response(result)
+
+    async def _token(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        """TokenRequest: a signed token for the service account, bound to its uid."""
+        body, _, _ = await self._body(request)
+        account = await self.store.get(resource, target.namespace, target.name)
+        spec = (body or {}).get("spec") or {} if isinstance(body, dict) else {}
+        expiration = spec.get("expirationSeconds") or serviceaccounts.DEFAULT_EXPIRATION
+        if not isinstance(expiration, int) or expiration < 600:
+            raise errors.invalid(
+                "TokenRequest",
+                "authentication.k8s.io",
+                target.name,
+                [
+                    errors.Cause(
+                        "FieldValueInvalid",
+                        f"Invalid value: {expiration}: may not specify a duration less than 10 minutes",
+                        "spec.expirationSeconds",
+                    )
+                ],
+            )
+        audiences = list(spec.get("audiences") or [])
+        token, expires = self.tokens.issue(
+            target.namespace,
+            target.name,
+            account["metadata"].get("uid", ""),
+            self.clock(),
+            expiration,
+            audiences,
+        )
+        answer = {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {
+                "name": target.name,
+                "namespace": target.namespace,
+                "creationTimestamp": None,
+            },
+            "spec": {
+                "audiences": audiences or [serviceaccounts.ISSUER],
+                "expirationSeconds": expiration,
+                "boundObjectRef": spec.get("boundObjectRef"),
+            },
+            "status": {"token": token, "expirationTimestamp": storing.rfc3339(expires)},
+        }
+        return json_response(answer, 201)
 
     # --- reviews ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import yaml
 
-from nodeless.api import errors, kinds
+from nodeless.api import errors, kinds, protobuf
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
@@ -97,8 +97,9 @@ def decode_body(body: bytes, content_type: str) -> Any:
         if len(docs) != 1:
             raise errors.bad_request("the request body must contain exactly one YAML document")
         return _yaml_clean(docs[0])
-    if kind == "application/vnd.kubernetes.protobuf":
-        raise errors.unsupported_media_type(content_type)
+    if kind == protobuf.CONTENT_TYPE:
+        # client-go's typed clients (kubectl create, auth, drain) send protobuf.
+        return protobuf.decode(body)
     raise errors.unsupported_media_type(content_type)
 
 

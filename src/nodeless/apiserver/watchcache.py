@@ -280,7 +280,9 @@ class Cacher:
         for cache in self.caches.values():
             for key in [k for k in cache.objects if k not in seen]:
                 prev = cache.objects[key]
-                obj = dict(prev.obj, metadata=dict(prev.obj.get("metadata", {}), resourceVersion=str(rev)))
+                obj = dict(
+                    prev.obj, metadata=dict(prev.obj.get("metadata", {}), resourceVersion=str(rev))
+                )
                 cache.apply(CacheEvent("DELETED", Entry(key, obj, orjson.dumps(obj), rev), prev))
             cache.history.clear()
             cache.history_floor = rev

@@ -1,1 +1,8 @@
-"""How components below the API speak to it."""
+"""How components below the API speak to it.
+
+``clients`` holds the ``ApiClient`` protocol and its vocabulary,
+``httpclients`` the HTTP implementation (``kubeconfigs`` reads its
+credentials), ``informers`` the list-and-watch caches, ``workqueues`` the
+key queues, ``controllers`` the worker runtime and expectations, and
+``clocks`` the injectable time they all share.
+"""

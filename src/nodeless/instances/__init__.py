@@ -1,0 +1,1 @@
+"""The elastic-container-instance layer: instance lifecycle, pod status, providers."""

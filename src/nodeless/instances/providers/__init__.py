@@ -1,0 +1,1 @@
+"""Instance providers: where instances really run (containerd, simulated, cloud later)."""

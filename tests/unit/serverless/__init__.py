@@ -1,0 +1,1 @@
+"""Unit tests of the serverless rules: catalogue, sizing, annotations, admission."""
