@@ -34,12 +34,18 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.data_dir / "kubeconfig"
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.data_dir))
-        result = subprocess.run([kubectl, *args], input=input, capture_output=True, text=True, env=env, timeout=timeout)
+        result = subprocess.run(
+            [kubectl, *args], input=input, capture_output=True, text=True, env=env, timeout=timeout
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
 
@@ -47,7 +53,16 @@ def start_cluster(data_dir: Path, port: int | None = None) -> Cluster:
     port = port or free_port()
     log = open(data_dir.parent / f"{data_dir.name}.log", "a")
     proc = subprocess.Popen(
-        [str(VENV_BIN / "nodeless"), "up", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--provider", "none"],
+        [
+            str(VENV_BIN / "nodeless"),
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--provider",
+            "none",
+        ],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

@@ -487,7 +487,7 @@ class Api:
     async def _body(self, request: web.Request) -> tuple[Any, bytes, str]:
         if request.content_length is not None and request.content_length > requests.MAX_BODY_BYTES:
             raise errors.too_large()
-        raw = await request.content.read(requests.MAX_BODY_BYTES + 1)
+        raw = await _read_all(request)
         content_type = request.headers.get("Content-Type", JSON_CT)
         return requests.decode_body(raw, content_type), raw, content_type
 
@@ -515,10 +515,22 @@ class Api:
         """Unknown/duplicate fields and wrong types: 400 under Strict, warnings under Warn."""
         mode = request.query.get("fieldValidation", "Warn") or "Warn"
         if mode not in ("Strict", "Warn", "Ignore"):
-            raise errors.bad_request(
-                f'fieldValidation: Invalid value: "{mode}": fieldValidation must be one of "Ignore", "Warn", or "Strict"'
+            options_kind = {"POST": "CreateOptions", "PUT": "UpdateOptions"}.get(
+                request.method, "PatchOptions"
             )
-        schema = schema_node if schema_node is not None else self.store.schema(resource)
+            raise errors.invalid(
+                options_kind,
+                "",
+                "",
+                [
+                    errors.Cause(
+                        "FieldValueNotSupported",
+                        f'Unsupported value: "{mode}": supported values: "Ignore", "Strict", "Warn"',
+                        "fieldValidation",
+                    )
+                ],
+            )
+        schema = schema_node if schema_node is not None else self.store.served_schema(resource)
         problems = list(validating.walk_fields(obj, schema, ""))
         type_errors = [msg for kind, msg in problems if kind == "type"]
         if type_errors:
@@ -555,7 +567,7 @@ class Api:
         if resource.namespaced and not target.namespace:
             raise errors.path_not_found()
         warnings = self._field_validation(request, resource, obj, raw, content_type)
-        obj = _prune_unknown(obj, self.store.schema(resource)) if resource.custom else obj
+        obj = validating.prune_unknown(obj, self.store.served_schema(resource))
         created = await self.store.create(
             resource, target.namespace, obj, self._write_options(request)
         )
@@ -576,8 +588,7 @@ class Api:
                 f"the name of the object ({meta['name']}) does not match the name on the URL ({target.name})"
             )
         warnings = self._field_validation(request, resource, obj, raw, content_type)
-        if resource.custom:
-            obj = _prune_unknown(obj, self.store.schema(resource))
+        obj = validating.prune_unknown(obj, self.store.served_schema(resource))
         options = self._write_options(request, subresource)
         # Leases and custom resources, like upstream, may be created by PUT.
         create_missing = resource.kind == "Lease" or resource.custom
@@ -606,7 +617,8 @@ class Api:
             raise errors.unsupported_media_type(content_type)
         patch, raw, _ = await self._body(request)
         options = self._write_options(request, subresource)
-        schema = self.store.schema(resource)
+        options.applied = kind == "apply"
+        schema = self.store.served_schema(resource)
         force = requests.bool_param(request.query.get("force"))
         warnings: list[str] = []
         if kind == "apply":
@@ -616,6 +628,7 @@ class Api:
                 )
             patch = requests.check_object(resource, patch, target)
             warnings = self._field_validation(request, resource, patch, raw, content_type)
+            patch = validating.prune_unknown(patch, schema)
             if not patch.get("apiVersion") or not patch.get("kind"):
                 raise errors.bad_request("apply patches must specify apiVersion and kind")
         elif kind == "json":
@@ -653,7 +666,8 @@ class Api:
             for w in self._field_validation(request, resource, new, b"", requests.YAML):
                 if w not in warnings:
                     warnings.append(w)
-            return new
+            pruned: dict[str, Any] = validating.prune_unknown(new, schema)
+            return pruned
 
         if kind == "apply" and resource.namespaced:
             meta = patch.get("metadata") or {}
@@ -695,7 +709,7 @@ class Api:
     async def _delete_body(self, request: web.Request) -> Any:
         if not request.can_read_body:
             return None
-        raw = await request.content.read(requests.MAX_BODY_BYTES + 1)
+        raw = await _read_all(request)
         if not raw.strip():
             return None
         return requests.decode_body(raw, request.headers.get("Content-Type", JSON_CT))
@@ -1069,6 +1083,18 @@ class Api:
         return out
 
 
+async def _read_all(request: web.Request) -> bytes:
+    """The whole body (``content.read(n)`` returns only what is buffered), bounded."""
+    raw = bytearray()
+    while True:
+        chunk = await request.content.read(1 << 16)
+        if not chunk:
+            return bytes(raw)
+        raw += chunk
+        if len(raw) > requests.MAX_BODY_BYTES:
+            raise errors.too_large()
+
+
 def _manager_from_agent(agent: str) -> str:
     """Upstream derives the default field manager from the User-Agent's program name."""
     name = agent.split("/", 1)[0].strip()
@@ -1110,30 +1136,3 @@ def _set_path(obj: dict[str, Any], path: str, value: Any) -> None:
     for part in parts[:-1]:
         obj = obj.setdefault(part, {})
     obj[parts[-1]] = value
-
-
-def _prune_unknown(obj: Any, schema: schemas.Schema | None) -> Any:
-    """Custom resources drop fields their schema does not know (structural pruning)."""
-    node = schemas.resolve(schema) if schema else None
-    if node is None or node.get("x-kubernetes-preserve-unknown-fields"):
-        return obj
-    if isinstance(obj, dict):
-        props = node.get("properties")
-        extra = node.get("additionalProperties")
-        if not isinstance(props, dict):
-            if isinstance(extra, dict):
-                return {k: _prune_unknown(v, extra) for k, v in obj.items()}
-            return obj
-        out = {}
-        for key, value in obj.items():
-            if key in props:
-                out[key] = _prune_unknown(value, props[key]) if key != "metadata" else value
-            elif key in ("apiVersion", "kind", "metadata"):
-                out[key] = value
-            elif isinstance(extra, dict):
-                out[key] = _prune_unknown(value, extra)
-        return out
-    if isinstance(obj, list):
-        items = node.get("items")
-        return [_prune_unknown(v, items) for v in obj] if isinstance(items, dict) else obj
-    return obj

@@ -61,6 +61,8 @@ class WriteOptions:
     dry_run: bool = False
     manager: str = ""
     subresource: str = ""
+    # Server-side apply records its own managedFields entry.
+    applied: bool = False
 
 
 @dataclass
@@ -118,6 +120,12 @@ class Store:
         if resource.custom:
             return self.custom_schemas.get((resource.group, resource.version, resource.kind))
         return schemas.schema_for(resource.group, resource.effective_storage_version, resource.kind)
+
+    def served_schema(self, resource: kinds.Resource) -> schemas.Schema | None:
+        """The schema of the version the client speaks (before conversion)."""
+        if resource.custom:
+            return self.custom_schemas.get((resource.group, resource.version, resource.kind))
+        return schemas.schema_for(resource.group, resource.version, resource.kind)
 
     def storage_resource(self, resource: kinds.Resource) -> kinds.Resource:
         if resource.key_group == "core" and resource.group == "events.k8s.io":
@@ -291,6 +299,9 @@ class Store:
     def _record(
         self, resource: kinds.Resource, old: Obj | None, new: Obj, options: WriteOptions
     ) -> Obj:
+        if options.applied:
+            # Server-side apply has already written its own managedFields entry.
+            return new
         return applying.record_update(
             old,
             new,
@@ -422,9 +433,6 @@ class Store:
             if not isinstance(desired, dict):
                 desired = await desired
             desired = conversions.to_storage(served, desired)
-            new = self._prepare_update(resource, entry.obj, desired, options)
-            if new is None:
-                return self.present(served, entry.obj), False
             wanted_rv = (desired.get("metadata") or {}).get("resourceVersion")
             if wanted_rv and wanted_rv != str(entry.rev):
                 raise errors.conflict(
@@ -433,6 +441,9 @@ class Store:
                     name,
                     "the object has been modified; please apply your changes to the latest version and try again",
                 )
+            new = self._prepare_update(resource, entry.obj, desired, options)
+            if new is None:
+                return self.present(served, entry.obj), False
             if options.dry_run:
                 new["metadata"]["resourceVersion"] = str(entry.rev)
                 return self.present(served, new), False

@@ -33,6 +33,7 @@ _PATH_SEGMENT_NAMED = {
 }
 
 MAX_ANNOTATIONS_BYTES = 256 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
 
 _DNS1123_SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
@@ -198,6 +199,19 @@ def kind_problems(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.
         template = (obj.get("spec") or {}).get("template") or {}
         causes += _pod_spec_problems(template.get("spec") or {}, "spec.template.spec")
     elif group == "" and kind in ("ConfigMap", "Secret"):
+        total = sum(
+            len(k) + len(str(v))
+            for f in ("data", "binaryData")
+            for k, v in (obj.get(f) or {}).items()
+        )
+        if total > MAX_CONFIG_BYTES:
+            causes.append(
+                errors.Cause(
+                    "FieldValueTooLong",
+                    f"Too long: may not be more than {MAX_CONFIG_BYTES} bytes",
+                    "data" if kind == "ConfigMap" else "data",
+                )
+            )
         for field_name in ("data", "binaryData", "stringData"):
             for key in obj.get(field_name) or {}:
                 if not _CONFIG_KEY.match(key):
@@ -336,18 +350,68 @@ def walk_fields(value: Any, schema: schemas.Schema | None, path: str) -> Iterato
 
 def duplicate_fields(body: bytes) -> list[str]:
     """Paths of duplicated JSON object keys (orjson keeps the last silently)."""
-    found: list[str] = []
+    duplicates: list[tuple[int, str]] = []
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                found.append(key)
-            seen.add(key)
-        return dict(pairs)
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                duplicates.append((id(out), key))
+            out[key] = value
+        return out
 
     try:
-        json.loads(body, object_pairs_hook=hook)
+        root = json.loads(body, object_pairs_hook=hook)
     except ValueError:
         return []
+    if not duplicates:
+        return []
+    paths: dict[int, str] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            paths[id(value)] = path
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    walk(root, "")
+    found = []
+    for owner, key in duplicates:
+        prefix = paths.get(owner, "")
+        found.append(f"{prefix}.{key}" if prefix else key)
     return found
+
+
+def prune_unknown(obj: Any, schema: schemas.Schema | None) -> Any:
+    """Drop fields the schema does not know, as upstream's decoder does for
+    built-in kinds and structural pruning does for custom resources."""
+    node = schemas.resolve(schema) if schema else None
+    if (
+        node is None
+        or node.get("x-kubernetes-preserve-unknown-fields")
+        or node.get("x-kubernetes-int-or-string")
+    ):
+        return obj
+    if isinstance(obj, dict):
+        props = node.get("properties")
+        extra = node.get("additionalProperties")
+        if not isinstance(props, dict):
+            if isinstance(extra, dict):
+                return {k: prune_unknown(v, extra) for k, v in obj.items()}
+            return obj
+        out = {}
+        for key, value in obj.items():
+            if key in props:
+                out[key] = prune_unknown(value, props[key]) if key != "metadata" else value
+            elif key in ("apiVersion", "kind", "metadata"):
+                out[key] = value
+            elif isinstance(extra, dict):
+                out[key] = prune_unknown(value, extra)
+        return out
+    if isinstance(obj, list):
+        items = node.get("items")
+        return [prune_unknown(v, items) for v in obj] if isinstance(items, dict) else obj
+    return obj

@@ -67,6 +67,17 @@ DAEMONSET_MESSAGE: Final = (
 )
 
 
+#: Pod-level switches into a host namespace, and why each cannot be honoured.
+_HOST_NAMESPACES: Final = {
+    "hostNetwork": "hostNetwork is not allowed in Nodeless: a serverless pod has no host "
+    "network to join; remove it, and reach the pod through a Service",
+    "hostPID": "hostPID is not allowed in Nodeless: a serverless pod has no host process "
+    "namespace to share; remove it",
+    "hostIPC": "hostIPC is not allowed in Nodeless: a serverless pod has no host IPC "
+    "namespace to share; remove it",
+}
+
+
 def _forbidden(field: str, detail: str) -> errors.Cause:
     return errors.Cause("FieldValueForbidden", f"Forbidden: {detail}", field)
 
@@ -126,34 +137,18 @@ def forbidden_pod_features(pod_spec: Mapping[str, Any], path: str = "spec") -> l
     reason a pod can never run appears together.
     """
     causes: list[errors.Cause] = []
-    for key, what in (
-        (
-            "hostNetwork",
-            "hostNetwork is not allowed in Nodeless: a serverless pod has no host "
-            "network to join; remove it, and reach the pod through a Service",
-        ),
-        (
-            "hostPID",
-            "hostPID is not allowed in Nodeless: a serverless pod has no host "
-            "process namespace to share; remove it",
-        ),
-        (
-            "hostIPC",
-            "hostIPC is not allowed in Nodeless: a serverless pod has no host IPC "
-            "namespace to share; remove it",
-        ),
-    ):
+    for key, detail in _HOST_NAMESPACES.items():
         if pod_spec.get(key) is True:
-            causes.append(_forbidden(f"{path}.{key}", what))
+            causes.append(_forbidden(f"{path}.{key}", detail))
 
     for key in _CONTAINER_LISTS:
         for i, container in enumerate(pod_spec.get(key) or []):
             if isinstance(container, Mapping):
                 causes.extend(_container_causes(container, f"{path}.{key}[{i}]"))
 
-    volumes = [v for v in pod_spec.get("volumes") or [] if isinstance(v, Mapping)]
+    volumes = pod_spec.get("volumes") or []
     for i, volume in enumerate(volumes):
-        if "hostPath" in volume:
+        if isinstance(volume, Mapping) and "hostPath" in volume:
             causes.append(
                 _forbidden(
                     f"{path}.volumes[{i}].hostPath",

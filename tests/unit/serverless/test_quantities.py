@@ -50,10 +50,29 @@ def test_quantity_parses_to_its_exact_value(text: object, value: Decimal) -> Non
 
 @pytest.mark.parametrize(
     "text",
-    ["", "abc", "1 Gi", " 1", "1gi", "1KI", "1ki", "1e", "1.2.3", "Gi", "1Gib", "--1", ".", True, None, [1]],
+    [
+        "",
+        "abc",
+        "1 Gi",
+        " 1",
+        "1gi",
+        "1KI",
+        "1ki",
+        "1e",
+        "1.2.3",
+        "Gi",
+        "1Gib",
+        "--1",
+        ".",
+        True,
+        None,
+        [1],
+    ],
 )
 def test_malformed_quantity_is_rejected_with_upstreams_message(text: object) -> None:
-    with pytest.raises(quantities.QuantityError, match="quantities must match the regular expression"):
+    with pytest.raises(
+        quantities.QuantityError, match="quantities must match the regular expression"
+    ):
         quantities.parse(text)
 
 
