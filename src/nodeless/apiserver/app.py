@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,21 @@ from typing import Any
 from aiohttp import web
 
 from nodeless.api import errors, kinds
-from nodeless.apiserver import certificates, crds, endpoints, serviceaccounts, storing, watchcache
+from nodeless.apiserver import (
+    admitting,
+    certificates,
+    crds,
+    endpoints,
+    serviceaccounts,
+    storing,
+    watchcache,
+)
+from nodeless.serverless import catalogue
 from nodeless.storage import backends
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ZONES = ("zone-a",)
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
 
@@ -109,6 +120,8 @@ class ApiServer:
         pki_dir: Path | None = None,
         tls: bool = True,
         clock: storing.Clock = storing.utc_now,
+        zones: Sequence[str] = DEFAULT_ZONES,
+        specs: catalogue.Catalogue | None = None,
     ) -> None:
         self.backend = backend
         self.host = host
@@ -119,6 +132,9 @@ class ApiServer:
         self.cacher = watchcache.Cacher(backend)
         self.store = storing.Store(backend, self.cacher, self.registry, clock)
         self.api = endpoints.Api(self.store, self.registry)
+        self.zones = list(zones)
+        self.catalogue = specs or catalogue.Catalogue.load()
+        self.store.admitters.append(admitting.serverless(self.catalogue, self.zones))
         self.pki: certificates.Pki | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []

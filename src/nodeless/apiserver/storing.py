@@ -103,6 +103,8 @@ class Store:
     after_create: list[Callable[[kinds.Resource, Obj], Awaitable[None]]] = field(
         default_factory=list
     )
+    # Admission plug-ins: (resource, new object, old object or None); raise to refuse.
+    admitters: list[Callable[[kinds.Resource, Obj, Obj | None], None]] = field(default_factory=list)
 
     # --- keys and encoding -------------------------------------------------
 
@@ -269,6 +271,10 @@ class Store:
             )
         return data
 
+    def _admit(self, resource: kinds.Resource, obj: Obj, old: Obj | None) -> None:
+        for admitter in self.admitters:
+            admitter(resource, obj, old)
+
     def _validate(self, resource: kinds.Resource, obj: Obj) -> None:
         causes = validating.validate_metadata(resource, obj) + validating.kind_problems(
             resource, obj
@@ -351,6 +357,7 @@ class Store:
             obj = self._record(resource, None, obj, options)
         await self.consistent()
         await self._check_namespace(resource, namespace)
+        self._admit(resource, obj, None)
         for attempt in range(8):
             if generated:
                 meta = obj["metadata"]
@@ -562,6 +569,8 @@ class Store:
             meta["managedFields"] = old_meta["managedFields"]
         new = self._record(resource, old, new, options)
         self._validate(resource, new)
+        if options.subresource != "status":
+            self._admit(resource, new, old)
         if _same(old, new):
             return None
         return new

@@ -209,7 +209,7 @@ def kind_problems(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.
                 errors.Cause(
                     "FieldValueTooLong",
                     f"Too long: may not be more than {MAX_CONFIG_BYTES} bytes",
-                    "data" if kind == "ConfigMap" else "data",
+                    "data",
                 )
             )
         for field_name in ("data", "binaryData", "stringData"):

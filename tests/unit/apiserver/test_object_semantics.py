@@ -317,3 +317,39 @@ async def test_server_side_apply_creates_then_conflicts_with_another_manager(
         params={"fieldManager": "bob", "force": "true"},
     )
     assert code == 200 and obj["spec"]["replicas"] == 4
+
+
+async def test_deployment_with_privileged_container_is_refused_at_creation(client: Client) -> None:
+    body = deployment("bad")
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["securityContext"] = {"privileged": True}
+    body["spec"]["template"]["spec"]["hostNetwork"] = True
+    before = await client.revision()
+    code, status, _ = await client.request("POST", DEPLOYMENTS, body)
+    assert code == 422 and status["reason"] == "Invalid"
+    fields = {c["field"] for c in status["details"]["causes"]}
+    assert "spec.template.spec.containers[0].securityContext.privileged" in fields
+    assert "spec.template.spec.hostNetwork" in fields
+    assert await client.revision() == before
+
+
+async def test_daemonsets_are_forbidden(client: Client) -> None:
+    body = deployment("agent")
+    body["kind"] = "DaemonSet"
+    del body["spec"]["replicas"]
+    code, status, _ = await client.request(
+        "POST", "/apis/apps/v1/namespaces/default/daemonsets", body
+    )
+    assert code == 403 and status["reason"] == "Forbidden"
+
+
+async def test_unknown_instance_spec_annotation_is_refused(client: Client) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {"k8s.aliyun.com/eci-use-specs": "3-7Gi"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    code, status, _ = await client.request("POST", PODS, pod)
+    assert code == 422
+    assert any("eci-use-specs" in c["field"] for c in status["details"]["causes"])
