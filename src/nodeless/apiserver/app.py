@@ -181,6 +181,8 @@ class ApiServer:
 
     async def stop(self) -> None:
         self.api.shutting_down.set()
+        # Open watches end first, so the HTTP server's shutdown does not wait on them.
+        self.cacher.close_watchers()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

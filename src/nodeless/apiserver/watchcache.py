@@ -236,6 +236,11 @@ class Cacher:
         self._task = asyncio.create_task(self._run(listing.revision), name="watch-cache")
         self.ready.set()
 
+    def close_watchers(self) -> None:
+        for cache in self.caches.values():
+            for watcher in list(cache.watchers):
+                watcher.close()
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from nodeless.client import clients, clocks, workqueues
+from nodeless import clocks
+from nodeless.client import clients, workqueues
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class Expectations:
 
     def expect(self, key: str, adds: int = 0, dels: int = 0) -> None:
         """Replace the expectations for ``key`` (client-go SetExpectations)."""
-        self._by_key[key] = _Expectation(adds, dels, self._clock.now())
+        self._by_key[key] = _Expectation(adds, dels, self._clock.monotonic())
 
     def expect_creations(self, key: str, count: int) -> None:
         self.expect(key, adds=count)
@@ -213,7 +214,7 @@ class Expectations:
     def expect_deletions_of(self, key: str, uids: Collection[str]) -> None:
         """Expect these objects to go; each uid counts once however often its
         deletion is observed."""
-        self._by_key[key] = _Expectation(0, len(uids), self._clock.now(), set(uids))
+        self._by_key[key] = _Expectation(0, len(uids), self._clock.monotonic(), set(uids))
 
     def raise_expectations(self, key: str, adds: int = 0, dels: int = 0) -> None:
         found = self._by_key.get(key)
@@ -250,7 +251,7 @@ class Expectations:
             return True
         if found.fulfilled:
             return True
-        return self._clock.now() - found.timestamp > self.timeout
+        return self._clock.monotonic() - found.timestamp > self.timeout
 
     def pending(self, key: str) -> tuple[int, int] | None:
         """``(adds, dels)`` still expected, or None when none are recorded."""

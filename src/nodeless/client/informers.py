@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Self
 
-from nodeless.client import clients, clocks
+from nodeless import clocks
+from nodeless.client import clients
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +162,14 @@ class Informer:
         # Failures since the watch last delivered something; a successful list
         # alone does not reset it, so list-then-410 loops still back off.
         failures = 0
+        gone_in_a_row = 0
         while True:
             try:
                 if need_list:
                     await self._list_and_replace()
                     need_list = False
                 if await self._watch():
-                    failures = 0
+                    failures = gone_in_a_row = 0
                     continue
                 # The stream ended without a single event: count it as a failure
                 # so that a server closing watches at once is not hammered.
@@ -181,8 +183,9 @@ class Informer:
                         "%r: resourceVersion %s expired; listing again", self, self.resource_version
                     )
                     need_list = True
+                    gone_in_a_row += 1
                     # A first 410 is routine (history moved on): re-list at once.
-                    if failures == 1:
+                    if gone_in_a_row == 1:
                         continue
                 else:
                     log.warning("%r: %s failed: %s", self, "list" if need_list else "watch", e)

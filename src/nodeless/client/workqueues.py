@@ -21,7 +21,7 @@ import math
 from collections.abc import Hashable
 from typing import Generic, Protocol, TypeVar
 
-from nodeless.client import clocks
+from nodeless import clocks
 
 T = TypeVar("T", bound=Hashable)
 K = TypeVar("K", bound=Hashable, contravariant=True)
@@ -88,10 +88,10 @@ class BucketRateLimiter(Generic[T]):
         self.burst = burst
         self._clock = clock or clocks.SystemClock()
         self._tokens = float(burst)
-        self._last = self._clock.now()
+        self._last = self._clock.monotonic()
 
     def when(self, item: T) -> float:
-        now = self._clock.now()
+        now = self._clock.monotonic()
         self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
         self._last = now
         # Each call reserves one token, possibly one not yet refilled: the
@@ -150,7 +150,8 @@ class WorkQueue(Generic[T]):
         # Items that need processing: queued, or re-added while being processed.
         self._dirty: set[T] = set()
         self._processing: set[T] = set()
-        self._waiting: dict[T, tuple[float, clocks.Timer]] = {}
+        # Delayed adds: when each falls due, and the task sleeping until then.
+        self._waiting: dict[T, tuple[float, asyncio.Task[None]]] = {}
         self._getters: list[asyncio.Future[None]] = []
         self._shutting_down = False
 
@@ -175,21 +176,21 @@ class WorkQueue(Generic[T]):
         if delay <= 0:
             self.add(item)
             return
-        ready_at = self._clock.now() + delay
+        ready_at = self._clock.monotonic() + delay
         waiting = self._waiting.get(item)
         if waiting is not None:
             if waiting[0] <= ready_at:
                 return
             waiting[1].cancel()
-
-        def fire() -> None:
-            current = self._waiting.get(item)
-            if current is not None and current[1] is timer:
-                del self._waiting[item]
-                self.add(item)
-
-        timer = self._clock.call_later(delay, fire)
+        timer = asyncio.get_running_loop().create_task(self._add_when_due(item, delay))
         self._waiting[item] = (ready_at, timer)
+
+    async def _add_when_due(self, item: T, delay: float) -> None:
+        await self._clock.sleep(delay)
+        current = self._waiting.get(item)
+        if current is not None and current[1] is asyncio.current_task():
+            del self._waiting[item]
+            self.add(item)
 
     def add_rate_limited(self, item: T) -> None:
         """Requeue ``item`` after the rate limiter's delay (its backoff grows with
