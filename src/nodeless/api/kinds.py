@@ -339,6 +339,16 @@ BUILTIN: tuple[Resource, ...] = (
         cats=("api-extensions",),
         status=True,
     ),
+    # nodeless.dev/v1: the instance record behind every pod on a zone's node
+    _r(
+        "nodeless.dev",
+        "v1",
+        "Instance",
+        "instances",
+        short=("inst",),
+        cats=("nodeless",),
+        status=True,
+    ),
     # reviews: answered, not stored
     _r(
         "authentication.k8s.io",
@@ -414,6 +424,7 @@ GROUP_ORDER = (
     "coordination.k8s.io",
     "node.k8s.io",
     "discovery.k8s.io",
+    "nodeless.dev",
 )
 
 # Preferred version per group when several are served.

@@ -213,8 +213,8 @@ def initial_status(resource: kinds.Resource, obj: dict[str, Any]) -> None:
         obj["status"] = {"phase": "Pending"}
     elif group == "" and kind == "PersistentVolume":
         obj["status"] = {"phase": "Pending"}
-    elif group == "" and kind == "Node":
-        return  # registering agents create nodes with their status
+    elif (group == "" and kind == "Node") or group == "nodeless.dev":
+        return  # agents create nodes and instance records with their status
     elif resource.has_status:
         obj.pop("status", None)
         if group == "" and kind == "Service":

@@ -10,13 +10,18 @@ import signal
 import sys
 from pathlib import Path
 
-from nodeless import __version__
+from nodeless import __version__, clocks
 from nodeless.apiserver import app, certificates, endpoints
+from nodeless.client import events, httpclients
+from nodeless.instances import managing, nodes
+from nodeless.instances.providers import simulated
+from nodeless.scheduler import scheduling
+from nodeless.serverless import catalogue
 from nodeless.storage import compacting, sqlite
 
 log = logging.getLogger("nodeless")
 
-PROVIDERS = ("none",)
+PROVIDERS = ("none", "simulated")
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -48,8 +53,29 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--provider",
         choices=PROVIDERS,
-        default="none",
-        help="instance provider (none: serve the API alone)",
+        default="simulated",
+        help="instance provider: simulated (clock-driven, no containers) or none (serve the API alone)",
+    )
+    up.add_argument(
+        "--zones", default="zone-a", help="comma-separated zone names, one virtual node each"
+    )
+    up.add_argument(
+        "--zone-max-instances", type=int, default=10_000, help="instance quota per zone"
+    )
+    up.add_argument(
+        "--sim-start-latency",
+        type=float,
+        default=0.0,
+        help="simulated: seconds from create to running",
+    )
+    up.add_argument(
+        "--sim-pull-latency",
+        type=float,
+        default=0.0,
+        help="simulated: seconds to pull an uncached image",
+    )
+    up.add_argument(
+        "--sim-failure-rate", type=float, default=0.0, help="simulated: share of creates that fail"
     )
     up.add_argument("--log-level", default="WARNING")
     sub.add_parser("version", help="print the version")
@@ -60,8 +86,12 @@ async def up(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     host, port = args.listen
+    zone_names = [z.strip() for z in args.zones.split(",") if z.strip()]
+    zones = [nodes.Zone(name, max_instances=args.zone_max_instances) for name in zone_names]
     backend = sqlite.SqliteBackend(data_dir / "state.db", watch_buffer=200_000)
-    server = app.ApiServer(backend, host=host, port=port, pki_dir=data_dir / "pki")
+    server = app.ApiServer(
+        backend, host=host, port=port, pki_dir=data_dir / "pki", zones=zone_names
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,16 +102,74 @@ async def up(args: argparse.Namespace) -> int:
     assert server.pki is not None
     kubeconfig = data_dir / "kubeconfig"
     certificates.write_kubeconfig(server.pki, kubeconfig, server.url)
+    components = None
+    if args.provider != "none":
+        components = await start_components(args, kubeconfig, zones, server.catalogue)
     print(
-        f"nodeless {__version__} ready: API at {server.url} (Kubernetes {endpoints.KUBE_VERSION}), provider {args.provider}",
+        f"nodeless {__version__} ready: API at {server.url} (Kubernetes {endpoints.KUBE_VERSION}), "
+        f"provider {args.provider}, zones {','.join(zone_names)}",
         flush=True,
     )
     print(f"  export KUBECONFIG={kubeconfig}", flush=True)
     await stop.wait()
     print("nodeless: shutting down", flush=True)
+    if components is not None:
+        await components.stop()
     await compactor.stop()
     await server.stop()
     return 0
+
+
+class Components:
+    """What runs beside the API server when there is a provider: the zones'
+    virtual nodes, the scheduler and the instance manager, all API clients."""
+
+    def __init__(
+        self,
+        client: httpclients.HttpApiClient,
+        recorder: events.EventRecorder,
+        virtual_nodes: nodes.VirtualNodes,
+        scheduler: scheduling.Scheduler,
+        manager: managing.InstanceManager,
+    ) -> None:
+        self.client = client
+        self.recorder = recorder
+        self.virtual_nodes = virtual_nodes
+        self.scheduler = scheduler
+        self.manager = manager
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        await self.manager.stop()
+        await self.virtual_nodes.stop()
+        await self.recorder.stop()
+        await self.client.close()
+
+
+async def start_components(
+    args: argparse.Namespace, kubeconfig: Path, zones: list[nodes.Zone], specs: catalogue.Catalogue
+) -> Components:
+    clock = clocks.SystemClock()
+    client = httpclients.HttpApiClient.from_kubeconfig(kubeconfig)
+    recorder = events.EventRecorder(client, "nodeless", clock)
+    recorder.start()
+    provider = simulated.SimulatedProvider(
+        clock,
+        start_latency=args.sim_start_latency,
+        pull_latency=args.sim_pull_latency,
+        failure_rate=args.sim_failure_rate,
+        zone_capacity={z.name: z.max_instances for z in zones},
+    )
+    virtual_nodes = nodes.VirtualNodes(client, zones, provider.name, clock)
+    await virtual_nodes.register()
+    virtual_nodes.start()
+    manager = managing.InstanceManager(
+        client, provider, zones, specs, clock=clock, recorder=recorder
+    )
+    await manager.start()
+    scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
+    scheduler.start()
+    return Components(client, recorder, virtual_nodes, scheduler, manager)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,515 @@
+"""The instance manager: one instance per pod bound to a zone's node.
+
+Level-triggered like a kubelet: informers over pods and Instance records and
+the provider's push channel all enqueue a pod key; ``sync(key)`` reads the
+pod, its record and the provider's latest status and converges them:
+
+- a bound pod without a record gets one (stored first, so a crash never leaks
+  an instance the store does not know), then the provider creates it;
+- provider status becomes pod status (phase, conditions, containerStatuses,
+  podIP, hostIP, startTime) and the record's state, with an Event per state
+  change;
+- a deleted pod stops its instance with the pod's grace period, then the pod
+  is removed (grace 0) and the record with it;
+- a record whose instance the provider no longer has is adopted (providers
+  that can, like the simulated one) or ends the pod Failed, reason NotFound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from decimal import Decimal
+from typing import Any
+
+from nodeless import clocks
+from nodeless.api import errors
+from nodeless.client import clients, controllers, events, informers
+from nodeless.instances import nodes, podstatuses
+from nodeless.instances.providers import base
+from nodeless.serverless import annotations as pod_annotations
+from nodeless.serverless import catalogue
+
+log = logging.getLogger(__name__)
+
+PODS = clients.ResourceRef("", "v1", "pods", True, "Pod")
+INSTANCES = clients.ResourceRef("nodeless.dev", "v1", "instances", True, "Instance")
+MANAGER = "nodeless-instance-manager"
+Obj = dict[str, Any]
+
+
+def _time(clock: clocks.Clock) -> str:
+    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_to_record(status: base.InstanceStatus) -> Obj:
+    """The parts of a provider status kept in the record, enough to adopt it later."""
+
+    def containers(items: list[base.ContainerStatus]) -> list[Obj]:
+        return [
+            {
+                "name": c.name,
+                "image": c.image,
+                "state": c.state,
+                "reason": c.reason,
+                "exitCode": c.exit_code,
+                "startedAt": c.started_at.isoformat() if c.started_at else None,
+                "finishedAt": c.finished_at.isoformat() if c.finished_at else None,
+                "restartCount": c.restart_count,
+                "ready": c.ready,
+                "started": c.started,
+            }
+            for c in items
+        ]
+
+    return {
+        "state": status.state.value,
+        "reason": status.reason,
+        "message": status.message,
+        "ip": status.ip,
+        "hostIP": status.host_ip,
+        "createdAt": status.created_at.isoformat() if status.created_at else None,
+        "startedAt": status.started_at.isoformat() if status.started_at else None,
+        "finishedAt": status.finished_at.isoformat() if status.finished_at else None,
+        "initialized": status.initialized,
+        "initContainers": containers(status.init_containers),
+        "containers": containers(status.containers),
+    }
+
+
+def _status_from_record(record: Obj) -> base.InstanceStatus:
+    import datetime
+
+    def when(text: Any) -> datetime.datetime | None:
+        return datetime.datetime.fromisoformat(text) if isinstance(text, str) and text else None
+
+    st = record.get("status") or {}
+    spec = record.get("spec") or {}
+    meta = record.get("metadata") or {}
+
+    def containers(items: list[Obj]) -> list[base.ContainerStatus]:
+        return [
+            base.ContainerStatus(
+                name=c.get("name", ""),
+                image=c.get("image", ""),
+                state=c.get("state", "waiting"),
+                reason=c.get("reason", ""),
+                exit_code=c.get("exitCode"),
+                started_at=when(c.get("startedAt")),
+                finished_at=when(c.get("finishedAt")),
+                restart_count=int(c.get("restartCount") or 0),
+                ready=bool(c.get("ready")),
+                started=bool(c.get("started")),
+            )
+            for c in items or []
+        ]
+
+    return base.InstanceStatus(
+        instance_id=spec.get("instanceID", ""),
+        namespace=meta.get("namespace", ""),
+        pod_name=spec.get("podName", meta.get("name", "")),
+        pod_uid=spec.get("podUID", ""),
+        zone=spec.get("zone", ""),
+        state=base.InstanceState(st.get("state", base.InstanceState.SCHEDULING.value)),
+        reason=st.get("reason", ""),
+        message=st.get("message", ""),
+        ip=st.get("ip", ""),
+        host_ip=st.get("hostIP", ""),
+        created_at=when(st.get("createdAt")),
+        started_at=when(st.get("startedAt")),
+        finished_at=when(st.get("finishedAt")),
+        init_containers=containers(st.get("initContainers") or []),
+        containers=containers(st.get("containers") or []),
+        initialized=bool(st.get("initialized")),
+    )
+
+
+class InstanceManager:
+    def __init__(
+        self,
+        client: clients.ApiClient,
+        provider: base.Provider,
+        zones: list[nodes.Zone],
+        specs: catalogue.Catalogue,
+        *,
+        clock: clocks.Clock | None = None,
+        recorder: events.EventRecorder | None = None,
+        workers: int = 16,
+    ) -> None:
+        self.client = client
+        self.provider = provider
+        self.specs = specs
+        self.clock = clock or clocks.SystemClock()
+        self.recorder = recorder
+        self.node_names = {z.node_name for z in zones}
+        self.pods = informers.Informer(client, PODS, clock=self.clock)
+        self.records = informers.Informer(client, INSTANCES, clock=self.clock)
+        self.controller = controllers.Controller(
+            "instances", self.sync, workers=workers, clock=self.clock
+        )
+        # Latest pushed status per pod key; the provider is asked when missing.
+        self.latest: dict[str, base.InstanceStatus] = {}
+        self._deleting: set[str] = set()
+        self._announced: dict[str, base.InstanceState] = {}
+        self._adopted = False
+        self.pods.add_handlers(
+            self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
+        )
+        self.records.add_handlers(
+            self._record_changed, lambda old, new: self._record_changed(new), self._record_changed
+        )
+        if isinstance(provider, base.Notifier):
+            provider.subscribe(self._pushed)
+        self._poller: base.PollingAdapter | None = None
+
+    # --- feeding the queue -----------------------------------------------------
+
+    def _ours(self, pod: Obj) -> bool:
+        return (pod.get("spec") or {}).get("nodeName") in self.node_names
+
+    def _pod_changed(self, pod: Obj) -> None:
+        if self._ours(pod):
+            self.controller.queue.add(clients.key_of(pod))
+
+    def _record_changed(self, record: Obj) -> None:
+        self.controller.queue.add(clients.key_of(record))
+
+    def _pushed(self, status: base.InstanceStatus) -> None:
+        key = f"{status.namespace}/{status.pod_name}"
+        self.latest[key] = status
+        self.controller.queue.add(key)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.provider.start()
+        if not isinstance(self.provider, base.Notifier):
+            self._poller = base.PollingAdapter(self.provider)
+            self._poller.subscribe(self._pushed)
+            self._poller.start()
+        self.pods.start()
+        self.records.start()
+        await self.pods.wait_synced()
+        await self.records.wait_synced()
+        await self.adopt()
+        self.controller.start([self.pods, self.records])
+
+    async def stop(self) -> None:
+        await self.controller.stop()
+        await self.pods.stop()
+        await self.records.stop()
+        if self._poller is not None:
+            await self._poller.stop()
+        await self.provider.close()
+
+    async def adopt(self) -> None:
+        """After a restart: take back every instance the records know.
+
+        Instances the provider still runs are simply found again; a provider
+        that lost them (the in-memory simulated one) rebuilds them from the
+        record when it can. Nothing is created twice: records are keyed by pod.
+        """
+        running = {s.instance_id: s for s in await self.provider.list()}
+        adopt = getattr(self.provider, "adopt", None)
+        for record in self.records.objects():
+            key = clients.key_of(record)
+            spec = record.get("spec") or {}
+            instance_id = spec.get("instanceID", "")
+            if instance_id in running:
+                self.latest[key] = running[instance_id]
+                continue
+            pod = self.pods.get(key)
+            last = _status_from_record(record)
+            if adopt is not None and pod is not None and not last.state.terminal:
+                status = await adopt(self._request(pod, record), last)
+                self.latest[key] = status
+        self._adopted = True
+
+    # --- sync ----------------------------------------------------------------------
+
+    def _request(self, pod: Obj, record: Obj) -> base.InstanceRequest:
+        spec = record.get("spec") or {}
+        return base.InstanceRequest(
+            instance_id=spec.get("instanceID", ""),
+            pod=pod,
+            zone=spec.get("zone", ""),
+            spec_name=spec.get("instanceSpec", ""),
+            vcpu=float(spec.get("vcpu") or 0),
+            memory_gib=float(spec.get("memoryGiB") or 0),
+            gpu_count=int(spec.get("gpus") or 0),
+            capacity_type=spec.get("capacityType", "on-demand"),
+        )
+
+    async def sync(self, key: str) -> None:
+        pod = self.pods.get(key)
+        record = self.records.get(key)
+        if pod is not None and not self._ours(pod):
+            pod = None if record is None else pod
+            if record is None:
+                return
+        if pod is None or (
+            record is not None
+            and (record.get("spec") or {}).get("podUID") != (pod.get("metadata") or {}).get("uid")
+        ):
+            if record is not None:
+                await self._release(key, record)
+            return
+        if record is None:
+            if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                await self._remove_pod(pod)
+                return
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                return
+            await self._create(key, pod)
+            return
+        status = await self._status(key, record)
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            await self._terminate(key, pod, record, status)
+            return
+        if status is None:
+            await self._vanished(pod, record)
+            return
+        await self._reflect(pod, record, status)
+
+    async def _status(self, key: str, record: Obj) -> base.InstanceStatus | None:
+        status = self.latest.get(key)
+        instance_id = (record.get("spec") or {}).get("instanceID", "")
+        if status is None or status.instance_id != instance_id:
+            status = await self.provider.get(instance_id)
+            if status is not None:
+                self.latest[key] = status
+        return status
+
+    async def _create(self, key: str, pod: Obj) -> None:
+        meta = pod.get("metadata") or {}
+        notes = meta.get("annotations") or {}
+        instance_id = (
+            pod_annotations.read(notes, pod_annotations.INSTANCE_ID)
+            or f"eci-{meta.get('uid', '')[:18]}"
+        )
+        spec_name = pod_annotations.read(notes, pod_annotations.INSTANCE_SPEC) or ""
+        spec = self.specs.find(spec_name) if spec_name else None
+        zone = nodes.zone_of_node((pod.get("spec") or {}).get("nodeName", "")) or ""
+        now = _time(self.clock)
+        record: Obj = {
+            "apiVersion": "nodeless.dev/v1",
+            "kind": "Instance",
+            "metadata": {
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "labels": {"nodeless.dev/zone": zone},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": meta.get("name"),
+                        "uid": meta.get("uid"),
+                        "controller": True,
+                        "blockOwnerDeletion": False,
+                    }
+                ],
+            },
+            "spec": {
+                "instanceID": instance_id,
+                "podName": meta.get("name"),
+                "podUID": meta.get("uid"),
+                "zone": zone,
+                "instanceSpec": spec.name if spec else spec_name,
+                "vcpu": str(spec.vcpu) if spec else "0",
+                "memoryGiB": str(spec.memory_gib) if spec else "0",
+                "gpus": spec.gpu_count if spec else 0,
+                "capacityType": pod_annotations.read(notes, pod_annotations.CAPACITY_TYPE)
+                or "on-demand",
+                "hourlyPrice": str(spec.hourly_price if spec else Decimal(0)),
+                "provider": self.provider.name,
+            },
+            "status": {"state": base.InstanceState.SCHEDULING.value, "lastTransitionTime": now},
+        }
+        try:
+            record = await self.client.create(
+                INSTANCES, record, clients.WriteOptions(field_manager=MANAGER)
+            )
+        except errors.StatusError as err:
+            if err.code == 409:
+                return  # a record exists; the informer will bring it
+            raise
+        request = self._request(pod, record)
+        try:
+            status = await self.provider.create(request)
+        except base.ProviderError as err:
+            await self._provider_failed(pod, record, str(err))
+            return
+        self.latest[key] = status
+        await self._reflect(pod, record, status)
+
+    async def _provider_failed(self, pod: Obj, record: Obj, message: str) -> None:
+        if self.recorder is not None:
+            self.recorder.record(pod, "Warning", "ProviderCreateFailed", message)
+        now = _time(self.clock)
+        status = copy.deepcopy(pod.get("status") or {})
+        status.update({"phase": "Failed", "reason": "ProviderFailed", "message": message})
+        await self._write_pod_status(pod, status)
+        await self._write_record_state(
+            record,
+            {
+                "state": base.InstanceState.FAILED.value,
+                "reason": "ProviderFailed",
+                "message": message,
+                "lastTransitionTime": now,
+            },
+        )
+
+    async def _reflect(self, pod: Obj, record: Obj, status: base.InstanceStatus) -> None:
+        current = pod.get("status") or {}
+        desired = podstatuses.pod_status(pod, status, current)
+        if desired != current:
+            await self._write_pod_status(pod, desired)
+        old_state = (record.get("status") or {}).get("state")
+        saved = _status_to_record(status)
+        if old_state != status.state.value or _changed(record.get("status") or {}, saved):
+            if old_state != status.state.value:
+                saved["lastTransitionTime"] = _time(self.clock)
+                key = clients.key_of(pod)
+                # The record informer may lag our own write: announce each state once.
+                if self._announced.get(key) != status.state:
+                    self._announced[key] = status.state
+                    self._state_event(pod, record, status)
+            else:
+                saved["lastTransitionTime"] = (record.get("status") or {}).get("lastTransitionTime")
+            await self._write_record_state(record, saved)
+
+    def _state_event(self, pod: Obj, record: Obj, status: base.InstanceStatus) -> None:
+        if self.recorder is None:
+            return
+        spec = record.get("spec") or {}
+        warning = status.state in (base.InstanceState.FAILED, base.InstanceState.EXPIRED)
+        detail = f" ({status.reason}: {status.message})" if status.reason and warning else ""
+        self.recorder.record(
+            pod,
+            "Warning" if warning else "Normal",
+            f"Instance{status.state.value}",
+            f"instance {spec.get('instanceID')} ({spec.get('instanceSpec')}, zone {spec.get('zone')}) is {status.state.value}{detail}",
+        )
+
+    async def _write_pod_status(self, pod: Obj, status: Obj) -> None:
+        meta = pod.get("metadata") or {}
+        with contextlib.suppress(errors.StatusError):
+            await self.client.patch(
+                PODS,
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                {"status": status},
+                patch_type="merge",
+                subresource="status",
+                options=clients.WriteOptions(field_manager=MANAGER),
+            )
+
+    async def _write_record_state(self, record: Obj, state: Obj) -> None:
+        meta = record.get("metadata") or {}
+        with contextlib.suppress(errors.StatusError):
+            await self.client.patch(
+                INSTANCES,
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                {"status": state},
+                patch_type="merge",
+                subresource="status",
+                options=clients.WriteOptions(field_manager=MANAGER),
+            )
+
+    async def _terminate(
+        self, key: str, pod: Obj, record: Obj, status: base.InstanceStatus | None
+    ) -> None:
+        instance_id = (record.get("spec") or {}).get("instanceID", "")
+        if status is not None and not status.state.terminal:
+            if key not in self._deleting:
+                self._deleting.add(key)
+                grace = (pod.get("metadata") or {}).get("deletionGracePeriodSeconds")
+                if grace is None:
+                    grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                await self.provider.delete(instance_id, int(grace))
+            await self._reflect(pod, record, status)
+            return
+        # The instance has ended (or is gone): the pod goes, then its record.
+        if status is not None:
+            await self.provider.delete(instance_id, 0)
+        self._deleting.discard(key)
+        await self._remove_pod(pod)
+        await self._delete_record(record)
+        self.latest.pop(key, None)
+
+    async def _remove_pod(self, pod: Obj) -> None:
+        meta = pod.get("metadata") or {}
+        options = clients.DeleteOptions(
+            grace_period_seconds=0, preconditions=clients.Preconditions(uid=meta.get("uid", ""))
+        )
+        with contextlib.suppress(errors.StatusError):
+            await self.client.delete(PODS, meta.get("namespace", ""), meta.get("name", ""), options)
+
+    async def _delete_record(self, record: Obj) -> None:
+        meta = record.get("metadata") or {}
+        with contextlib.suppress(errors.StatusError):
+            await self.client.delete(INSTANCES, meta.get("namespace", ""), meta.get("name", ""))
+
+    async def _release(self, key: str, record: Obj) -> None:
+        """The pod is gone (or replaced by a new pod of the same name)."""
+        instance_id = (record.get("spec") or {}).get("instanceID", "")
+        await self.provider.delete(instance_id, 0)
+        self._deleting.discard(key)
+        self.latest.pop(key, None)
+        self._announced.pop(key, None)
+        await self._delete_record(record)
+
+    async def _vanished(self, pod: Obj, record: Obj) -> None:
+        state = (record.get("status") or {}).get("state")
+        if state in (
+            base.InstanceState.SUCCEEDED.value,
+            base.InstanceState.FAILED.value,
+            base.InstanceState.EXPIRED.value,
+        ):
+            return
+        if state == base.InstanceState.SCHEDULING.value and not self._adopted:
+            return
+        if state == base.InstanceState.SCHEDULING.value:
+            # Stored but never handed to the provider (a crash in between): create it now.
+            try:
+                status = await self.provider.create(self._request(pod, record))
+            except base.ProviderError as err:
+                await self._provider_failed(pod, record, str(err))
+                return
+            self.latest[clients.key_of(pod)] = status
+            await self._reflect(pod, record, status)
+            return
+        message = f"instance {(record.get('spec') or {}).get('instanceID')} no longer exists at the provider"
+        if self.recorder is not None:
+            self.recorder.record(pod, "Warning", "InstanceNotFound", message)
+        failed = copy.deepcopy(pod.get("status") or {})
+        failed.update({"phase": "Failed", "reason": "NotFound", "message": message})
+        for c in failed.get("containerStatuses") or []:
+            c["ready"] = False
+        await self._write_pod_status(pod, failed)
+        await self._write_record_state(
+            record,
+            {
+                "state": base.InstanceState.FAILED.value,
+                "reason": "NotFound",
+                "message": message,
+                "lastTransitionTime": _time(self.clock),
+            },
+        )
+
+
+def _changed(old: Obj, new: Obj) -> bool:
+    return any(old.get(k) != v for k, v in new.items())
+
+
+async def wait_idle(manager: InstanceManager, timeout: float = 5.0) -> None:
+    """Until the manager's queue is empty (for tests)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if len(manager.controller.queue) == 0 and not manager.controller.queue.processing:
+            return
+        await asyncio.sleep(0.01)

@@ -1,0 +1,1 @@
+"""The Nodeless scheduler: serverless sizing, zone and capacity choice, binding."""

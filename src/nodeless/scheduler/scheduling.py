@@ -1,0 +1,296 @@
+"""The Nodeless scheduler: sizes unbound pods, chooses zone and capacity, binds.
+
+Informer over all pods (bound ones are the zones' usage); a queue of unbound
+pod keys. A worker drains everything queued at once, decides in memory with
+the zones' accounting updated as it goes, then binds the whole batch
+concurrently: many decisions, no round trip between them. Pods that fit
+nowhere get a ``FailedScheduling`` event and an ``Unschedulable`` condition
+and are tried again when capacity frees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from decimal import Decimal
+from typing import Any
+
+from nodeless import clocks
+from nodeless.api import errors
+from nodeless.client import clients, events, informers
+from nodeless.instances import nodes
+from nodeless.scheduler import placing
+from nodeless.serverless import annotations as pod_annotations
+from nodeless.serverless import catalogue, sizing
+
+log = logging.getLogger(__name__)
+
+PODS = clients.ResourceRef("", "v1", "pods", True, "Pod")
+SCHEDULER_NAMES = ("default-scheduler", "nodeless-scheduler")
+BATCH = 512
+BIND_CONCURRENCY = 64
+
+
+def _spec_of(pod: dict[str, Any], specs: catalogue.Catalogue) -> catalogue.Spec | None:
+    value = pod_annotations.read(
+        (pod.get("metadata") or {}).get("annotations") or {}, pod_annotations.INSTANCE_SPEC
+    )
+    return specs.find(value) if value else None
+
+
+def _active(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        client: clients.ApiClient,
+        zones: list[nodes.Zone],
+        specs: catalogue.Catalogue,
+        *,
+        clock: clocks.Clock | None = None,
+        recorder: events.EventRecorder | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.client = client
+        self.specs = specs
+        self.clock = clock or clocks.SystemClock()
+        self.recorder = recorder
+        self.rng = random.Random(seed)
+        self.zones = {
+            z.name: placing.ZoneState(
+                z.name,
+                nodes.node_object(z, "", "")["metadata"]["labels"],
+                z.max_instances,
+                Decimal(z.max_vcpu),
+                Decimal(z.max_memory_gib),
+            )
+            for z in zones
+        }
+        self.pods = informers.Informer(client, PODS, clock=self.clock)
+        self._queue: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self._unschedulable: set[str] = set()
+        self._accounted: dict[str, tuple[str, catalogue.Spec | None, str, dict[str, str]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.pods.add_handlers(self._on_add, self._on_update, self._on_delete)
+
+    # --- accounting from the informer ----------------------------------------
+
+    def _account(self, pod: dict[str, Any]) -> None:
+        key = clients.key_of(pod)
+        meta = pod.get("metadata") or {}
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        zone = nodes.zone_of_node(node)
+        active = (
+            bool(zone) and zone in self.zones and _active(pod) and not meta.get("deletionTimestamp")
+        )
+        previous = self._accounted.get(key)
+        if previous is not None and (not active or previous[0] != zone):
+            old_zone, spec, ns, labels = previous
+            self.zones[old_zone].release(spec, ns, labels)
+            del self._accounted[key]
+            self._retry_unschedulable()
+        if active and key not in self._accounted and zone is not None:
+            spec = _spec_of(pod, self.specs)
+            labels = dict(meta.get("labels") or {})
+            state = self.zones[zone]
+            state.instances += 1
+            if spec is not None:
+                state.vcpu += spec.vcpu
+                state.memory_gib += spec.memory_gib
+            state.pods.append((meta.get("namespace", ""), labels))
+            self._accounted[key] = (zone, spec, meta.get("namespace", ""), labels)
+
+    def _wants_scheduling(self, pod: dict[str, Any]) -> bool:
+        spec = pod.get("spec") or {}
+        return (
+            not spec.get("nodeName")
+            and spec.get("schedulerName", "default-scheduler") in SCHEDULER_NAMES
+            and not (pod.get("metadata") or {}).get("deletionTimestamp")
+            and _active(pod)
+        )
+
+    def _on_add(self, pod: dict[str, Any]) -> None:
+        self._account(pod)
+        if self._wants_scheduling(pod):
+            self._enqueue(clients.key_of(pod))
+
+    def _on_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        self._on_add(new)
+
+    def _on_delete(self, pod: dict[str, Any]) -> None:
+        key = clients.key_of(pod)
+        previous = self._accounted.pop(key, None)
+        if previous is not None:
+            zone, spec, ns, labels = previous
+            self.zones[zone].release(spec, ns, labels)
+            self._retry_unschedulable()
+        self._queue.pop(key, None)
+        self._unschedulable.discard(key)
+
+    def _enqueue(self, key: str) -> None:
+        self._queue[key] = None
+        self._wake.set()
+
+    def _retry_unschedulable(self) -> None:
+        for key in list(self._unschedulable):
+            self._enqueue(key)
+        self._unschedulable.clear()
+
+    # --- the loop ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.pods.start()
+        self._task = asyncio.create_task(self.run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.pods.stop()
+
+    async def run(self) -> None:
+        await self.pods.wait_synced()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                keys = list(self._queue)[:BATCH]
+                for key in keys:
+                    self._queue.pop(key, None)
+                try:
+                    await self.schedule_batch(keys)
+                except Exception:
+                    log.exception("scheduling batch failed; retrying")
+                    for key in keys:
+                        self._queue.setdefault(key, None)
+                    await self.clock.sleep(1.0)
+
+    async def schedule_batch(self, keys: list[str]) -> None:
+        """Decide every pod in memory, then bind them all concurrently."""
+        decisions: list[tuple[dict[str, Any], placing.Placement]] = []
+        failures: list[tuple[dict[str, Any], str]] = []
+        for key in keys:
+            pod = self.pods.get(key)
+            if pod is None or not self._wants_scheduling(pod):
+                continue
+            outcome = self.decide(pod)
+            if isinstance(outcome, placing.Placement):
+                meta = pod.get("metadata") or {}
+                self.zones[outcome.zone].take(
+                    outcome.spec, meta.get("namespace", ""), dict(meta.get("labels") or {})
+                )
+                decisions.append((pod, outcome))
+            else:
+                failures.append((pod, outcome.message))
+        limit = asyncio.Semaphore(BIND_CONCURRENCY)
+
+        async def bind(pod: dict[str, Any], placement: placing.Placement) -> None:
+            async with limit:
+                await self._bind(pod, placement)
+
+        await asyncio.gather(*(bind(p, d) for p, d in decisions))
+        for pod, message in failures:
+            await self._unschedulable_pod(pod, message)
+
+    def decide(self, pod: dict[str, Any]) -> placing.Placement | placing.Unschedulable:
+        meta = pod.get("metadata") or {}
+        try:
+            options = pod_annotations.PodOptions.from_annotations(
+                meta.get("annotations") or {},
+                self.specs,
+                list(self.zones),
+                name=meta.get("name", ""),
+            )
+            sized = sizing.size_pod(pod, self.specs)
+        except errors.StatusError as err:
+            return placing.Unschedulable([err.message])
+        return placing.place(pod, sized.candidates, options, list(self.zones.values()), self.rng)
+
+    async def _bind(self, pod: dict[str, Any], placement: placing.Placement) -> None:
+        meta = pod.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        instance_id = f"eci-{secrets.token_hex(9)}"
+        written = pod_annotations.written_back(
+            {
+                pod_annotations.INSTANCE_SPEC: placement.spec.annotation_value,
+                pod_annotations.INSTANCE_ID: instance_id,
+                pod_annotations.ZONE: placement.zone,
+                pod_annotations.CAPACITY_TYPE: "on-demand",
+                pod_annotations.PRICE: str(placement.spec.hourly_price),
+            }
+        )
+        try:
+            await self.client.bind(
+                namespace,
+                name,
+                nodes.node_name(placement.zone),
+                annotations=written,
+                pod_uid=meta.get("uid", ""),
+            )
+        except errors.StatusError as err:
+            # Undo the accounting: the informer will count the pod if it was bound after all.
+            self.zones[placement.zone].release(
+                placement.spec, namespace, dict(meta.get("labels") or {})
+            )
+            if err.code in (404, 409):
+                return
+            raise
+        if self.recorder is not None:
+            self.recorder.record(
+                pod,
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {namespace}/{name} to {nodes.node_name(placement.zone)} "
+                f"as instance {instance_id} ({placement.spec.name}, zone {placement.zone}, on-demand, "
+                f"{placement.spec.hourly_price}/h)",
+            )
+
+    async def _unschedulable_pod(self, pod: dict[str, Any], message: str) -> None:
+        key = clients.key_of(pod)
+        self._unschedulable.add(key)
+        total = len(self.zones)
+        text = f"0/{total} zones are available: {message}."
+        conditions = [
+            c
+            for c in (pod.get("status") or {}).get("conditions") or []
+            if c.get("type") == "PodScheduled"
+        ]
+        if (
+            conditions
+            and conditions[0].get("status") == "False"
+            and conditions[0].get("message") == text
+        ):
+            return  # already said; do not repeat the event on every retry
+        if self.recorder is not None:
+            self.recorder.record(pod, "Warning", "FailedScheduling", text)
+        meta = pod.get("metadata") or {}
+        patch = {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": text,
+                        "lastProbeTime": None,
+                        "lastTransitionTime": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    }
+                ]
+            }
+        }
+        with contextlib.suppress(errors.StatusError):
+            await self.client.patch(
+                PODS,
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                patch,
+                patch_type="strategic",
+                subresource="status",
+            )
