@@ -6,9 +6,12 @@ DATA=${DATA:-data}
 LISTEN=${LISTEN:-127.0.0.1:6443}
 BIN=.venv/bin
 mkdir -p "$DATA"
+DATA=$(cd "$DATA" && pwd)
 log="$DATA/nodeless.log"
 
-"$BIN/nodeless" up --data-dir "$DATA" --listen "$LISTEN" --provider none >"$log" 2>&1 &
+PROVIDER=${PROVIDER:-simulated}
+ZONES=${ZONES:-zone-a,zone-b}
+"$BIN/nodeless" up --data-dir "$DATA" --listen "$LISTEN" --provider "$PROVIDER" --zones "$ZONES" >"$log" 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT INT TERM
 for _ in $(seq 1 100); do
@@ -17,17 +20,18 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 cat "$log"
-export KUBECONFIG="$PWD/$DATA/kubeconfig"
-echo "Note: this build serves the Kubernetes API alone (provider 'none'): objects are stored and"
-echo "watched, but no pods run yet. The instance providers come in the next releases."
+export KUBECONFIG="$DATA/kubeconfig"
+echo "Note: instances run on the simulated provider (no containers yet: the containerd provider"
+echo "comes next), and there is no Deployment controller yet, so the demo applies bare Pods."
 "$BIN/kubectl" apply -f examples/
 cat <<MSG
 
 Nodeless is running (logs in $log). In another shell:
   export KUBECONFIG=$KUBECONFIG PATH=$PWD/$BIN:\$PATH
-  kubectl get all
-  kubectl get deployments -o wide
-  kubectl api-resources
+  kubectl get nodes -L topology.kubernetes.io/zone
+  kubectl -n demo get pods -o wide
+  kubectl -n demo describe pod web-1
+  kubectl -n demo get instances
 Press Ctrl-C here to stop it.
 MSG
 wait $pid

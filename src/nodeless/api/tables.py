@@ -1574,6 +1574,36 @@ def _csr_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
     ]
 
 
+_INSTANCE_COLUMNS = (
+    _NAME,
+    _c("Instance", description="Instance ID at the provider."),
+    _c("Spec", description="Catalogue spec the pod was rounded up to."),
+    _c("Zone", description="Zone the instance runs in."),
+    _c("Capacity", description="on-demand or spot."),
+    _c("State", description="Instance state."),
+    _c("Price/h", description="Hourly price in force."),
+    _AGE,
+    _c("IP", description="Pod IP.", priority=1),
+    _c("Provider", description="Provider running the instance.", priority=1),
+)
+
+
+def _instance_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
+    """nodeless.dev Instance records: what a pod runs on and what it costs."""
+    return [
+        _name(obj),
+        _str(_get(obj, "spec", "instanceID")),
+        _str(_get(obj, "spec", "instanceSpec")),
+        _str(_get(obj, "spec", "zone")),
+        _str(_get(obj, "spec", "capacityType")),
+        _str(_get(obj, "status", "state")),
+        _str(_get(obj, "spec", "hourlyPrice")),
+        _age(obj, now),
+        _str(_get(obj, "status", "ip")) or "<none>",
+        _str(_get(obj, "spec", "provider")),
+    ]
+
+
 def _lease_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
     return [_name(obj), _str(_get(obj, "spec", "holderIdentity")), _age(obj, now)]
 
@@ -1788,6 +1818,7 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ),
     ("policy", "PodDisruptionBudget"): _Printer(_PDB_COLUMNS, _pdb_cells),
     ("coordination.k8s.io", "Lease"): _Printer(_LEASE_COLUMNS, _lease_cells),
+    ("nodeless.dev", "Instance"): _Printer(_INSTANCE_COLUMNS, _instance_cells),
     ("events.k8s.io", "Event"): _Printer(_EVENT_COLUMNS, _events_v1_cells),
     ("discovery.k8s.io", "EndpointSlice"): _Printer(_ENDPOINT_SLICE_COLUMNS, _endpoint_slice_cells),
     ("rbac.authorization.k8s.io", "RoleBinding"): _Printer(_ROLE_BINDING_COLUMNS, _binding_cells),

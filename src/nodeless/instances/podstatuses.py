@@ -123,11 +123,14 @@ def pod_status(pod: Obj, status: base.InstanceStatus, previous: Obj | None = Non
         cond("ContainersReady", ready, not_ready_reason),
         cond("PodScheduled", True),
     ]
+    # An elastic container instance is its own host (as on ECI): without a
+    # separate host address, the host IP is the instance's.
+    host_ip = status.host_ip or status.ip
     out: Obj = {
         "phase": phase,
         "conditions": conditions,
-        "hostIP": status.host_ip,
-        "hostIPs": [{"ip": status.host_ip}] if status.host_ip else [],
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}] if host_ip else [],
         "startTime": _time(status.created_at),
         "containerStatuses": containers,
         "qosClass": (previous or {}).get("qosClass")
