@@ -321,3 +321,33 @@ def _newer(candidate: str, current: str) -> bool:
 def _older(candidate: str, current: str) -> bool:
     a, b = _revision(candidate), _revision(current)
     return a is not None and b is not None and a < b
+
+
+class InformerFactory:
+    """One shared informer per resource, so that controllers watching the same
+    kind (every workload controller watches pods) share one cache and one watch."""
+
+    def __init__(self, client: clients.ApiClient, *, clock: clocks.Clock | None = None) -> None:
+        self.client = client
+        self.clock = clock
+        self._informers: dict[clients.ResourceRef, Informer] = {}
+
+    def informer(self, resource: clients.ResourceRef) -> Informer:
+        found = self._informers.get(resource)
+        if found is None:
+            found = Informer(self.client, resource, clock=self.clock)
+            self._informers[resource] = found
+        return found
+
+    def start(self) -> None:
+        """Start every informer not yet running (informers may be added later)."""
+        for informer in self._informers.values():
+            informer.start()  # idempotent
+
+    async def wait_synced(self) -> None:
+        for informer in list(self._informers.values()):
+            await informer.wait_synced()
+
+    async def stop(self) -> None:
+        for informer in self._informers.values():
+            await informer.stop()

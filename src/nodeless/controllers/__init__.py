@@ -1,0 +1,2 @@
+"""Workload controllers: each a client of the API, level-triggered through the
+shared controller runtime in ``nodeless.client.controllers``."""
