@@ -274,12 +274,14 @@ class InstanceManager:
         await self._reflect(pod, record, status)
 
     async def _status(self, key: str, record: Obj) -> base.InstanceStatus | None:
-        status = self.latest.get(key)
+        # The provider is the truth (pushes may lag, and stop when an instance
+        # vanishes); what was pushed is only a hint that something changed.
         instance_id = (record.get("spec") or {}).get("instanceID", "")
-        if status is None or status.instance_id != instance_id:
-            status = await self.provider.get(instance_id)
-            if status is not None:
-                self.latest[key] = status
+        status = await self.provider.get(instance_id)
+        if status is None:
+            self.latest.pop(key, None)
+        else:
+            self.latest[key] = status
         return status
 
     async def _create(self, key: str, pod: Obj) -> None:

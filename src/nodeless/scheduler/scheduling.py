@@ -86,9 +86,9 @@ class Scheduler:
         meta = pod.get("metadata") or {}
         node = (pod.get("spec") or {}).get("nodeName") or ""
         zone = nodes.zone_of_node(node)
-        active = (
-            bool(zone) and zone in self.zones and _active(pod) and not meta.get("deletionTimestamp")
-        )
+        # A pod being deleted still holds its instance (and the zone's capacity)
+        # until it is gone or has finished, as kube-scheduler counts it.
+        active = bool(zone) and zone in self.zones and _active(pod)
         previous = self._accounted.get(key)
         if previous is not None and (not active or previous[0] != zone):
             old_zone, spec, ns, labels = previous
@@ -183,9 +183,11 @@ class Scheduler:
             outcome = self.decide(pod)
             if isinstance(outcome, placing.Placement):
                 meta = pod.get("metadata") or {}
-                self.zones[outcome.zone].take(
-                    outcome.spec, meta.get("namespace", ""), dict(meta.get("labels") or {})
-                )
+                labels = dict(meta.get("labels") or {})
+                namespace = meta.get("namespace", "")
+                self.zones[outcome.zone].take(outcome.spec, namespace, labels)
+                # Counted now, so the informer's view of the bound pod is not counted again.
+                self._accounted[key] = (outcome.zone, outcome.spec, namespace, labels)
                 decisions.append((pod, outcome))
             else:
                 failures.append((pod, outcome.message))
@@ -236,9 +238,9 @@ class Scheduler:
             )
         except errors.StatusError as err:
             # Undo the accounting: the informer will count the pod if it was bound after all.
-            self.zones[placement.zone].release(
-                placement.spec, namespace, dict(meta.get("labels") or {})
-            )
+            if self._accounted.pop(clients.key_of(pod), None) is not None:
+                labels = dict(meta.get("labels") or {})
+                self.zones[placement.zone].release(placement.spec, namespace, labels)
             if err.code in (404, 409):
                 return
             raise

@@ -1,0 +1,452 @@
+"""The instance manager in a running cluster: a bound pod gets an Instance
+record and a provider instance, provider status becomes pod status with an
+Event per instance state, deletion releases everything, provider failures and
+vanished instances end the pod with the platform's reason, and a restarted
+cluster adopts its instances instead of leaking or duplicating them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodeless import clocks
+from nodeless.instances.providers import base, simulated
+from nodeless.storage import sqlite
+from tests.unit.scheduler import (
+    NAMESPACE,
+    PODS,
+    Cluster,
+    annotation,
+    condition,
+    phase_of,
+    pod_manifest,
+    wait_for,
+)
+
+State = base.InstanceState
+MakeCluster = Callable[..., Awaitable[Cluster]]
+
+
+@pytest.fixture
+async def make_cluster() -> AsyncIterator[MakeCluster]:
+    started: list[Cluster] = []
+
+    async def make(**kwargs: Any) -> Cluster:
+        cluster = Cluster(**kwargs)
+        started.append(cluster)
+        return await cluster.start()
+
+    yield make
+    for cluster in reversed(started):
+        await cluster.stop()
+
+
+@pytest.fixture
+async def cluster(make_cluster: MakeCluster) -> Cluster:
+    return await make_cluster()
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    [status] = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return dict(status)
+
+
+def terminated(pod: dict[str, Any]) -> dict[str, Any]:
+    return dict((container(pod).get("state") or {}).get("terminated") or {})
+
+
+async def total_events(cluster: Cluster, name: str, reason: str) -> int:
+    """How many times ``reason`` was recorded for ``name`` (repeats are counted
+    in one Event's ``count``)."""
+    return sum(int(e.get("count") or 1) for e in await cluster.events_for(name, reason))
+
+
+async def wait_events(cluster: Cluster, name: str, reason: str) -> list[dict[str, Any]]:
+    async def found() -> list[dict[str, Any]]:
+        return await cluster.events_for(name, reason)
+
+    return await wait_for(found, what=f"{reason} event for {name}")
+
+
+# --- a pod runs ------------------------------------------------------------------------
+
+
+async def test_a_bound_pod_becomes_running_with_a_kubelet_like_status(cluster: Cluster) -> None:
+    await cluster.create_pod(pod_manifest("web", command=["sleep", "infinity"]))
+    pod = await cluster.wait_pod(
+        "web", lambda p: phase_of(p) == "Running" and container(p).get("ready"), "web ready"
+    )
+    status = pod["status"]
+    assert status["podIP"] and status["podIPs"] == [{"ip": status["podIP"]}]
+    assert status["hostIP"]
+    assert status["startTime"]
+    for kind in ("Initialized", "Ready", "ContainersReady", "PodScheduled"):
+        c = condition(pod, kind)
+        assert c is not None and c["status"] == "True", (kind, c)
+    c = container(pod)
+    assert c["name"] == "app"
+    assert c["image"] == "busybox:1.36"
+    assert (c["ready"], c["started"], c["restartCount"]) == (True, True, 0)
+    assert c["state"]["running"]["startedAt"]
+    assert "reason" not in status
+
+
+async def test_a_running_pod_has_an_instance_record_matching_its_annotations(
+    cluster: Cluster,
+) -> None:
+    await cluster.create_pod(pod_manifest("rec"))
+    pod = await cluster.wait_phase("rec", "Running")
+
+    record = await cluster.wait_record("rec", "Running")
+    assert record["kind"] == "Instance" and record["apiVersion"] == "nodeless.dev/v1"
+    instance_id = annotation(pod, "nodeless.dev/instance-id")
+    assert instance_id and record["spec"]["instanceID"] == instance_id
+    assert record["spec"]["podUID"] == pod["metadata"]["uid"]
+    assert record["spec"]["zone"] == annotation(pod, "nodeless.dev/zone")
+    assert record["spec"]["instanceSpec"] == "2-4Gi"
+    assert record["status"]["ip"] == pod["status"]["podIP"]
+    [owner] = record["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Pod", "rec", pod["metadata"]["uid"])
+    # The provider runs exactly that instance.
+    listed = {s.instance_id: s for s in await cluster.provider.list()}
+    assert listed[instance_id].state is State.RUNNING
+
+
+async def test_each_instance_state_is_one_event_on_the_pod(cluster: Cluster) -> None:
+    await cluster.create_pod(pod_manifest("evt"))
+    await cluster.wait_phase("evt", "Running")
+    await wait_events(cluster, "evt", "InstanceRunning")
+    await cluster.settle()
+    assert await total_events(cluster, "evt", "InstancePending") == 1
+    assert await total_events(cluster, "evt", "InstanceRunning") == 1
+    [running] = await cluster.events_for("evt", "InstanceRunning")
+    assert running["type"] == "Normal"
+    assert running["involvedObject"]["kind"] == "Pod"
+
+
+# --- pods that end ---------------------------------------------------------------------
+
+
+async def test_a_never_restarted_container_exiting_3_fails_the_pod(cluster: Cluster) -> None:
+    manifest = pod_manifest("fails", command=["sh", "-c", "exit 3"], restart_policy="Never")
+    await cluster.create_pod(manifest)
+    pod = await cluster.wait_phase("fails", "Failed")
+    done = terminated(pod)
+    assert (done.get("exitCode"), done.get("reason")) == (3, "Error")
+    assert container(pod)["ready"] is False
+    # A plain container failure: no platform reason on the pod.
+    assert "reason" not in pod["status"]
+    ready = condition(pod, "Ready")
+    assert ready is not None and ready["status"] == "False"
+
+
+async def test_a_container_exiting_0_succeeds_the_pod(cluster: Cluster) -> None:
+    manifest = pod_manifest("works", command=["sh", "-c", "exit 0"], restart_policy="Never")
+    await cluster.create_pod(manifest)
+    pod = await cluster.wait_phase("works", "Succeeded")
+    done = terminated(pod)
+    assert (done.get("exitCode"), done.get("reason")) == (0, "Completed")
+
+    await cluster.wait_record("works", "Succeeded")
+
+
+async def test_a_crash_looping_container_backs_off_10_then_20_seconds(cluster: Cluster) -> None:
+    manifest = pod_manifest("crash", command=["sh", "-c", "exit 1"], restart_policy="Always")
+    await cluster.create_pod(manifest)
+
+    def backing_off(restarts: int) -> Callable[[dict[str, Any]], bool]:
+        def check(pod: dict[str, Any]) -> bool:
+            c = container(pod)
+            waiting = (c.get("state") or {}).get("waiting") or {}
+            return c.get("restartCount") == restarts and waiting.get("reason") == "CrashLoopBackOff"
+
+        return check
+
+    pod = await cluster.wait_pod("crash", backing_off(0), "first back-off")
+    assert phase_of(pod) == "Running"
+    assert container(pod)["lastState"]["terminated"]["exitCode"] == 1
+    ready = condition(pod, "Ready")
+    assert ready is not None and ready["status"] == "False"
+
+    await cluster.clock.advance(10)
+    await cluster.wait_pod("crash", backing_off(1), "restart after 10 s")
+
+    await cluster.clock.advance(19)
+    await cluster.settle()
+    assert container(await cluster.must_pod("crash"))["restartCount"] == 1  # 20 s not over
+    await cluster.clock.advance(1)
+    pod = await cluster.wait_pod("crash", backing_off(2), "restart after 20 s more")
+    assert phase_of(pod) == "Running"
+
+
+# --- deletion ---------------------------------------------------------------------------
+
+
+async def test_deleting_a_running_pod_removes_it_its_record_and_its_instance(
+    cluster: Cluster,
+) -> None:
+    await cluster.create_pod(pod_manifest("bye"))
+    pod = await cluster.wait_phase("bye", "Running")
+    instance_id = annotation(pod, "nodeless.dev/instance-id")
+    assert await cluster.record("bye") is not None
+
+    await cluster.client.delete(PODS, NAMESPACE, "bye")  # default grace period
+    await cluster.wait_gone("bye")
+
+    async def record_gone() -> bool:
+        return await cluster.record("bye") is None
+
+    await wait_for(record_gone, what="record deleted")
+    assert instance_id not in {s.instance_id for s in await cluster.provider.list()}
+
+
+async def test_deleting_waits_out_the_grace_period_of_a_container_ignoring_sigterm(
+    cluster: Cluster,
+) -> None:
+    manifest = pod_manifest("slow", env={"NODELESS_SIM_IGNORE_SIGTERM": "true"}, grace=20)
+    await cluster.create_pod(manifest)
+    pod = await cluster.wait_phase("slow", "Running")
+    instance_id = annotation(pod, "nodeless.dev/instance-id")
+    await cluster.client.delete(PODS, NAMESPACE, "slow")
+    await cluster.settle()
+    assert await cluster.pod("slow") is not None
+    listed = {s.instance_id: s for s in await cluster.provider.list()}
+    assert instance_id is not None and listed[instance_id].state is State.TERMINATING
+
+    await cluster.clock.advance(20)
+    await cluster.wait_gone("slow")
+    assert instance_id not in {s.instance_id for s in await cluster.provider.list()}
+
+
+# --- the platform's failures ------------------------------------------------------------
+
+
+async def test_a_provider_create_failure_fails_the_pod_with_provider_failed(
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = await make_cluster(failure_rate=1.0)
+    await cluster.create_pod(pod_manifest("unlucky"))
+    pod = await cluster.wait_phase("unlucky", "Failed")
+    assert pod["status"]["reason"] == "ProviderFailed"
+    assert "simulated provider failure" in pod["status"]["message"]
+    [event] = await wait_events(cluster, "unlucky", "ProviderCreateFailed")
+    assert event["type"] == "Warning"
+    assert event["message"] == pod["status"]["message"]
+    assert await cluster.provider.list() == []
+
+
+async def test_an_instance_deleted_at_the_provider_fails_the_pod_not_found(
+    cluster: Cluster,
+) -> None:
+    await cluster.create_pod(pod_manifest("lost"))
+    pod = await cluster.wait_phase("lost", "Running")
+    instance_id = annotation(pod, "nodeless.dev/instance-id")
+    assert instance_id is not None
+
+    # Behind the manager's back: the instance is removed at the provider ...
+    await cluster.provider.delete(instance_id, 0)
+
+    async def gone_at_provider() -> bool:
+        return await cluster.provider.get(instance_id) is None
+
+    await wait_for(gone_at_provider, what="instance gone at the provider")
+    # ... and the manager syncs the pod (any change to it triggers a sync).
+    await cluster.client.patch(
+        PODS, NAMESPACE, "lost", {"metadata": {"labels": {"poke": "1"}}}, patch_type="merge"
+    )
+    pod = await cluster.wait_phase("lost", "Failed")
+    assert pod["status"].get("reason") == "NotFound", pod["status"]
+    assert container(pod)["ready"] is False
+
+    await cluster.wait_record("lost", "Failed")
+
+
+class LosingProvider:
+    """A simulated provider whose host can lose instances without a word, as a
+    crashed machine would: a lost instance is neither listed nor found, and
+    nothing more is pushed about it. It cannot ``adopt`` (a fresh one after a
+    restart has lost everything)."""
+
+    def __init__(self, clock: clocks.Clock) -> None:
+        self.inner = simulated.SimulatedProvider(clock)
+        self.name = self.inner.name
+        self.lost: set[str] = set()
+        self._callbacks: list[base.StatusCallback] = []
+        self.inner.subscribe(self._forward)
+
+    def lose(self, instance_id: str) -> None:
+        self.lost.add(instance_id)
+
+    def _forward(self, status: base.InstanceStatus) -> None:
+        if status.instance_id not in self.lost:
+            for callback in self._callbacks:
+                callback(status)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def subscribe(self, callback: base.StatusCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def create(self, request: base.InstanceRequest) -> base.InstanceStatus:
+        return await self.inner.create(request)
+
+    async def delete(self, instance_id: str, grace_period_seconds: int) -> None:
+        if instance_id not in self.lost:
+            await self.inner.delete(instance_id, grace_period_seconds)
+
+    async def get(self, instance_id: str) -> base.InstanceStatus | None:
+        return None if instance_id in self.lost else await self.inner.get(instance_id)
+
+    async def list(self) -> list[base.InstanceStatus]:
+        return [s for s in await self.inner.list() if s.instance_id not in self.lost]
+
+
+async def test_an_instance_that_vanished_silently_fails_the_pod_not_found(
+    make_cluster: MakeCluster,
+) -> None:
+    clock = clocks.FakeClock()
+    provider = LosingProvider(clock)
+    cluster = await make_cluster(clock=clock, provider=provider)
+    await cluster.create_pod(pod_manifest("ghost"))
+    pod = await cluster.wait_phase("ghost", "Running")
+    instance_id = annotation(pod, "nodeless.dev/instance-id")
+    assert instance_id is not None
+
+    provider.lose(instance_id)
+    await cluster.client.patch(
+        PODS, NAMESPACE, "ghost", {"metadata": {"labels": {"poke": "1"}}}, patch_type="merge"
+    )
+    pod = await cluster.wait_phase("ghost", "Failed")
+    assert pod["status"]["reason"] == "NotFound"
+    assert container(pod)["ready"] is False
+    [event] = await wait_events(cluster, "ghost", "InstanceNotFound")
+    assert event["type"] == "Warning"
+
+
+async def test_an_instance_the_provider_lost_across_a_restart_fails_the_pod_not_found(
+    tmp_path: Path,
+) -> None:
+    clock = clocks.FakeClock()
+    first = await Cluster(backend=sqlite.SqliteBackend(tmp_path / "state.db"), clock=clock).start()
+    try:
+        await first.create_pod(pod_manifest("orphan"))
+        await first.wait_phase("orphan", "Running")
+    finally:
+        await first.stop()
+
+    second = Cluster(
+        backend=sqlite.SqliteBackend(tmp_path / "state.db"),
+        clock=clock,
+        provider=LosingProvider(clock),
+    )
+    await second.start()
+    try:
+        pod = await second.wait_phase("orphan", "Failed")
+        assert pod["status"]["reason"] == "NotFound"
+        [event] = await wait_events(second, "orphan", "InstanceNotFound")
+        assert event["type"] == "Warning"
+        assert await second.provider.list() == []  # nothing created behind the user's back
+    finally:
+        await second.stop()
+
+
+# --- restart adoption -------------------------------------------------------------------
+
+
+async def test_a_restarted_cluster_adopts_its_running_instances(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    clock = clocks.FakeClock()
+    count = 20
+    names = [f"keep-{i:02d}" for i in range(count)]
+
+    first = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock).start()
+    try:
+        for name in names:
+            await first.create_pod(pod_manifest(name))
+
+        async def all_running() -> list[dict[str, Any]]:
+            pods = [p for p in await first.pods() if phase_of(p) == "Running"]
+            return pods if len(pods) == count else []
+
+        before = {p["metadata"]["name"]: p for p in await wait_for(all_running, what="20 running")}
+        await first.settle()
+    finally:
+        await first.stop()  # abrupt: nothing deleted
+    before_ids = {n: annotation(p, "nodeless.dev/instance-id") for n, p in before.items()}
+    before_ips = {n: p["status"]["podIP"] for n, p in before.items()}
+    before_nodes = {n: p["spec"]["nodeName"] for n, p in before.items()}
+    assert len(set(before_ids.values())) == count
+
+    await clock.advance(5)  # the restart takes a moment
+    second = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock).start()
+    try:
+        assert second.manager is not None
+
+        async def adopted() -> list[dict[str, Any]]:
+            listed = await second.provider.list()
+            pods = [p for p in await second.pods() if phase_of(p) == "Running"]
+            return pods if len(listed) == count and len(pods) == count else []
+
+        await wait_for(adopted, what="20 instances adopted")
+        await second.settle()
+
+        after = {p["metadata"]["name"]: p for p in await second.pods()}
+        assert sorted(after) == sorted(names)
+        for name, pod in after.items():
+            assert phase_of(pod) == "Running", (name, pod.get("status"))
+            assert annotation(pod, "nodeless.dev/instance-id") == before_ids[name], name
+            assert pod["status"].get("podIP") == before_ips[name], name
+            assert pod["spec"]["nodeName"] == before_nodes[name], name
+            assert container(pod)["ready"] is True, name
+            # No second binding: one Scheduled event, from before the restart.
+            assert await total_events(second, name, "Scheduled") == 1, name
+
+        records = await second.records()
+        assert len(records) == count
+        assert {r["spec"]["instanceID"] for r in records} == set(before_ids.values())
+        listed = await second.provider.list()
+        assert len(listed) == count
+        assert {s.instance_id for s in listed} == set(before_ids.values())
+        assert {s.state for s in listed} == {State.RUNNING}
+        assert {s.ip for s in listed} == set(before_ips.values())
+    finally:
+        await second.stop()
+
+
+async def test_adopted_instances_keep_being_managed(tmp_path: Path) -> None:
+    """After adoption the instances are the manager's again: deleting a pod
+    releases its adopted instance."""
+    db = tmp_path / "state.db"
+    clock = clocks.FakeClock()
+    first = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock).start()
+    try:
+        await first.create_pod(pod_manifest("kept"))
+        pod = await first.wait_phase("kept", "Running")
+    finally:
+        await first.stop()
+    instance_id = annotation(pod, "nodeless.dev/instance-id")
+
+    second = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock).start()
+    try:
+
+        async def adopted() -> bool:
+            return await second.provider.get(str(instance_id)) is not None
+
+        await wait_for(adopted, what="instance adopted")
+        await second.client.delete(PODS, NAMESPACE, "kept")
+        await second.wait_gone("kept")
+        assert await second.provider.list() == []
+
+        async def record_gone() -> bool:
+            return await second.record("kept") is None
+
+        await wait_for(record_gone, what="record deleted")
+    finally:
+        await second.stop()
