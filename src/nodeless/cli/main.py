@@ -7,12 +7,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 from nodeless import __version__, clocks
 from nodeless.apiserver import app, certificates, endpoints
-from nodeless.client import events, httpclients
+from nodeless.client import events, httpclients, leaderelection
+from nodeless.controllers import running
 from nodeless.instances import managing, nodes
 from nodeless.instances.providers import simulated
 from nodeless.scheduler import scheduling
@@ -104,7 +108,7 @@ async def up(args: argparse.Namespace) -> int:
     certificates.write_kubeconfig(server.pki, kubeconfig, server.url)
     components = None
     if args.provider != "none":
-        components = await start_components(args, kubeconfig, zones, server.catalogue)
+        components = await start_components(args, kubeconfig, zones, server.catalogue, stop)
     print(
         f"nodeless {__version__} ready: API at {server.url} (Kubernetes {endpoints.KUBE_VERSION}), "
         f"provider {args.provider}, zones {','.join(zone_names)}",
@@ -122,37 +126,42 @@ async def up(args: argparse.Namespace) -> int:
 
 class Components:
     """What runs beside the API server when there is a provider: the zones'
-    virtual nodes, the scheduler and the instance manager, all API clients."""
+    virtual nodes, the instance manager, the scheduler and the controllers,
+    all clients of the API, led by whoever holds the controller Lease."""
 
-    def __init__(
-        self,
-        client: httpclients.HttpApiClient,
-        recorder: events.EventRecorder,
-        virtual_nodes: nodes.VirtualNodes,
-        scheduler: scheduling.Scheduler,
-        manager: managing.InstanceManager,
-    ) -> None:
+    def __init__(self, client: httpclients.HttpApiClient, recorder: events.EventRecorder) -> None:
         self.client = client
         self.recorder = recorder
-        self.virtual_nodes = virtual_nodes
-        self.scheduler = scheduler
-        self.manager = manager
+        self.running: list[Any] = []
+        self.elector: leaderelection.LeaderElector | None = None
+        self.task: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
-        await self.scheduler.stop()
-        await self.manager.stop()
-        await self.virtual_nodes.stop()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        for component in reversed(self.running):
+            with contextlib.suppress(Exception):
+                await component.stop()
+        if self.elector is not None:
+            await self.elector.release()
         await self.recorder.stop()
         await self.client.close()
 
 
 async def start_components(
-    args: argparse.Namespace, kubeconfig: Path, zones: list[nodes.Zone], specs: catalogue.Catalogue
+    args: argparse.Namespace,
+    kubeconfig: Path,
+    zones: list[nodes.Zone],
+    specs: catalogue.Catalogue,
+    lost: asyncio.Event,
 ) -> Components:
     clock = clocks.SystemClock()
     client = httpclients.HttpApiClient.from_kubeconfig(kubeconfig)
     recorder = events.EventRecorder(client, "nodeless", clock)
     recorder.start()
+    components = Components(client, recorder)
     provider = simulated.SimulatedProvider(
         clock,
         start_latency=args.sim_start_latency,
@@ -160,16 +169,43 @@ async def start_components(
         failure_rate=args.sim_failure_rate,
         zone_capacity={z.name: z.max_instances for z in zones},
     )
-    virtual_nodes = nodes.VirtualNodes(client, zones, provider.name, clock)
-    await virtual_nodes.register()
-    virtual_nodes.start()
-    manager = managing.InstanceManager(
-        client, provider, zones, specs, clock=clock, recorder=recorder
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    elector = leaderelection.LeaderElector(
+        client, "nodeless-controller-manager", identity, clock=clock
     )
-    await manager.start()
-    scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
-    scheduler.start()
-    return Components(client, recorder, virtual_nodes, scheduler, manager)
+    components.elector = elector
+    led = asyncio.Event()
+
+    async def lead() -> None:
+        virtual_nodes = nodes.VirtualNodes(client, zones, provider.name, clock)
+        await virtual_nodes.register()
+        virtual_nodes.start()
+        components.running.append(virtual_nodes)
+        manager = managing.InstanceManager(
+            client, provider, zones, specs, clock=clock, recorder=recorder
+        )
+        await manager.start()
+        components.running.append(manager)
+        scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
+        scheduler.start()
+        components.running.append(scheduler)
+        controllers = running.ControllerManager(client, clock=clock, recorder=recorder)
+        await controllers.start()
+        components.running.append(controllers)
+        led.set()
+
+    async def follow() -> None:
+        # Another process leads; lost leadership ends this one, as upstream does.
+        lost.set()
+
+    components.task = asyncio.create_task(elector.run(lead, follow), name="leader-election")
+    # Wait to lead (or for the election to fail) before reporting ready.
+    waiter = asyncio.create_task(led.wait())
+    await asyncio.wait({waiter, components.task}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if components.task.done():
+        components.task.result()
+    return components
 
 
 def main(argv: list[str] | None = None) -> int:
