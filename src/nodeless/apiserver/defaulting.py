@@ -120,13 +120,15 @@ def apply_defaults(resource: kinds.Resource, obj: dict[str, Any]) -> None:
             update = spec.setdefault("updateStrategy", {})
             _set(update, "type", "RollingUpdate")
             if update["type"] == "RollingUpdate":
-                _set(update, "rollingUpdate", {"partition": 0})
+                rolling = update.setdefault("rollingUpdate", {})
+                _set(rolling, "partition", 0)
+                _set(rolling, "maxUnavailable", 1)
             _set(spec, "revisionHistoryLimit", 10)
-            _set(
-                spec,
-                "persistentVolumeClaimRetentionPolicy",
-                {"whenDeleted": "Retain", "whenScaled": "Retain"},
-            )
+            retention = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+            _set(spec, "persistentVolumeClaimRetentionPolicy", retention)
+            for claim in spec.get("volumeClaimTemplates") or []:
+                _set(claim.setdefault("spec", {}), "volumeMode", "Filesystem")
+                claim.setdefault("status", {}).setdefault("phase", "Pending")
         elif kind == "DaemonSet":
             update = spec.setdefault("updateStrategy", {})
             _set(update, "type", "RollingUpdate")

@@ -90,7 +90,7 @@ async def _adopt(
     client: clients.ApiClient, resource: clients.ResourceRef, owner: Obj, obj: Obj
 ) -> Obj | None:
     meta = obj.get("metadata") or {}
-    refs = list(meta.get("ownerReferences") or []) + [owner_reference(owner)]
+    refs = [*(meta.get("ownerReferences") or []), owner_reference(owner)]
     patch = {
         "metadata": {
             "ownerReferences": refs,

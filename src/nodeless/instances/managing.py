@@ -365,7 +365,7 @@ class InstanceManager:
 
     async def _reflect(self, pod: Obj, record: Obj, status: base.InstanceStatus) -> None:
         current = pod.get("status") or {}
-        desired = podstatuses.pod_status(pod, status, current)
+        desired = podstatuses.pod_status(pod, status, current, self.clock.now())
         if desired != current:
             await self._write_pod_status(pod, desired)
         old_state = (record.get("status") or {}).get("state")

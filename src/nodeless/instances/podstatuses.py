@@ -81,7 +81,12 @@ def _phase(status: base.InstanceStatus) -> str:
     return "Pending"
 
 
-def pod_status(pod: Obj, status: base.InstanceStatus, previous: Obj | None = None) -> Obj:
+def pod_status(
+    pod: Obj,
+    status: base.InstanceStatus,
+    previous: Obj | None = None,
+    now: datetime.datetime | None = None,
+) -> Obj:
     """The whole ``status`` of ``pod`` given its instance's ``status``.
 
     ``previous`` (the pod's current status) keeps condition transition times
@@ -98,7 +103,9 @@ def pod_status(pod: Obj, status: base.InstanceStatus, previous: Obj | None = Non
     all_ready = bool(status.containers) and all(c.ready for c in status.containers)
     terminal = phase in ("Succeeded", "Failed")
     initialized = status.initialized or not status.init_containers
-    now = _time(status.started_at or status.created_at)
+    # A condition that changes value changes now (minReadySeconds counts from
+    # the moment a pod became Ready, not from when its instance started).
+    changed_at = _time(now or status.started_at or status.created_at)
     old_conditions = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
 
     def cond(kind: str, ok: bool, reason: str = "") -> Obj:
@@ -106,7 +113,7 @@ def pod_status(pod: Obj, status: base.InstanceStatus, previous: Obj | None = Non
         since = (
             old.get("lastTransitionTime")
             if old and old.get("status") == ("True" if ok else "False")
-            else now
+            else changed_at
         )
         return _condition(kind, ok, since, reason)
 
