@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import datetime
 import logging
 import time
@@ -20,7 +21,16 @@ import orjson
 from aiohttp import web
 
 from nodeless import __version__
-from nodeless.api import applying, errors, kinds, patching, schemas, selectors, tables
+from nodeless.api import (
+    applying,
+    disruptionbudgets,
+    errors,
+    kinds,
+    patching,
+    schemas,
+    selectors,
+    tables,
+)
 from nodeless.apiserver import (
     discovery,
     openapi,
@@ -970,20 +980,63 @@ class Api:
     async def _evict(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
+        """policy/v1 Eviction: delete the pod unless a PodDisruptionBudget forbids
+        it (429); an allowed eviction first spends one disruption in the budget's
+        status, compare-and-swap on its resourceVersion, so two concurrent
+        evictions cannot both spend the last allowed disruption."""
         body, _, _ = await self._body(request)
         delete_options = (body or {}).get("deleteOptions") if isinstance(body, dict) else None
         options = self._delete_options(request, delete_options)
-        await self.store.delete(resource, target.namespace, target.name, options)
-        return json_response(
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "code": 201,
-            },
-            201,
-        )
+        budgets = self.registry.by_kind("policy", "v1", "PodDisruptionBudget")
+        assert budgets is not None
+        for _ in range(20):
+            pod = await self.store.get(resource, target.namespace, target.name)
+            page = await self.store.list(budgets, storing.ListQuery(namespace=target.namespace))
+            decision = disruptionbudgets.eviction_allowed(
+                page.items, pod, now=self.clock(), dry_run=options.dry_run
+            )
+            if not decision.allowed:
+                assert decision.error is not None
+                raise decision.error
+            if decision.budget is not None and not await self._spend_budget(
+                budgets, target.namespace, decision.budget
+            ):
+                continue  # another eviction changed the budget first: decide again
+            guarded = options
+            if decision.pod_resource_version and not options.precondition_rv:
+                guarded = dataclasses.replace(
+                    options, precondition_rv=decision.pod_resource_version
+                )
+            try:
+                await self.store.delete(resource, target.namespace, target.name, guarded)
+            except errors.StatusError as err:
+                if err.code == 409 and guarded is not options:
+                    # The pod changed (it may have become ready) since the decision.
+                    selecting = (b for b in page.items if disruptionbudgets.selects(b, pod))
+                    name = next((b["metadata"]["name"] for b in selecting), "")
+                    raise disruptionbudgets.budget_being_processed(name) from None
+                raise
+            success = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+            return json_response(dict(success, code=201), 201)
+        raise errors.timeout("couldn't update PodDisruptionBudget due to conflicts")
+
+    async def _spend_budget(
+        self, budgets: kinds.Resource, namespace: str, decided: dict[str, Any]
+    ) -> bool:
+        """Write an eviction's budget status, conditional on the resourceVersion
+        it was decided on; False when another write got there first."""
+
+        def spend(_current: dict[str, Any] | None) -> dict[str, Any]:
+            return copy.deepcopy(decided)
+
+        options = storing.WriteOptions(manager="nodeless-eviction", subresource="status")
+        try:
+            await self.store.update(budgets, namespace, decided["metadata"]["name"], spend, options)
+        except errors.StatusError as err:
+            if err.code == 409:
+                return False
+            raise
+        return True
 
     async def _finalize(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target

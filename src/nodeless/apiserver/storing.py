@@ -459,6 +459,7 @@ class Store:
                 meta.get("deletionTimestamp")
                 and not meta.get("finalizers")
                 and not meta.get("deletionGracePeriodSeconds")
+                and not _finalizing_namespace(resource, new)
             ):
                 # The last finalizer is gone: the deletion completes now.
                 try:
@@ -739,6 +740,13 @@ class Store:
             return max(0, options.grace_period)
         grace = spec.get("terminationGracePeriodSeconds")
         return int(grace) if isinstance(grace, int) else 30
+
+
+def _finalizing_namespace(resource: kinds.Resource, obj: Obj) -> bool:
+    """A Namespace stays while ``spec.finalizers`` is not empty (upstream's
+    namespace storage overrides ShouldDeleteDuringUpdate the same way)."""
+    is_namespace = resource.group == "" and resource.kind == "Namespace"
+    return is_namespace and bool((obj.get("spec") or {}).get("finalizers"))
 
 
 def _spec_changed(old: Obj, new: Obj) -> bool:
