@@ -1188,7 +1188,7 @@ class TestTypedClientCommands:
 
     def test_auth_whoami(self, cluster: Any) -> None:
         out = cluster.kubectl("auth", "whoami").stdout
-        assert re.search(r"^Username\s+admin$", out, re.M), out
+        assert re.search(r"^Username\s+kubernetes-admin$", out, re.M), out
         assert "system:masters" in out
 
     def test_auth_can_i(self, cluster: Any) -> None:

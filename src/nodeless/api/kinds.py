@@ -317,8 +317,29 @@ BUILTIN: tuple[Resource, ...] = (
     _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
     _r("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     _r("rbac.authorization.k8s.io", "v1", "Role", "roles"),
-    # storage, scheduling, node
+    # storage, scheduling, node, certificates
     _r("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False, short=("sc",)),
+    _r("storage.k8s.io", "v1", "CSIDriver", "csidrivers", namespaced=False),
+    _r("storage.k8s.io", "v1", "CSINode", "csinodes", namespaced=False),
+    _r("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities"),
+    _r(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        namespaced=False,
+        status=True,
+    ),
+    _r(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        namespaced=False,
+        short=("csr",),
+        subs=(Subresource("approval", "CertificateSigningRequest", ("get", "patch", "update")),),
+        status=True,
+    ),
     _r(
         "scheduling.k8s.io",
         "v1",
@@ -419,6 +440,7 @@ GROUP_ORDER = (
     "policy",
     "rbac.authorization.k8s.io",
     "storage.k8s.io",
+    "certificates.k8s.io",
     "apiextensions.k8s.io",
     "scheduling.k8s.io",
     "coordination.k8s.io",

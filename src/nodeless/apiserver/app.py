@@ -30,6 +30,7 @@ from nodeless.storage import backends
 log = logging.getLogger(__name__)
 
 DEFAULT_ZONES = ("zone-a",)
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
 
@@ -42,22 +43,21 @@ class Authenticator:
     issuer: serviceaccounts.TokenIssuer | None = None
     clock: storing.Clock = storing.utc_now
 
+    def authenticate_token(self, token: str) -> endpoints.User | None:
+        found = self.tokens.get(token)
+        if found is not None:
+            return endpoints.User(found.name, found.uid, (*found.groups, "system:authenticated"))
+        if self.issuer is not None:
+            identity = self.issuer.verify(token, self.clock())
+            if identity is not None:
+                groups = (*identity.groups, "system:authenticated")
+                return endpoints.User(identity.name, identity.uid, groups)
+        return None
+
     def authenticate(self, request: web.Request) -> endpoints.User | None:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            token = header[7:].strip()
-            found = self.tokens.get(token)
-            if found is not None:
-                return endpoints.User(
-                    found.name, found.uid, (*found.groups, "system:authenticated")
-                )
-            if self.issuer is not None:
-                identity = self.issuer.verify(token, self.clock())
-                if identity is not None:
-                    return endpoints.User(
-                        identity.name, identity.uid, (*identity.groups, "system:authenticated")
-                    )
-            return None
+            return self.authenticate_token(header[7:].strip())
         transport = request.transport
         if transport is None:
             return None
@@ -163,6 +163,7 @@ class ApiServer:
             authenticator = Authenticator(
                 certificates.read_tokens(self.pki), self.api.tokens, self.store.clock
             )
+            self.api.token_reviewer = authenticator.authenticate_token
         app = build_app(self.api, authenticator)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
@@ -178,6 +179,7 @@ class ApiServer:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1]
         self.api.address = f"{self.host}:{self.port}"
+        await self._kubernetes_service()
 
     async def stop(self) -> None:
         self.api.shutting_down.set()
@@ -206,6 +208,64 @@ class ApiServer:
                     storing.WriteOptions(manager="nodeless"),
                 )
             await self._ensure_service_account(name)
+
+    async def _kubernetes_service(self) -> None:
+        """The ``kubernetes`` Service in ``default`` and its Endpoints, pointing at
+        this API server, as every cluster has them (the first address of the
+        service range is reserved for it)."""
+        service = self.registry.by_kind("", "v1", "Service")
+        endpoints_kind = self.registry.by_kind("", "v1", "Endpoints")
+        assert service is not None and endpoints_kind is not None
+        address = "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost") else self.host
+        options = storing.WriteOptions(manager="kube-apiserver")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kubernetes",
+                "labels": {"component": "apiserver", "provider": "kubernetes"},
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": KUBERNETES_SERVICE_IP,
+                "clusterIPs": [KUBERNETES_SERVICE_IP],
+                "ports": [
+                    {"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}
+                ],
+                "sessionAffinity": "None",
+            },
+        }
+        if await self.store.get_stored(service, "default", "kubernetes") is None:
+            with contextlib.suppress(errors.StatusError):
+                await self.store.create(service, "default", body, options)
+        subsets = [
+            {
+                "addresses": [{"ip": address}],
+                "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}],
+            }
+        ]
+        current = await self.store.get_stored(endpoints_kind, "default", "kubernetes")
+        if current is None:
+            eps = {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "kubernetes"},
+                "subsets": subsets,
+            }
+            with contextlib.suppress(errors.StatusError):
+                await self.store.create(endpoints_kind, "default", eps, options)
+        elif current.obj.get("subsets") != subsets:
+
+            def point_here(obj: dict[str, Any] | None) -> dict[str, Any]:
+                assert obj is not None
+                obj["subsets"] = subsets
+                obj["metadata"].pop("resourceVersion", None)
+                return obj
+
+            with contextlib.suppress(errors.StatusError):
+                await self.store.update(
+                    endpoints_kind, "default", "kubernetes", point_here, options
+                )
 
     async def _after_create(self, resource: kinds.Resource, obj: dict[str, Any]) -> None:
         if resource.group == "" and resource.kind == "Namespace":

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=3650)
+# kubeadm's (and kind's) name for the cluster admin, which clients' tests expect.
+ADMIN_USER = "kubernetes-admin"
 
 
 @dataclass(frozen=True)
@@ -163,12 +165,14 @@ def ensure(directory: Path, hosts: list[str]) -> Pki:
         issue(
             pki.admin_cert,
             pki.admin_key,
-            _name("admin", "system:masters"),
+            _name(ADMIN_USER, "system:masters"),
             ExtendedKeyUsageOID.CLIENT_AUTH,
             [],
         )
     if not pki.token_file.exists():
-        pki.token_file.write_text(f"{secrets.token_urlsafe(32)},admin,admin,system:masters\n")
+        pki.token_file.write_text(
+            f"{secrets.token_urlsafe(32)},{ADMIN_USER},{ADMIN_USER},system:masters\n"
+        )
         os.chmod(pki.token_file, 0o600)
     return pki
 
@@ -226,7 +230,7 @@ def write_kubeconfig(pki: Pki, path: Path, server: str, context_name: str = "nod
         ],
         "users": [
             {
-                "name": "admin",
+                "name": ADMIN_USER,
                 "user": {
                     "client-certificate-data": b64(pki.admin_cert),
                     "client-key-data": b64(pki.admin_key),
@@ -236,7 +240,7 @@ def write_kubeconfig(pki: Pki, path: Path, server: str, context_name: str = "nod
         "contexts": [
             {
                 "name": context_name,
-                "context": {"cluster": context_name, "user": "admin", "namespace": "default"},
+                "context": {"cluster": context_name, "user": ADMIN_USER, "namespace": "default"},
             }
         ],
         "current-context": context_name,

@@ -141,10 +141,14 @@ def apply_defaults(resource: kinds.Resource, obj: dict[str, Any]) -> None:
             spec["completions"] = 1
             spec["parallelism"] = 1
         _set(spec, "parallelism", 1)
-        _set(spec, "backoffLimit", 6)
+        # Per-index limits replace the global one, as upstream defaults it.
+        _set(
+            spec, "backoffLimit", 2147483647 if spec.get("backoffLimitPerIndex") is not None else 6
+        )
         _set(spec, "completionMode", "NonIndexed")
         _set(spec, "suspend", False)
-        _set(spec, "podReplacementPolicy", "TerminatingOrFailed")
+        replacement = "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+        _set(spec, "podReplacementPolicy", replacement)
         _set(spec, "manualSelector", None)
         if spec.get("manualSelector") is None:
             spec.pop("manualSelector")

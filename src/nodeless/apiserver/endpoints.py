@@ -96,6 +96,7 @@ class Api:
     printer_columns: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
     scale_paths: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    token_reviewer: Callable[[str], User | None] | None = None
     tokens: serviceaccounts.TokenIssuer = field(
         default_factory=serviceaccounts.TokenIssuer.ephemeral
     )
@@ -654,7 +655,7 @@ class Api:
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
             if kind == "apply":
                 config = copy.deepcopy(applied_config)
-                return applying.apply(
+                applied = applying.apply(
                     current,
                     config,
                     manager=options.manager,
@@ -664,6 +665,9 @@ class Api:
                     subresource=subresource,
                     has_status_subresource=resource.has_status,
                 )
+                if not _patch_names_resource_version(kind, applied_config):
+                    applied.setdefault("metadata", {}).pop("resourceVersion", None)
+                return applied
             assert current is not None
             if kind == "json":
                 new = patching.json_patch(current, patch)
@@ -671,8 +675,10 @@ class Api:
                 new = patching.merge_patch(current, patch)
             else:
                 new = patching.strategic_merge_patch(current, patch, schema)
-            # The current resourceVersion rides along, so only a different one
-            # written by the patch itself acts as a precondition.
+            # Only a resourceVersion the patch itself names is a precondition;
+            # otherwise a concurrent write is retried on the new object.
+            if not _patch_names_resource_version(kind, patch):
+                new.setdefault("metadata", {}).pop("resourceVersion", None)
             for w in self._field_validation(request, resource, new, b"", requests.YAML):
                 if w not in warnings:
                     warnings.append(w)
@@ -1132,8 +1138,31 @@ class Api:
                 "incomplete": False,
             }
         elif resource.kind == "TokenReview":
-            out["status"] = {"authenticated": False}
+            token = (obj.get("spec") or {}).get("token") or ""
+            reviewed = self.token_reviewer(token) if self.token_reviewer else None
+            if reviewed is None:
+                out["status"] = {"authenticated": False, "error": "invalid bearer token"}
+            else:
+                audiences = (obj.get("spec") or {}).get("audiences") or [serviceaccounts.ISSUER]
+                reviewed_info = {
+                    "username": reviewed.name,
+                    "uid": reviewed.uid,
+                    "groups": list(reviewed.groups),
+                }
+                out["status"] = {
+                    "authenticated": True,
+                    "user": reviewed_info,
+                    "audiences": audiences,
+                }
         return out
+
+
+def _patch_names_resource_version(kind: str, patch: Any) -> bool:
+    if kind == "json":
+        return any(
+            isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" for op in patch
+        )
+    return isinstance(patch, dict) and bool((patch.get("metadata") or {}).get("resourceVersion"))
 
 
 async def _read_all(request: web.Request) -> bytes:

@@ -195,9 +195,19 @@ def kind_problems(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.
                     "spec.replicas",
                 )
             )
-    elif group == "batch" and kind == "Job":
-        template = (obj.get("spec") or {}).get("template") or {}
-        causes += _pod_spec_problems(template.get("spec") or {}, "spec.template.spec")
+    elif group == "batch" and kind in ("Job", "CronJob"):
+        spec = obj.get("spec") or {}
+        prefix = "spec"
+        if kind == "CronJob":
+            spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+            prefix = "spec.jobTemplate.spec"
+        pod_spec = (spec.get("template") or {}).get("spec") or {}
+        causes += _pod_spec_problems(pod_spec, f"{prefix}.template.spec")
+        policy = pod_spec.get("restartPolicy")
+        if policy not in ("OnFailure", "Never"):
+            message = f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'
+            where = f"{prefix}.template.spec.restartPolicy"
+            causes.append(errors.Cause("FieldValueNotSupported", message, where))
     elif group == "" and kind in ("ConfigMap", "Secret"):
         total = sum(
             len(k) + len(str(v))
