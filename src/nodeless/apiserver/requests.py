@@ -124,10 +124,13 @@ def check_object(resource: kinds.Resource, obj: Any, target: Target) -> dict[str
         raise errors.bad_request("the body of the request was not a valid object")
     api_version = obj.get("apiVersion")
     kind = obj.get("kind")
-    if not kind and target.subresource != "scale":
-        raise errors.bad_request(f"Object 'Kind' is missing in '{_brief(obj)}'")
-    if not api_version and target.subresource != "scale":
-        raise errors.bad_request(f"Object 'apiVersion' is missing in '{_brief(obj)}'")
+    if target.subresource != "scale":
+        # Like upstream's decoder, a body without kind/apiVersion takes them from
+        # the URL (the official Python client sends models without them).
+        if not kind:
+            obj["kind"] = kind = resource.kind
+        if not api_version:
+            obj["apiVersion"] = api_version = resource.group_version
     if (
         kind is not None
         and kind != resource.kind
@@ -174,7 +177,3 @@ def int_param(name: str, value: str | None) -> int | None:
     except ValueError:
         raise errors.bad_request(f"invalid value for {name}: {value!r}") from None
 
-
-def _brief(obj: dict[str, Any]) -> str:
-    text = orjson.dumps(obj).decode()
-    return text if len(text) <= 200 else text[:200] + "..."

@@ -295,12 +295,11 @@ class Store:
             entry.obj["metadata"].get("deletionTimestamp")
             or (entry.obj.get("status") or {}).get("phase") == "Terminating"
         ):
-            raise errors.forbidden(
-                resource.plural,
-                resource.group,
-                "",
-                f"unable to create new content in namespace {namespace} because it is being terminated",
-            )
+            message = f"unable to create new content in namespace {namespace} because it is being terminated"
+            err = errors.forbidden(resource.plural, resource.group, "", message)
+            # Controllers recognise this cause and stop retrying (upstream's NamespaceTerminating).
+            err.causes.append(errors.Cause("NamespaceTerminating", message, "metadata.namespace"))
+            raise err
 
     def _record(
         self, resource: kinds.Resource, old: Obj | None, new: Obj, options: WriteOptions

@@ -852,8 +852,23 @@ class DeploymentController:
     # --- writes ----------------------------------------------------------------------
 
     async def _write_status(self, d: Obj) -> None:
-        """Write ``d``'s status and take the API's answer as the working copy."""
-        written = await self.client.update_status(DEPLOYMENTS, d)
+        """Write ``d``'s status and take the API's answer as the working copy.
+
+        The status is computed from the ReplicaSets, not from the Deployment's
+        metadata: a conflict only because our cached copy predates our own
+        previous write (or a label change) is retried once on a fresh copy,
+        as long as the spec it was computed for is still the one there.
+        """
+        try:
+            written = await self.client.update_status(DEPLOYMENTS, d)
+        except errors.StatusError as err:
+            if err.code != 409:
+                raise
+            meta = _meta(d)
+            fresh = await self.client.get(DEPLOYMENTS, meta.get("namespace", ""), _name(d))
+            if _meta(fresh).get("generation") != meta.get("generation") or _uid(fresh) != _uid(d):
+                raise
+            written = await self.client.update_status(DEPLOYMENTS, dict(fresh, status=d["status"]))
         d.clear()
         d.update(clients.copy_with_type(DEPLOYMENTS, written))
 

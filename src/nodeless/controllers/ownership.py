@@ -10,7 +10,6 @@ deleted are neither adopted nor released.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -89,22 +88,19 @@ async def claim(
 async def _adopt(
     client: clients.ApiClient, resource: clients.ResourceRef, owner: Obj, obj: Obj
 ) -> Obj | None:
+    """Add the owner's reference, guarded by the dependent's uid only (as
+    upstream): a 404 means it is gone; any other error fails the sync so it
+    is retried rather than creating a replacement."""
     meta = obj.get("metadata") or {}
     refs = [*(meta.get("ownerReferences") or []), owner_reference(owner)]
-    patch = {
-        "metadata": {
-            "ownerReferences": refs,
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-        }
-    }
+    patch = {"metadata": {"ownerReferences": refs, "uid": meta.get("uid")}}
     try:
         return await client.patch(
             resource, meta.get("namespace", ""), meta.get("name", ""), patch, patch_type="merge"
         )
     except errors.StatusError as err:
-        if err.code in (404, 409):
-            return None  # gone or changed: the next sync sees the truth
+        if err.code == 404:
+            return None
         raise
 
 
@@ -114,7 +110,10 @@ async def _release(
     meta = obj.get("metadata") or {}
     refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") != owner_uid]
     patch = {"metadata": {"ownerReferences": refs or None, "uid": meta.get("uid")}}
-    with contextlib.suppress(errors.StatusError):
+    try:
         await client.patch(
             resource, meta.get("namespace", ""), meta.get("name", ""), patch, patch_type="merge"
         )
+    except errors.StatusError as err:
+        if err.code not in (404, 422):
+            raise
