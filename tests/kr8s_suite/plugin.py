@@ -65,10 +65,10 @@ import pytest
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
 
-# nodeless up --provider: `none` serves the API alone (the expected-failure list
-# is written for it); `simulated` also runs virtual nodes, scheduler and
-# simulated instances.
-PROVIDER = os.environ.get("KR8S_SUITE_PROVIDER", "none")
+# nodeless up --provider: `simulated` (the default, which the expected-failure
+# list is written for) runs virtual nodes, scheduler, instances and
+# controllers; `none` serves the API alone.
+PROVIDER = os.environ.get("KR8S_SUITE_PROVIDER", "simulated")
 
 # The stand-in for kind's control-plane pods (see the module docstring).
 PLACEHOLDER_POD = {

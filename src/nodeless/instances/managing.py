@@ -153,6 +153,7 @@ class InstanceManager:
         self.latest: dict[str, base.InstanceStatus] = {}
         self._deleting: set[str] = set()
         self._announced: dict[str, base.InstanceState] = {}
+        self._final: dict[str, base.InstanceStatus] = {}
         self._adopted = False
         self.pods.add_handlers(
             self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
@@ -179,6 +180,10 @@ class InstanceManager:
     def _pushed(self, status: base.InstanceStatus) -> None:
         key = f"{status.namespace}/{status.pod_name}"
         self.latest[key] = status
+        if status.state.terminal:
+            # Kept for a deleted pod whose instance is removed right after its
+            # final status: that status is still written before the pod goes.
+            self._final[key] = status
         self.controller.queue.add(key)
 
     # --- lifecycle -----------------------------------------------------------------
@@ -434,7 +439,13 @@ class InstanceManager:
                 await self.provider.delete(instance_id, int(grace))
             await self._reflect(pod, record, status)
             return
-        # The instance has ended (or is gone): the pod goes, then its record.
+        # The instance has ended (or is gone): its final status is written (a
+        # kubelet reports containers stopped and Ready=False before the pod
+        # goes), then the pod goes, then its record.
+        final = status or self._final.get(key)
+        if final is not None and final.instance_id == instance_id:
+            await self._reflect(pod, record, final)
+        self._final.pop(key, None)
         if status is not None:
             await self.provider.delete(instance_id, 0)
         self._deleting.discard(key)
@@ -461,6 +472,7 @@ class InstanceManager:
         await self.provider.delete(instance_id, 0)
         self._deleting.discard(key)
         self.latest.pop(key, None)
+        self._final.pop(key, None)
         self._announced.pop(key, None)
         await self._delete_record(record)
 
