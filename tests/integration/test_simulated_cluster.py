@@ -1,0 +1,411 @@
+"""A whole simulated cluster through kubectl: `nodeless up --provider simulated`
+with two zones, its virtual nodes and their leases, pods from apply to Ready,
+what `get -o wide`, `describe` and `get instances` show, exit codes, deletion,
+and the serverless admission rules and annotations as a kubectl user meets them.
+
+Waits are bounded "eventually" loops (liveness), never timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from conftest import VENV_BIN, Cluster, free_port, stop_cluster
+
+pytestmark = pytest.mark.integration
+
+ZONES = ("zone-a", "zone-b")
+NODES = tuple(f"nodeless-{z}" for z in ZONES)
+
+T = TypeVar("T")
+
+
+# --- the cluster ----------------------------------------------------------------------
+
+
+def start_simulated(data_dir: Path, zones: tuple[str, ...] = ZONES) -> Cluster:
+    """`nodeless up --provider simulated` on `data_dir`, on a fresh port."""
+    port = free_port()
+    log = open(data_dir.parent / f"{data_dir.name}.log", "a")
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "nodeless"),
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--provider",
+            "simulated",
+            "--zones",
+            ",".join(zones),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "ready" in line:
+            return Cluster(data_dir, f"https://127.0.0.1:{port}", proc)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"nodeless up --provider simulated did not become ready; see {log.name}")
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    data_dir = tmp_path_factory.mktemp("simulated") / "data"
+    data_dir.mkdir()
+    cluster = start_simulated(data_dir)
+    yield cluster
+    stop_cluster(cluster)
+
+
+@pytest.fixture
+def ns(sim: Cluster, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace per test, named after it."""
+    name = "s-" + request.node.name.lower().replace("_", "-")[:50]
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
+    sim.kubectl("apply", "-f", "-", input=dump(namespace(name)))
+    return name
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1) + "\n"
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def pod(
+    name: str,
+    command: list[str] | None = None,
+    *,
+    annotations: dict[str, str] | None = None,
+    restart_policy: str | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [
+            {"name": "app", "image": "busybox", "command": command or ["sleep", "infinity"]}
+        ]
+    }
+    if restart_policy:
+        spec["restartPolicy"] = restart_policy
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def apply(sim: Cluster, ns: str, *objects: dict[str, Any]) -> None:
+    manifest = "".join(f"---\n{dump(o)}" for o in objects)
+    sim.kubectl("apply", "-n", ns, "-f", "-", input=manifest)
+
+
+def get_json(sim: Cluster, ns: str, *args: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(sim.kubectl("get", "-n", ns, *args, "-o", "json").stdout)
+    return data
+
+
+def eventually(
+    probe: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.2
+) -> T:
+    """Poll until `probe` returns something truthy (a liveness bound, not a timing check)."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def rows(output: str) -> list[dict[str, str]]:
+    """kubectl's table output as dicts keyed by the column headers.
+
+    Columns are cut at the headers' positions (kubectl aligns them), so two-word
+    headers ("NOMINATED NODE") and values with spaces ("0 (5s ago)") stay whole.
+    """
+    lines = [line for line in output.splitlines() if line.strip()]
+    spans = [(m.start(), m.group()) for m in re.finditer(r"\S+(?: \S+)*", lines[0])]
+    table = []
+    for line in lines[1:]:
+        row = {}
+        for i, (start, name) in enumerate(spans):
+            end = spans[i + 1][0] if i + 1 < len(spans) else None
+            row[name] = line[start:end].strip()
+        table.append(row)
+    return table
+
+
+def wait_ready(sim: Cluster, ns: str, *names: str) -> None:
+    sim.kubectl(
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        *(f"pod/{n}" for n in names),
+        "--timeout=30s",
+        timeout=45,
+    )
+
+
+def annotations_of(sim: Cluster, ns: str, name: str) -> dict[str, str]:
+    notes: dict[str, str] = get_json(sim, ns, "pod", name)["metadata"].get("annotations") or {}
+    return notes
+
+
+def refused(
+    sim: Cluster, ns: str, obj: dict[str, Any], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    result = sim.kubectl("apply", "-n", ns, "-f", "-", *flags, input=dump(obj), check=False)
+    assert result.returncode != 0, f"expected a refusal, kubectl said:\n{result.stdout}"
+    return result
+
+
+def absent(sim: Cluster, ns: str, resource: str, name: str) -> bool:
+    result = sim.kubectl("get", "-n", ns, resource, name, check=False)
+    return result.returncode != 0 and "NotFound" in result.stderr
+
+
+# --- nodes and leases -----------------------------------------------------------------
+
+
+def test_virtual_nodes_are_ready_with_zone_labels(sim: Cluster) -> None:
+    out = sim.kubectl("get", "nodes", "-L", "topology.kubernetes.io/zone").stdout
+    table = rows(out)
+    assert out.splitlines()[0].split()[-1] == "ZONE", out
+    seen = {(r["NAME"], r["STATUS"], r["ZONE"]) for r in table}
+    assert seen == {(f"nodeless-{z}", "Ready", z) for z in ZONES}, out
+
+    nodes = json.loads(
+        sim.kubectl("get", "nodes", "-l", "type=virtual-kubelet", "-o", "json").stdout
+    )
+    assert sorted(n["metadata"]["name"] for n in nodes["items"]) == sorted(NODES)
+    for node in nodes["items"]:
+        labels = node["metadata"]["labels"]
+        assert labels["type"] == "virtual-kubelet"
+        assert labels["topology.kubernetes.io/zone"] == node["metadata"]["name"].removeprefix(
+            "nodeless-"
+        )
+        ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+        assert [c["status"] for c in ready] == ["True"], node["status"]["conditions"]
+
+
+def test_one_node_lease_per_zone(sim: Cluster) -> None:
+    out = sim.kubectl("get", "leases", "-n", "kube-node-lease").stdout
+    table = rows(out)
+    assert sorted(r["NAME"] for r in table) == sorted(NODES), out
+    assert all(r["HOLDER"] == r["NAME"] for r in table), out
+
+
+# --- a pod's life ---------------------------------------------------------------------
+
+
+def test_pod_runs_and_kubectl_shows_ip_node_annotations_events_instance(
+    sim: Cluster, ns: str
+) -> None:
+    apply(sim, ns, pod("web"))
+    wait_ready(sim, ns, "web")
+
+    obj = get_json(sim, ns, "pod", "web")
+    assert obj["status"]["phase"] == "Running"
+    ip = obj["status"].get("podIP")
+    assert ip, obj["status"]
+    wide = rows(sim.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout)
+    assert len(wide) == 1, wide
+    row = wide[0]
+    assert (row["NAME"], row["READY"], row["STATUS"]) == ("web", "1/1", "Running"), row
+    assert row["IP"] == ip, row
+    assert row["NODE"] in NODES, row
+    assert row["NODE"] == obj["spec"]["nodeName"]
+
+    notes = obj["metadata"]["annotations"]
+    zone = row["NODE"].removeprefix("nodeless-")
+    instance_id = notes.get("nodeless.dev/instance-id", "")
+    assert instance_id.startswith("eci-"), notes
+    expected = {
+        "nodeless.dev/instance-spec": "2.0-4.0Gi",  # nothing requested: 2 vCPU / 4 GiB
+        "nodeless.dev/instance-id": instance_id,
+        "nodeless.dev/zone": zone,
+        "nodeless.dev/capacity-type": "on-demand",
+        "k8s.aliyun.com/eci-instance-spec": "2.0-4.0Gi",
+        "k8s.aliyun.com/eci-instance-id": instance_id,
+        "k8s.aliyun.com/eci-instance-zone": zone,
+    }
+    assert {k: notes.get(k) for k in expected} == expected, notes
+    assert float(notes["nodeless.dev/price"]) > 0, notes
+
+    def described() -> str | None:
+        text = sim.kubectl("describe", "pod", "web", "-n", ns).stdout
+        events = text.split("\nEvents:", 1)[-1]
+        return text if "Scheduled" in events and "InstanceRunning" in events else None
+
+    text = eventually(described, "describe to show the Scheduled and InstanceRunning events")
+    for key, value in expected.items():
+        assert f"{key}: {value}" in text, (key, text)
+    assert re.search(rf"^Node:\s+{row['NODE']}/", text, re.M), text
+    assert re.search(rf"^IP:\s+{re.escape(ip)}$", text, re.M), text
+    events = text.split("\nEvents:", 1)[1]
+    scheduled = [line for line in events.splitlines() if "Scheduled" in line]
+    assert len(scheduled) == 1 and f"{ns}/web to {row['NODE']}" in scheduled[0], events
+    running = [line for line in events.splitlines() if "InstanceRunning" in line]
+    assert len(running) == 1 and instance_id in running[0], events
+
+    listed = rows(sim.kubectl("get", "instances", "-n", ns).stdout)
+    assert [r["NAME"] for r in listed] == ["web"], listed
+    record = get_json(sim, ns, "instance", "web")
+    assert record["spec"]["instanceID"] == instance_id
+    assert record["spec"]["podUID"] == obj["metadata"]["uid"]
+    assert record["spec"]["zone"] == zone
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "phase"), [(3, "Error", "Failed"), (0, "Completed", "Succeeded")]
+)
+def test_exit_code_ends_the_pod(sim: Cluster, ns: str, code: int, status: str, phase: str) -> None:
+    apply(sim, ns, pod("job", ["sh", "-c", f"exit {code}"], restart_policy="Never"))
+
+    def ended() -> str | None:
+        got = sim.kubectl(
+            "get", "pod", "job", "-n", ns, "-o", "jsonpath={.status.phase}"
+        ).stdout.strip()
+        return got if got in ("Succeeded", "Failed") else None
+
+    assert eventually(ended, f"pod with `exit {code}` to end") == phase
+    row = rows(sim.kubectl("get", "pod", "job", "-n", ns).stdout)[0]
+    assert (row["READY"], row["STATUS"], row["RESTARTS"]) == ("0/1", status, "0"), row
+    terminated = get_json(sim, ns, "pod", "job")["status"]["containerStatuses"][0]["state"]
+    assert terminated["terminated"]["exitCode"] == code, terminated
+
+
+def test_delete_pod_removes_it_and_its_instance(sim: Cluster, ns: str) -> None:
+    apply(sim, ns, pod("gone"))
+    wait_ready(sim, ns, "gone")
+    assert [r["NAME"] for r in rows(sim.kubectl("get", "instances", "-n", ns).stdout)] == ["gone"]
+
+    sim.kubectl("delete", "pod", "gone", "-n", ns, "--wait=false")
+    sim.kubectl("wait", "-n", ns, "--for=delete", "pod/gone", "--timeout=30s", timeout=45)
+    assert absent(sim, ns, "pod", "gone")
+    eventually(lambda: absent(sim, ns, "instance", "gone"), "the Instance record to go")
+    assert get_json(sim, ns, "instances")["items"] == []
+
+
+# --- serverless admission through kubectl ---------------------------------------------
+
+
+def test_privileged_deployment_is_refused_naming_the_field(sim: Cluster, ns: str) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "priv"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "priv"}},
+            "template": {
+                "metadata": {"labels": {"app": "priv"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "busybox",
+                            "securityContext": {"privileged": True},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    result = refused(sim, ns, deployment)
+    assert 'The Deployment "priv" is invalid' in result.stderr, result.stderr
+    assert "spec.template.spec.containers[0].securityContext.privileged" in result.stderr
+    assert "Forbidden" in result.stderr
+    assert absent(sim, ns, "deployment", "priv")
+
+
+def test_daemonset_is_forbidden(sim: Cluster, ns: str) -> None:
+    daemonset = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+            },
+        },
+    }
+    result = refused(sim, ns, daemonset)
+    assert "Error from server (Forbidden)" in result.stderr, result.stderr
+    assert 'daemonsets.apps "agent" is forbidden' in result.stderr, result.stderr
+    assert absent(sim, ns, "daemonset", "agent")
+
+
+def test_nodeport_service_is_refused_and_clusterip_served(sim: Cluster, ns: str) -> None:
+    def service(name: str, kind: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"type": kind, "selector": {"app": "x"}, "ports": [{"port": 80}]},
+        }
+
+    result = refused(sim, ns, service("np", "NodePort"))
+    assert 'The Service "np" is invalid' in result.stderr, result.stderr
+    assert "spec.type" in result.stderr and "NodePort" in result.stderr, result.stderr
+    assert absent(sim, ns, "service", "np")
+    apply(sim, ns, service("cip", "ClusterIP"))
+    assert get_json(sim, ns, "service", "cip")["spec"]["type"] == "ClusterIP"
+
+
+def test_spot_price_limit_without_strategy_is_422_naming_the_annotation(
+    sim: Cluster, ns: str
+) -> None:
+    obj = pod("spot", annotations={"nodeless.dev/spot-price-limit": "0.5"})
+    result = refused(sim, ns, obj, "-v=6")
+    assert 'status="422 Unprocessable Entity"' in result.stderr, result.stderr[-2000:]
+    assert 'The Pod "spot" is invalid' in result.stderr, result.stderr[-2000:]
+    assert "metadata.annotations[nodeless.dev/spot-price-limit]" in result.stderr
+    assert absent(sim, ns, "pod", "spot")
+
+
+# --- annotations that steer placement --------------------------------------------------
+
+
+def test_eci_use_specs_annotation_picks_the_spec(sim: Cluster, ns: str) -> None:
+    apply(sim, ns, pod("sized", annotations={"k8s.aliyun.com/eci-use-specs": "4-8Gi"}))
+    wait_ready(sim, ns, "sized")
+    notes = annotations_of(sim, ns, "sized")
+    assert notes.get("nodeless.dev/instance-spec") == "4.0-8.0Gi", notes
+    assert notes.get("k8s.aliyun.com/eci-instance-spec") == "4.0-8.0Gi", notes
+    record = get_json(sim, ns, "instance", "sized")["spec"]
+    assert (float(record["vcpu"]), float(record["memoryGiB"])) == (4.0, 8.0), record
+
+
+def test_zones_annotation_places_pods_in_that_zone(sim: Cluster, ns: str) -> None:
+    names = [f"zb-{i}" for i in range(4)]  # one could land in zone-b by chance; four cannot
+    apply(sim, ns, *(pod(n, annotations={"nodeless.dev/zones": "zone-b"}) for n in names))
+    wait_ready(sim, ns, *names)
+    wide = rows(sim.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout)
+    assert {r["NAME"]: r["NODE"] for r in wide} == dict.fromkeys(names, "nodeless-zone-b"), wide
+    for name in names:
+        assert annotations_of(sim, ns, name).get("nodeless.dev/zone") == "zone-b"
