@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import MultiMapping
 
 from nodeless import __version__
 from nodeless.api import (
@@ -57,6 +58,40 @@ class User:
 
 
 USER_KEY = web.RequestKey("user", User)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the verb logic reads from a request besides its path and body, as
+    plain values: the aiohttp handlers and the in-process loopback client
+    (``loopback.LoopbackApiClient``) run the same code with it."""
+
+    method: str
+    query: MultiMapping[str]
+    user: User
+    user_agent: str = ""
+
+    @classmethod
+    def of(cls, request: web.Request) -> Call:
+        return cls(
+            request.method,
+            request.query,
+            request[USER_KEY],
+            request.headers.get("User-Agent", ""),
+        )
+
+
+@dataclass
+class OpenWatch:
+    """A registered watch: the watcher, the objects to announce first as ADDED,
+    the revision they were read at, and the request's options."""
+
+    watcher: watchcache.Watcher
+    initial_entries: list[watchcache.Entry]
+    snapshot_rev: int
+    initial: bool
+    bookmarks: bool
+    timeout: int | None
 
 
 def json_response(
@@ -141,6 +176,11 @@ class Api:
             if doc is None:
                 raise errors.path_not_found()
             return json_response(doc)
+        resource = self.resource_for(target)
+        return await self._dispatch(request, resource, target)
+
+    def resource_for(self, target: requests.Target) -> kinds.Resource:
+        """The served resource a request path names; 404 when there is none."""
         resource = self.registry.lookup(target.group, target.version, target.plural)
         if resource is None:
             raise errors.path_not_found()
@@ -148,7 +188,7 @@ class Api:
             raise errors.path_not_found()
         if resource.namespaced and target.name and not target.scoped:
             raise errors.path_not_found()
-        return await self._dispatch(request, resource, target)
+        return resource
 
     def _openapi(self, request: web.Request) -> web.Response:
         rest = request.path[len("/openapi/v3") :].strip("/")
@@ -179,40 +219,40 @@ class Api:
         if not target.name:
             if method == "GET":
                 if requests.bool_param(request.query.get("watch")):
-                    self._verb(resource, "watch")
+                    self.verb(resource, "watch")
                     return await self._watch(request, resource, target)
-                self._verb(resource, "list")
+                self.verb(resource, "list")
                 return await self._list(request, resource, target)
             if method == "POST":
-                self._verb(resource, "create")
+                self.verb(resource, "create")
                 return await self._create(request, resource, target)
             if method == "DELETE":
-                self._verb(resource, "deletecollection")
+                self.verb(resource, "deletecollection")
                 return await self._delete_collection(request, resource, target)
             raise errors.method_not_allowed(
                 "the server does not allow this method on the requested resource"
             )
         if method == "GET":
-            self._verb(resource, "get")
+            self.verb(resource, "get")
             if requests.bool_param(request.query.get("watch")):
                 return await self._watch(request, resource, target)
             obj = await self.store.get(resource, target.namespace, target.name)
             return self._object_response(request, resource, obj)
         if method == "PUT":
-            self._verb(resource, "update")
+            self.verb(resource, "update")
             return await self._update(request, resource, target, "")
         if method == "PATCH":
-            self._verb(resource, "patch")
+            self.verb(resource, "patch")
             return await self._patch(request, resource, target, "")
         if method == "DELETE":
-            self._verb(resource, "delete")
+            self.verb(resource, "delete")
             return await self._delete(request, resource, target)
         raise errors.method_not_allowed(
             "the server does not allow this method on the requested resource"
         )
 
     @staticmethod
-    def _verb(resource: kinds.Resource, verb: str) -> None:
+    def verb(resource: kinds.Resource, verb: str) -> None:
         if verb not in resource.verbs:
             raise errors.method_not_allowed(
                 "the server does not allow this method on the requested resource"
@@ -248,10 +288,10 @@ class Api:
     # --- list and watch -----------------------------------------------------
 
     def _predicate(
-        self, request: web.Request, resource: kinds.Resource
+        self, query: MultiMapping[str], resource: kinds.Resource
     ) -> Callable[[dict[str, Any]], bool] | None:
-        label_text = request.query.get("labelSelector", "")
-        field_text = request.query.get("fieldSelector", "")
+        label_text = query.get("labelSelector", "")
+        field_text = query.get("fieldSelector", "")
         label_sel = selectors.parse_label_selector(label_text) if label_text else None
         group = "" if resource.key_group == "core" else resource.group
         kind = resource.kind
@@ -278,41 +318,22 @@ class Api:
         return frozenset()
 
     def _query(
-        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+        self, query: MultiMapping[str], resource: kinds.Resource, target: requests.Target
     ) -> storing.ListQuery:
-        limit = requests.int_param("limit", request.query.get("limit")) or 0
+        limit = requests.int_param("limit", query.get("limit")) or 0
         return storing.ListQuery(
             namespace=target.namespace,
-            predicate=self._predicate(request, resource),
+            predicate=self._predicate(query, resource),
             limit=max(0, limit),
-            continue_token=request.query.get("continue", ""),
-            resource_version=request.query.get("resourceVersion", ""),
-            resource_version_match=request.query.get("resourceVersionMatch", ""),
+            continue_token=query.get("continue", ""),
+            resource_version=query.get("resourceVersion", ""),
+            resource_version_match=query.get("resourceVersionMatch", ""),
         )
 
     async def _list(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
-        if requests.bool_param(request.query.get("sendInitialEvents")):
-            raise errors.invalid(
-                "ListOptions",
-                "meta.k8s.io",
-                "",
-                [
-                    errors.Cause(
-                        "FieldValueForbidden",
-                        "Forbidden: sendInitialEvents is forbidden for list",
-                        "sendInitialEvents",
-                    )
-                ],
-            )
-        query = self._query(request, resource, target)
-        page = await self.store.list(resource, query)
-        meta: dict[str, Any] = {"resourceVersion": str(page.revision)}
-        if page.continue_token:
-            meta["continue"] = page.continue_token
-            if page.remaining is not None:
-                meta["remainingItemCount"] = page.remaining
+        page, meta = await self.list_page(request.query, resource, target)
         convert = self.store.present
         if _wants_table(request.headers.get("Accept", "")):
             columns, cells = self._columns(resource)
@@ -340,58 +361,38 @@ class Api:
         }
         return json_response(body)
 
-    async def _watch(
-        self, request: web.Request, resource: kinds.Resource, target: requests.Target
-    ) -> web.StreamResponse:
-        predicate = self._predicate(request, resource)
-        if target.name:
-            name = target.name
-
-            def by_name(obj: dict[str, Any]) -> bool:
-                return bool((obj.get("metadata") or {}).get("name") == name)
-
-            inner = predicate
-            predicate = by_name if inner is None else (lambda o: by_name(o) and inner(o))
-        rv_text = request.query.get("resourceVersion", "")
-        send_initial = request.query.get("sendInitialEvents")
-        initial = requests.bool_param(send_initial)
-        if send_initial is not None and request.query.get("resourceVersionMatch") != "NotOlderThan":
+    async def list_page(
+        self, query: MultiMapping[str], resource: kinds.Resource, target: requests.Target
+    ) -> tuple[storing.ListPage, dict[str, Any]]:
+        """One page of a list (stored form) and the list's metadata."""
+        if requests.bool_param(query.get("sendInitialEvents")):
             raise errors.invalid(
                 "ListOptions",
                 "meta.k8s.io",
                 "",
                 [
                     errors.Cause(
-                        "FieldValueInvalid",
-                        "Invalid value: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-                        "resourceVersionMatch",
+                        "FieldValueForbidden",
+                        "Forbidden: sendInitialEvents is forbidden for list",
+                        "sendInitialEvents",
                     )
                 ],
             )
-        bookmarks = requests.bool_param(request.query.get("allowWatchBookmarks"))
-        timeout = requests.int_param("timeoutSeconds", request.query.get("timeoutSeconds"))
-        cache = self.store.cache(resource)
-        prefix = self.store.prefix(self.store.storage_resource(resource), target.namespace)
-        since: int | None
-        if rv_text in ("", "0") or initial:
-            if rv_text == "" or initial:
-                await self.store.consistent()
-            if rv_text not in ("", "0"):
-                await self.store.cacher.wait_for(int(rv_text))
-            since = None
-            snapshot = True
-        else:
-            try:
-                since = int(rv_text)
-            except ValueError:
-                raise errors.bad_request(f"invalid resource version: {rv_text}") from None
-            await self.store.cacher.wait_for(since)
-            snapshot = False
+        list_query = self._query(query, resource, target)
+        page = await self.store.list(resource, list_query)
+        meta: dict[str, Any] = {"resourceVersion": str(page.revision)}
+        if page.continue_token:
+            meta["continue"] = page.continue_token
+            if page.remaining is not None:
+                meta["remainingItemCount"] = page.remaining
+        return page, meta
+
+    async def _watch(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.StreamResponse:
         table = _wants_table(request.headers.get("Accept", ""))
-        # Registration and the initial snapshot happen with no await between
-        # them, so nothing written meanwhile is lost or doubled.
         try:
-            watcher = cache.watch(prefix, predicate, since)
+            opened = await self.open_watch(request.query, resource, target)
         except watchcache.WatchGone as gone:
             response = web.StreamResponse(headers={"Content-Type": JSON_CT})
             await response.prepare(request)
@@ -399,12 +400,12 @@ class Api:
             await response.write(orjson.dumps({"type": "ERROR", "object": err.to_status()}) + b"\n")
             await response.write_eof()
             return response
-        initial_entries: list[watchcache.Entry] = []
-        if snapshot:
-            initial_entries = [
-                e for e in cache.iter_prefix(prefix) if predicate is None or predicate(e.obj)
-            ]
-        snapshot_rev = self.store.cacher.revision
+        watcher = opened.watcher
+        initial_entries = opened.initial_entries
+        snapshot_rev = opened.snapshot_rev
+        initial = opened.initial
+        bookmarks = opened.bookmarks
+        timeout = opened.timeout
         response = web.StreamResponse(
             headers={"Content-Type": JSON_CT, "Cache-Control": "no-cache, private"}
         )
@@ -412,11 +413,7 @@ class Api:
         try:
             await response.prepare(request)
             columns_cells = self._columns(resource) if table else None
-            convert_needed = (
-                resource.custom
-                or (resource.key_group == "core" and resource.group == "events.k8s.io")
-                or (resource.group == "autoscaling" and resource.version == "v1")
-            )
+            convert_needed = self.watch_converts(resource)
 
             def encode(
                 kind: str, entry: watchcache.Entry, event: watchcache.CacheEvent | None
@@ -486,12 +483,90 @@ class Api:
             watcher.close()
         return response
 
+    async def open_watch(
+        self, query: MultiMapping[str], resource: kinds.Resource, target: requests.Target
+    ) -> OpenWatch:
+        """Check a watch request, catch up and register on the watch cache, with
+        the current objects when it starts from now (resourceVersion "" or "0").
+        Raises ``watchcache.WatchGone`` when the resourceVersion is too old; the
+        caller must ``close()`` the watcher."""
+        predicate = self._predicate(query, resource)
+        if target.name:
+            name = target.name
+
+            def by_name(obj: dict[str, Any]) -> bool:
+                return bool((obj.get("metadata") or {}).get("name") == name)
+
+            inner = predicate
+            predicate = by_name if inner is None else (lambda o: by_name(o) and inner(o))
+        rv_text = query.get("resourceVersion", "")
+        send_initial = query.get("sendInitialEvents")
+        initial = requests.bool_param(send_initial)
+        if send_initial is not None and query.get("resourceVersionMatch") != "NotOlderThan":
+            raise errors.invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    errors.Cause(
+                        "FieldValueInvalid",
+                        "Invalid value: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                        "resourceVersionMatch",
+                    )
+                ],
+            )
+        bookmarks = requests.bool_param(query.get("allowWatchBookmarks"))
+        timeout = requests.int_param("timeoutSeconds", query.get("timeoutSeconds"))
+        cache = self.store.cache(resource)
+        prefix = self.store.prefix(self.store.storage_resource(resource), target.namespace)
+        since: int | None
+        if rv_text in ("", "0") or initial:
+            if rv_text == "" or initial:
+                await self.store.consistent()
+            if rv_text not in ("", "0"):
+                await self.store.cacher.wait_for(int(rv_text))
+            since = None
+            snapshot = True
+        else:
+            try:
+                since = int(rv_text)
+            except ValueError:
+                raise errors.bad_request(f"invalid resource version: {rv_text}") from None
+            await self.store.cacher.wait_for(since)
+            snapshot = False
+        # Registration and the initial snapshot happen with no await between
+        # them, so nothing written meanwhile is lost or doubled.
+        watcher = cache.watch(prefix, predicate, since)
+        initial_entries: list[watchcache.Entry] = []
+        if snapshot:
+            initial_entries = [
+                e for e in cache.iter_prefix(prefix) if predicate is None or predicate(e.obj)
+            ]
+        snapshot_rev = self.store.cacher.revision
+        return OpenWatch(watcher, initial_entries, snapshot_rev, initial, bookmarks, timeout)
+
+    @staticmethod
+    def watch_converts(resource: kinds.Resource) -> bool:
+        """Whether watch events must be converted from the stored form (else the
+        cache's encoding is served as it is)."""
+        return (
+            resource.custom
+            or (resource.key_group == "core" and resource.group == "events.k8s.io")
+            or (resource.group == "autoscaling" and resource.version == "v1")
+        )
+
     def _bookmark(self, resource: kinds.Resource, rev: int, initial_end: bool = False) -> bytes:
+        obj = self.bookmark_object(resource, rev, initial_end)
+        return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+    @staticmethod
+    def bookmark_object(
+        resource: kinds.Resource, rev: int, initial_end: bool = False
+    ) -> dict[str, Any]:
         meta: dict[str, Any] = {"resourceVersion": str(rev)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        obj = {"kind": resource.kind, "apiVersion": resource.group_version, "metadata": meta}
-        return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+        return {"kind": resource.kind, "apiVersion": resource.group_version, "metadata": meta}
 
     # --- writes -------------------------------------------------------------
 
@@ -502,21 +577,19 @@ class Api:
         content_type = request.headers.get("Content-Type", JSON_CT)
         return requests.decode_body(raw, content_type), raw, content_type
 
-    def _write_options(self, request: web.Request, subresource: str = "") -> storing.WriteOptions:
-        dry = request.query.getall("dryRun", [])
+    def _write_options(self, call: Call, subresource: str = "") -> storing.WriteOptions:
+        dry = call.query.getall("dryRun", [])
         for value in dry:
             if value != "All":
                 raise errors.bad_request(f'Invalid value: "{value}": supported values: "All"')
-        manager = request.query.get("fieldManager") or _manager_from_agent(
-            request.headers.get("User-Agent", "")
-        )
+        manager = call.query.get("fieldManager") or _manager_from_agent(call.user_agent)
         if len(manager) > 128:
             raise errors.bad_request("fieldManager: Too long: may not be more than 128 bytes")
         return storing.WriteOptions(dry_run=bool(dry), manager=manager, subresource=subresource)
 
     def _field_validation(
         self,
-        request: web.Request,
+        call: Call,
         resource: kinds.Resource,
         obj: Any,
         raw: bytes,
@@ -524,10 +597,10 @@ class Api:
         schema_node: schemas.Schema | None = None,
     ) -> list[str]:
         """Unknown/duplicate fields and wrong types: 400 under Strict, warnings under Warn."""
-        mode = request.query.get("fieldValidation", "Warn") or "Warn"
+        mode = call.query.get("fieldValidation", "Warn") or "Warn"
         if mode not in ("Strict", "Warn", "Ignore"):
             options_kind = {"POST": "CreateOptions", "PUT": "UpdateOptions"}.get(
-                request.method, "PatchOptions"
+                call.method, "PatchOptions"
             )
             raise errors.invalid(
                 options_kind,
@@ -572,17 +645,35 @@ class Api:
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
         obj, raw, content_type = await self._body(request)
+        created, warnings = await self.create(
+            Call.of(request), resource, target, obj, raw, content_type
+        )
+        if resource.virtual:
+            return json_response(created, 201)
+        return self._with_warnings(self._object_response(request, resource, created, 201), warnings)
+
+    async def create(
+        self,
+        call: Call,
+        resource: kinds.Resource,
+        target: requests.Target,
+        obj: Any,
+        raw: bytes,
+        content_type: str,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """POST of a decoded body: the created object (or a review's answer for
+        virtual kinds) and the field-validation warnings."""
         obj = requests.check_object(resource, obj, target)
         if resource.virtual:
-            return json_response(self._review(request, resource, obj), 201)
+            return self._review(call, resource, obj), []
         if resource.namespaced and not target.namespace:
             raise errors.path_not_found()
-        warnings = self._field_validation(request, resource, obj, raw, content_type)
+        warnings = self._field_validation(call, resource, obj, raw, content_type)
         obj = validating.prune_unknown(obj, self.store.served_schema(resource))
         created = await self.store.create(
-            resource, target.namespace, obj, self._write_options(request)
+            resource, target.namespace, obj, self._write_options(call)
         )
-        return self._with_warnings(self._object_response(request, resource, created, 201), warnings)
+        return created, warnings
 
     async def _update(
         self,
@@ -592,15 +683,34 @@ class Api:
         subresource: str,
     ) -> web.Response:
         obj, raw, content_type = await self._body(request)
+        result, created, warnings = await self.update(
+            Call.of(request), resource, target, subresource, obj, raw, content_type
+        )
+        return self._with_warnings(
+            self._object_response(request, resource, result, 201 if created else 200), warnings
+        )
+
+    async def update(
+        self,
+        call: Call,
+        resource: kinds.Resource,
+        target: requests.Target,
+        subresource: str,
+        obj: Any,
+        raw: bytes,
+        content_type: str,
+    ) -> tuple[dict[str, Any], bool, list[str]]:
+        """PUT of a decoded body (``subresource`` "" or "status"): the object,
+        whether it was created, and the field-validation warnings."""
         obj = requests.check_object(resource, obj, target)
         meta = obj.get("metadata") or {}
         if meta.get("name") and meta["name"] != target.name:
             raise errors.bad_request(
                 f"the name of the object ({meta['name']}) does not match the name on the URL ({target.name})"
             )
-        warnings = self._field_validation(request, resource, obj, raw, content_type)
+        warnings = self._field_validation(call, resource, obj, raw, content_type)
         obj = validating.prune_unknown(obj, self.store.served_schema(resource))
-        options = self._write_options(request, subresource)
+        options = self._write_options(call, subresource)
         # Leases and custom resources, like upstream, may be created by PUT.
         create_missing = resource.kind == "Lease" or resource.custom
         desired = obj
@@ -611,9 +721,14 @@ class Api:
         result, created = await self.store.update(
             resource, target.namespace, target.name, mutate, options, create_missing=create_missing
         )
-        return self._with_warnings(
-            self._object_response(request, resource, result, 201 if created else 200), warnings
-        )
+        return result, created, warnings
+
+    @staticmethod
+    def _patch_kind(resource: kinds.Resource, content_type: str) -> str:
+        kind = patching.apply_patch_type(content_type)
+        if kind == "strategic" and resource.custom:
+            raise errors.unsupported_media_type(content_type)
+        return kind
 
     async def _patch(
         self,
@@ -623,22 +738,40 @@ class Api:
         subresource: str,
     ) -> web.Response:
         content_type = request.headers.get("Content-Type", "")
-        kind = patching.apply_patch_type(content_type)
-        if kind == "strategic" and resource.custom:
-            raise errors.unsupported_media_type(content_type)
+        self._patch_kind(resource, content_type)
         patch, raw, _ = await self._body(request)
-        options = self._write_options(request, subresource)
+        result, created, warnings = await self.patch(
+            Call.of(request), resource, target, subresource, content_type, patch, raw
+        )
+        return self._with_warnings(
+            self._object_response(request, resource, result, 201 if created else 200), warnings
+        )
+
+    async def patch(
+        self,
+        call: Call,
+        resource: kinds.Resource,
+        target: requests.Target,
+        subresource: str,
+        content_type: str,
+        patch: Any,
+        raw: bytes,
+    ) -> tuple[dict[str, Any], bool, list[str]]:
+        """PATCH of a decoded body, the patch type given by ``content_type``: the
+        object, whether apply created it, and the field-validation warnings."""
+        kind = self._patch_kind(resource, content_type)
+        options = self._write_options(call, subresource)
         options.applied = kind == "apply"
         schema = self.store.served_schema(resource)
-        force = requests.bool_param(request.query.get("force"))
+        force = requests.bool_param(call.query.get("force"))
         warnings: list[str] = []
         if kind == "apply":
-            if not request.query.get("fieldManager"):
+            if not call.query.get("fieldManager"):
                 raise errors.bad_request(
                     "PATCH, application/apply-patch+yaml requires fieldManager to be set"
                 )
             patch = requests.check_object(resource, patch, target)
-            warnings = self._field_validation(request, resource, patch, raw, content_type)
+            warnings = self._field_validation(call, resource, patch, raw, content_type)
             patch = validating.prune_unknown(patch, schema)
             if not patch.get("apiVersion") or not patch.get("kind"):
                 raise errors.bad_request("apply patches must specify apiVersion and kind")
@@ -679,7 +812,7 @@ class Api:
             # otherwise a concurrent write is retried on the new object.
             if not _patch_names_resource_version(kind, patch):
                 new.setdefault("metadata", {}).pop("resourceVersion", None)
-            for w in self._field_validation(request, resource, new, b"", requests.YAML):
+            for w in self._field_validation(call, resource, new, b"", requests.YAML):
                 if w not in warnings:
                     warnings.append(w)
             pruned: dict[str, Any] = validating.prune_unknown(new, schema)
@@ -697,11 +830,9 @@ class Api:
             options,
             create_missing=(kind == "apply" and not subresource),
         )
-        return self._with_warnings(
-            self._object_response(request, resource, result, 201 if created else 200), warnings
-        )
+        return result, created, warnings
 
-    def _delete_options(self, request: web.Request, body: Any) -> storing.DeleteOptions:
+    def _delete_options(self, query: MultiMapping[str], body: Any) -> storing.DeleteOptions:
         options = storing.DeleteOptions()
         if isinstance(body, dict):
             options.propagation = body.get("propagationPolicy") or ""
@@ -713,7 +844,7 @@ class Api:
             options.precondition_uid = pre.get("uid") or ""
             options.precondition_rv = pre.get("resourceVersion") or ""
             options.dry_run = bool(body.get("dryRun"))
-        q = request.query
+        q = query
         if q.get("propagationPolicy"):
             options.propagation = q["propagationPolicy"]
         if q.get("gracePeriodSeconds"):
@@ -733,19 +864,33 @@ class Api:
     async def _delete(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
-        options = self._delete_options(request, await self._delete_body(request))
-        result, _finished = await self.store.delete(
-            resource, target.namespace, target.name, options
+        result = await self.delete(
+            request.query, resource, target, await self._delete_body(request)
         )
         if result.get("kind") == "Status":
             return json_response(result)
         return self._object_response(request, resource, result)
 
+    async def delete(
+        self,
+        query: MultiMapping[str],
+        resource: kinds.Resource,
+        target: requests.Target,
+        body: Any,
+    ) -> dict[str, Any]:
+        """DELETE with a decoded DeleteOptions body (or None): the deleted or
+        terminating object, or a Status."""
+        options = self._delete_options(query, body)
+        result, _finished = await self.store.delete(
+            resource, target.namespace, target.name, options
+        )
+        return result
+
     async def _delete_collection(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
-        options = self._delete_options(request, await self._delete_body(request))
-        query = self._query(request, resource, target)
+        options = self._delete_options(request.query, await self._delete_body(request))
+        query = self._query(request.query, resource, target)
         query.limit = 0
         page = await self.store.list(resource, query)
         items = []
@@ -849,15 +994,31 @@ class Api:
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
         if request.method == "GET":
-            obj = await self.store.get(resource, target.namespace, target.name)
-            return json_response(self._to_scale(resource, obj))
+            return json_response(await self.get_scale(resource, target))
         if request.method not in ("PUT", "PATCH"):
             raise errors.method_not_allowed(
                 "the server does not allow this method on the requested resource"
             )
         body, _, content_type = await self._body(request)
-        kind = patching.apply_patch_type(content_type) if request.method == "PATCH" else "put"
-        options = self._write_options(request, "scale")
+        return json_response(
+            await self.write_scale(Call.of(request), resource, target, body, content_type)
+        )
+
+    async def get_scale(self, resource: kinds.Resource, target: requests.Target) -> dict[str, Any]:
+        obj = await self.store.get(resource, target.namespace, target.name)
+        return self._to_scale(resource, obj)
+
+    async def write_scale(
+        self,
+        call: Call,
+        resource: kinds.Resource,
+        target: requests.Target,
+        body: Any,
+        content_type: str,
+    ) -> dict[str, Any]:
+        """PUT (or PATCH, by ``call.method``) of the scale subresource."""
+        kind = patching.apply_patch_type(content_type) if call.method == "PATCH" else "put"
+        options = self._write_options(call, "scale")
         spec_path = self._scale_paths(resource).get("specReplicasPath", ".spec.replicas")
         scale_schema = schemas.schema_for("autoscaling", "v1", "Scale")
 
@@ -914,12 +1075,18 @@ class Api:
             mutate,
             storing.WriteOptions(options.dry_run, options.manager),
         )
-        return json_response(self._to_scale(resource, result))
+        return self._to_scale(resource, result)
 
     async def _bind(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
         body, _, _ = await self._body(request)
+        return json_response(await self.bind(Call.of(request), resource, target, body), 201)
+
+    async def bind(
+        self, call: Call, resource: kinds.Resource, target: requests.Target, body: Any
+    ) -> dict[str, Any]:
+        """POST pods/binding: set spec.nodeName and PodScheduled; a Status (201)."""
         if not isinstance(body, dict) or not (body.get("target") or {}).get("name"):
             raise errors.invalid(
                 "Binding",
@@ -928,7 +1095,7 @@ class Api:
                 [errors.Cause("FieldValueRequired", "Required value", "target.name")],
             )
         node = body["target"]["name"]
-        options = self._write_options(request)
+        options = self._write_options(call)
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
             assert current is not None
@@ -972,27 +1139,29 @@ class Api:
             mutate,
             storing.WriteOptions(options.dry_run, options.manager, "binding"),
         )
-        return json_response(
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "code": 201,
-            },
-            201,
-        )
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "code": 201,
+        }
 
     async def _evict(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
+        body, _, _ = await self._body(request)
+        return json_response(await self.evict(request.query, resource, target, body), 201)
+
+    async def evict(
+        self, query: MultiMapping[str], resource: kinds.Resource, target: requests.Target, body: Any
+    ) -> dict[str, Any]:
         """policy/v1 Eviction: delete the pod unless a PodDisruptionBudget forbids
         it (429); an allowed eviction first spends one disruption in the budget's
         status, compare-and-swap on its resourceVersion, so two concurrent
         evictions cannot both spend the last allowed disruption."""
-        body, _, _ = await self._body(request)
         delete_options = (body or {}).get("deleteOptions") if isinstance(body, dict) else None
-        options = self._delete_options(request, delete_options)
+        options = self._delete_options(query, delete_options)
         budgets = self.registry.by_kind("policy", "v1", "PodDisruptionBudget")
         assert budgets is not None
         for _ in range(20):
@@ -1008,11 +1177,14 @@ class Api:
                 budgets, target.namespace, decision.budget
             ):
                 continue  # another eviction changed the budget first: decide again
+            expected_rv = decision.pod_resource_version
+            if not options.dry_run:
+                marked = await self._mark_disruption_target(resource, target, expected_rv)
+                if marked and expected_rv:
+                    expected_rv = marked
             guarded = options
-            if decision.pod_resource_version and not options.precondition_rv:
-                guarded = dataclasses.replace(
-                    options, precondition_rv=decision.pod_resource_version
-                )
+            if expected_rv and not options.precondition_rv:
+                guarded = dataclasses.replace(options, precondition_rv=expected_rv)
             try:
                 await self.store.delete(resource, target.namespace, target.name, guarded)
             except errors.StatusError as err:
@@ -1023,8 +1195,47 @@ class Api:
                     raise disruptionbudgets.budget_being_processed(name) from None
                 raise
             success = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
-            return json_response(dict(success, code=201), 201)
+            return dict(success, code=201)
         raise errors.timeout("couldn't update PodDisruptionBudget due to conflicts")
+
+    async def _mark_disruption_target(
+        self, resource: kinds.Resource, target: requests.Target, expected_rv: str
+    ) -> str:
+        """Before an evicted pod is deleted it gets the DisruptionTarget condition
+        (upstream 1.31+), which Job failure policies and users read; returns the
+        pod's new resourceVersion ("" when the pod has already finished)."""
+        now = storing.rfc3339(self.clock())
+
+        def mark(current: dict[str, Any] | None) -> dict[str, Any]:
+            assert current is not None
+            pod = copy.deepcopy(current)
+            if expected_rv:
+                pod["metadata"]["resourceVersion"] = expected_rv
+            else:
+                pod["metadata"].pop("resourceVersion", None)
+            status = pod.setdefault("status", {})
+            conditions = [
+                c for c in status.get("conditions") or [] if c.get("type") != "DisruptionTarget"
+            ]
+            conditions.append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "EvictionByEvictionAPI",
+                    "message": "Eviction API: evicting",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": now,
+                }
+            )
+            status["conditions"] = conditions
+            return pod
+
+        current = await self.store.get(resource, target.namespace, target.name)
+        if (current.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return ""
+        options = storing.WriteOptions(manager="nodeless-eviction", subresource="status")
+        updated, _ = await self.store.update(resource, target.namespace, target.name, mark, options)
+        return str((updated.get("metadata") or {}).get("resourceVersion", ""))
 
     async def _spend_budget(
         self, budgets: kinds.Resource, namespace: str, decided: dict[str, Any]
@@ -1048,6 +1259,12 @@ class Api:
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
         body, _, _ = await self._body(request)
+        return json_response(await self.finalize(Call.of(request), resource, target, body))
+
+    async def finalize(
+        self, call: Call, resource: kinds.Resource, target: requests.Target, body: Any
+    ) -> dict[str, Any]:
+        """PUT namespaces/finalize: replace spec.finalizers."""
         finalizers = ((body or {}).get("spec") or {}).get("finalizers") or []
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -1058,15 +1275,20 @@ class Api:
             return new
 
         result, _ = await self.store.update(
-            resource, "", target.name, mutate, self._write_options(request, "finalize")
+            resource, "", target.name, mutate, self._write_options(call, "finalize")
         )
-        return json_response(result)
+        return result
 
     async def _token(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
-        """TokenRequest: a signed token for the service account, bound to its uid."""
         body, _, _ = await self._body(request)
+        return json_response(await self.token(resource, target, body), 201)
+
+    async def token(
+        self, resource: kinds.Resource, target: requests.Target, body: Any
+    ) -> dict[str, Any]:
+        """TokenRequest: a signed token for the service account, bound to its uid."""
         account = await self.store.get(resource, target.namespace, target.name)
         spec = (body or {}).get("spec") or {} if isinstance(body, dict) else {}
         expiration = spec.get("expirationSeconds") or serviceaccounts.DEFAULT_EXPIRATION
@@ -1107,14 +1329,12 @@ class Api:
             },
             "status": {"token": token, "expirationTimestamp": storing.rfc3339(expires)},
         }
-        return json_response(answer, 201)
+        return answer
 
     # --- reviews ---------------------------------------------------------------
 
-    def _review(
-        self, request: web.Request, resource: kinds.Resource, obj: dict[str, Any]
-    ) -> dict[str, Any]:
-        user = request[USER_KEY]
+    def _review(self, call: Call, resource: kinds.Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        user = call.user
         user_info = {"username": user.name, "uid": user.uid, "groups": list(user.groups)}
         out = copy.deepcopy(obj)
         out.setdefault("metadata", {})["creationTimestamp"] = None

@@ -176,4 +176,3 @@ def int_param(name: str, value: str | None) -> int | None:
         return int(value)
     except ValueError:
         raise errors.bad_request(f"invalid value for {name}: {value!r}") from None
-

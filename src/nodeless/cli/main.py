@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from nodeless import __version__, clocks
-from nodeless.apiserver import app, certificates, endpoints
-from nodeless.client import events, httpclients, leaderelection
+from nodeless.apiserver import app, certificates, endpoints, loopback
+from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
 from nodeless.instances import managing, nodes
 from nodeless.instances.providers import simulated
@@ -108,7 +108,7 @@ async def up(args: argparse.Namespace) -> int:
     certificates.write_kubeconfig(server.pki, kubeconfig, server.url)
     components = None
     if args.provider != "none":
-        components = await start_components(args, kubeconfig, zones, server.catalogue, stop)
+        components = await start_components(args, server.api, zones, server.catalogue, stop)
     print(
         f"nodeless {__version__} ready: API at {server.url} (Kubernetes {endpoints.KUBE_VERSION}), "
         f"provider {args.provider}, zones {','.join(zone_names)}",
@@ -129,7 +129,7 @@ class Components:
     virtual nodes, the instance manager, the scheduler and the controllers,
     all clients of the API, led by whoever holds the controller Lease."""
 
-    def __init__(self, client: httpclients.HttpApiClient, recorder: events.EventRecorder) -> None:
+    def __init__(self, client: clients.ApiClient, recorder: events.EventRecorder) -> None:
         self.client = client
         self.recorder = recorder
         self.running: list[Any] = []
@@ -152,13 +152,15 @@ class Components:
 
 async def start_components(
     args: argparse.Namespace,
-    kubeconfig: Path,
+    api: endpoints.Api,
     zones: list[nodes.Zone],
     specs: catalogue.Catalogue,
     lost: asyncio.Event,
 ) -> Components:
     clock = clocks.SystemClock()
-    client = httpclients.HttpApiClient.from_kubeconfig(kubeconfig)
+    # In process, the components speak to the API through the loopback client:
+    # the same validation and admission as HTTP, without sockets or re-decoding.
+    client = loopback.LoopbackApiClient(api)
     recorder = events.EventRecorder(client, "nodeless", clock)
     recorder.start()
     components = Components(client, recorder)

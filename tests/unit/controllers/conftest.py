@@ -31,7 +31,9 @@ class Stack:
     scheduler: scheduling.Scheduler
     recorder: events.EventRecorder
 
-    async def wait_for(self, check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    async def wait_for(
+        self, check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02
+    ) -> Any:
         """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -59,9 +61,13 @@ async def stack() -> AsyncIterator[Stack]:
     provider = simulated.SimulatedProvider(clock)
     virtual_nodes = nodes.VirtualNodes(client, ZONES, provider.name, clock)
     await virtual_nodes.register()
-    manager = managing.InstanceManager(client, provider, ZONES, server.catalogue, clock=clock, recorder=recorder)
+    manager = managing.InstanceManager(
+        client, provider, ZONES, server.catalogue, clock=clock, recorder=recorder
+    )
     await manager.start()
-    scheduler = scheduling.Scheduler(client, ZONES, server.catalogue, clock=clock, recorder=recorder)
+    scheduler = scheduling.Scheduler(
+        client, ZONES, server.catalogue, clock=clock, recorder=recorder
+    )
     scheduler.start()
     try:
         yield Stack(server, client, provider, manager, scheduler, recorder)

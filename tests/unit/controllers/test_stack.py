@@ -9,7 +9,14 @@ PODS = clients.ResourceRef("", "v1", "pods", True, "Pod")
 
 
 async def test_a_bare_pod_runs_on_a_zone_node(stack: Stack) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "infinity"]}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "infinity"]}]
+        },
+    }
     await stack.client.create(PODS, pod)
 
     async def running() -> bool:
