@@ -1319,10 +1319,13 @@ def _prune(
 
 
 def _strip_object(obj: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A deep copy without ``metadata.managedFields`` (never part of the comparison)."""
+    """The object without ``metadata.managedFields`` (never part of the comparison).
+
+    A shallow copy: the walker only reads the objects it compares, and this
+    runs on every write (a deep copy here was a tenth of a pod's write cost)."""
     if obj is None:
         return {}
-    out = copy.deepcopy(dict(obj))
+    out = dict(obj)
     metadata = out.get("metadata")
     if isinstance(metadata, dict) and "managedFields" in metadata:
         metadata = dict(metadata)
