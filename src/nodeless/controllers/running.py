@@ -4,12 +4,23 @@ shared informer factory, one event recorder, one start and one stop."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from typing import Any, Protocol
 
 from nodeless import clocks
 from nodeless.client import clients, events, informers
+from nodeless.controllers import (
+    cronjobs,
+    deployments,
+    disruption,
+    endpointslices,
+    garbagecollection,
+    jobs,
+    namespaces,
+    replicasets,
+    serviceaccounts,
+    statefulsets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,22 +31,21 @@ class Runnable(Protocol):
     async def stop(self) -> None: ...
 
 
-# (module, class) of every controller, in start order; a module that is not
-# there yet (controllers land one by one) is skipped with a warning.
-CONTROLLERS: tuple[tuple[str, str], ...] = (
-    ("garbagecollection", "GarbageCollectorController"),
-    ("namespaces", "NamespaceController"),
-    ("serviceaccounts", "ServiceAccountsController"),
-    ("replicasets", "ReplicaSetController"),
-    ("replicasets", "ReplicationManager"),
-    ("deployments", "DeploymentController"),
-    ("statefulsets", "StatefulSetController"),
-    ("jobs", "JobController"),
-    ("jobs", "TTLAfterFinishedController"),
-    ("cronjobs", "CronJobController"),
-    ("endpointslices", "EndpointSliceController"),
-    ("endpointslices", "EndpointsController"),
-    ("disruption", "DisruptionController"),
+# Every controller, in start order; each takes (client, factory, *, clock, recorder).
+CONTROLLERS: tuple[type[Any], ...] = (
+    garbagecollection.GarbageCollectorController,
+    namespaces.NamespaceController,
+    serviceaccounts.ServiceAccountsController,
+    replicasets.ReplicaSetController,
+    replicasets.ReplicationManager,
+    deployments.DeploymentController,
+    statefulsets.StatefulSetController,
+    jobs.JobController,
+    jobs.TTLAfterFinishedController,
+    cronjobs.CronJobController,
+    endpointslices.EndpointSliceController,
+    endpointslices.EndpointsController,
+    disruption.DisruptionController,
 )
 
 
@@ -52,20 +62,11 @@ class ControllerManager:
         self.clock = clock or clocks.SystemClock()
         self.recorder = recorder
         self.factory = informers.InformerFactory(client, clock=self.clock)
-        self.controllers: list[Runnable] = []
-        for module_name, class_name in CONTROLLERS:
-            if enabled is not None and class_name not in enabled:
-                continue
-            try:
-                module = importlib.import_module(f"nodeless.controllers.{module_name}")
-            except ImportError:
-                log.warning("controller module %s is not available", module_name)
-                continue
-            cls: Any = getattr(module, class_name, None)
-            if cls is None:
-                log.warning("controller %s.%s is not available", module_name, class_name)
-                continue
-            self.controllers.append(cls(client, self.factory, clock=self.clock, recorder=recorder))
+        self.controllers: list[Runnable] = [
+            cls(client, self.factory, clock=self.clock, recorder=recorder)
+            for cls in CONTROLLERS
+            if enabled is None or cls.__name__ in enabled
+        ]
 
     async def start(self) -> None:
         for controller in self.controllers:
