@@ -144,13 +144,9 @@ class LoopbackApiClient:
         continue_token: str = "",
         resource_version: str = "",
     ) -> clients.ListResult:
-        params = _selector_params(label_selector, field_selector)
-        if limit:
-            params["limit"] = str(limit)
-        if continue_token:
-            params["continue"] = continue_token
-        if resource_version:
-            params["resourceVersion"] = resource_version
+        params = clients.list_params(
+            label_selector, field_selector, limit, continue_token, resource_version
+        )
         with _served("LIST", resource):
             served, target = self._target(resource, namespace)
             self.api.verb(served, "list")
@@ -159,13 +155,7 @@ class LoopbackApiClient:
             items: list[clients.Object] = orjson.loads(
                 orjson.dumps([present(served, item) for item in page.items])
             )
-        remaining = meta.get("remainingItemCount")
-        return clients.ListResult(
-            items=[clients.copy_with_type(resource, item) for item in items],
-            resource_version=str(meta.get("resourceVersion") or ""),
-            continue_token=str(meta.get("continue") or ""),
-            remaining_item_count=remaining if isinstance(remaining, int) else None,
-        )
+        return clients.list_result(resource, meta, items)
 
     async def watch(
         self,
@@ -179,18 +169,14 @@ class LoopbackApiClient:
         allow_bookmarks: bool = True,
         timeout_seconds: int | None = None,
     ) -> AsyncGenerator[clients.WatchEvent, None]:
-        params = _selector_params(label_selector, field_selector)
-        params["watch"] = "1"
-        if name:
-            params["fieldSelector"] = ",".join(
-                s for s in (f"metadata.name={name}", field_selector) if s
-            )
-        if resource_version:
-            params["resourceVersion"] = resource_version
-        if allow_bookmarks:
-            params["allowWatchBookmarks"] = "true"
-        if timeout_seconds is not None:
-            params["timeoutSeconds"] = str(timeout_seconds)
+        params = clients.watch_params(
+            name=name,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            allow_bookmarks=allow_bookmarks,
+            timeout_seconds=timeout_seconds,
+        )
         api = self.api
         with _served("WATCH", resource):
             served, target = self._target(resource, namespace)
@@ -547,12 +533,3 @@ def _fresh(obj: clients.Object) -> clients.Object:
     """A deep copy the caller owns, in exactly the JSON forms a response has."""
     copied: clients.Object = orjson.loads(orjson.dumps(obj))
     return copied
-
-
-def _selector_params(label_selector: str, field_selector: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    if label_selector:
-        params["labelSelector"] = label_selector
-    if field_selector:
-        params["fieldSelector"] = field_selector
-    return params

@@ -9,7 +9,7 @@ protocol therefore speaks in plain dict objects, ``ResourceRef`` addresses and
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -370,3 +370,62 @@ def copy_with_type(resource: ResourceRef, obj: Mapping[str, Any]) -> Object:
         out.setdefault("apiVersion", resource.api_version)
         out.setdefault("kind", resource.kind)
     return out
+
+
+# --- query parameters and list results, shared by every ApiClient implementation ---
+
+
+def list_params(
+    label_selector: str = "",
+    field_selector: str = "",
+    limit: int = 0,
+    continue_token: str = "",
+    resource_version: str = "",
+) -> dict[str, str]:
+    """The query of a LIST as the API takes it (only what is set)."""
+    params: dict[str, str] = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    if limit:
+        params["limit"] = str(limit)
+    if continue_token:
+        params["continue"] = continue_token
+    if resource_version:
+        params["resourceVersion"] = resource_version
+    return params
+
+
+def watch_params(
+    *,
+    name: str = "",
+    label_selector: str = "",
+    field_selector: str = "",
+    resource_version: str = "",
+    allow_bookmarks: bool = True,
+    timeout_seconds: int | None = None,
+) -> dict[str, str]:
+    """The query of a WATCH; watching one name is a ``metadata.name`` field selector."""
+    if name:
+        field_selector = ",".join(s for s in (f"metadata.name={name}", field_selector) if s)
+    params = list_params(label_selector, field_selector, resource_version=resource_version)
+    params["watch"] = "1"
+    if allow_bookmarks:
+        params["allowWatchBookmarks"] = "true"
+    if timeout_seconds is not None:
+        params["timeoutSeconds"] = str(timeout_seconds)
+    return params
+
+
+def list_result(
+    resource: ResourceRef, meta: Mapping[str, Any], items: Iterable[Object]
+) -> ListResult:
+    """A ListResult from a list's metadata and items, each stamped with its kind."""
+    remaining = meta.get("remainingItemCount")
+    return ListResult(
+        items=[copy_with_type(resource, item) for item in items],
+        resource_version=str(meta.get("resourceVersion") or ""),
+        continue_token=str(meta.get("continue") or ""),
+        remaining_item_count=remaining if isinstance(remaining, int) else None,
+    )

@@ -216,22 +216,11 @@ class HttpApiClient:
         continue_token: str = "",
         resource_version: str = "",
     ) -> clients.ListResult:
-        params = _selector_params(label_selector, field_selector)
-        if limit:
-            params["limit"] = str(limit)
-        if continue_token:
-            params["continue"] = continue_token
-        if resource_version:
-            params["resourceVersion"] = resource_version
-        body = await self._request("GET", self._url(resource, namespace), params=params)
-        meta = body.get("metadata") or {}
-        remaining = meta.get("remainingItemCount")
-        return clients.ListResult(
-            items=[clients.copy_with_type(resource, item) for item in body.get("items") or []],
-            resource_version=str(meta.get("resourceVersion") or ""),
-            continue_token=str(meta.get("continue") or ""),
-            remaining_item_count=remaining if isinstance(remaining, int) else None,
+        params = clients.list_params(
+            label_selector, field_selector, limit, continue_token, resource_version
         )
+        body = await self._request("GET", self._url(resource, namespace), params=params)
+        return clients.list_result(resource, body.get("metadata") or {}, body.get("items") or [])
 
     async def watch(
         self,
@@ -245,18 +234,14 @@ class HttpApiClient:
         allow_bookmarks: bool = True,
         timeout_seconds: int | None = None,
     ) -> AsyncGenerator[clients.WatchEvent, None]:
-        params = _selector_params(label_selector, field_selector)
-        params["watch"] = "1"
-        if name:
-            params["fieldSelector"] = ",".join(
-                s for s in (f"metadata.name={name}", field_selector) if s
-            )
-        if resource_version:
-            params["resourceVersion"] = resource_version
-        if allow_bookmarks:
-            params["allowWatchBookmarks"] = "true"
-        if timeout_seconds is not None:
-            params["timeoutSeconds"] = str(timeout_seconds)
+        params = clients.watch_params(
+            name=name,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            allow_bookmarks=allow_bookmarks,
+            timeout_seconds=timeout_seconds,
+        )
         # A watch lasts as long as the server keeps it; only connecting is bounded.
         timeout = aiohttp.ClientTimeout(
             total=None if timeout_seconds is None else timeout_seconds + CONNECT_TIMEOUT * 3,
@@ -438,15 +423,6 @@ PODS = clients.resolve("v1", "pods")
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def _selector_params(label_selector: str, field_selector: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    if label_selector:
-        params["labelSelector"] = label_selector
-    if field_selector:
-        params["fieldSelector"] = field_selector
-    return params
 
 
 def _error(code: int, raw: bytes) -> errors.StatusError:
