@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
+from nodeless.client import kubeconfigs
 from nodeless.storage import sqlite
 
 HERE = Path(__file__).resolve().parent
@@ -42,28 +41,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def tls_from_kubeconfig(path: Path) -> tuple[ssl.SSLContext, str]:
+    """The server URL and TLS (CA + client certificate) of the kubeconfig nodeless up wrote."""
+    credentials = kubeconfigs.load(path)
+    ctx = credentials.ssl_context()
+    assert ctx is not None
+    return ctx, credentials.server
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def ssl_context(kubeconfig: Path, workdir: Path) -> tuple[ssl.SSLContext, str]:
-    config = yaml.safe_load(kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    user = config["users"][0]["user"]
-    paths = {}
-    for name, field in (
-        ("ca", cluster["certificate-authority-data"]),
-        ("crt", user["client-certificate-data"]),
-        ("key", user["client-key-data"]),
-    ):
-        path = workdir / f"bench.{name}"
-        path.write_bytes(base64.b64decode(field))
-        paths[name] = path
-    ctx = ssl.create_default_context(cafile=str(paths["ca"]))
-    ctx.load_cert_chain(paths["crt"], paths["key"])
-    return ctx, cluster["server"]
 
 
 async def store_baseline(workdir: Path, count: int, rate: float) -> list[float]:
@@ -202,7 +191,7 @@ async def main() -> int:
             while "ready" not in (line := proc.stdout.readline()):
                 if not line:
                     raise SystemExit("nodeless up did not start")
-            ctx, server = ssl_context(data / "kubeconfig", workdir)
+            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
             api = await run_api(server, ctx, args.rate, args.seconds, args.watchers)
             mutating = int(args.rate * args.seconds)
             baseline = await store_baseline(workdir, mutating, args.rate)

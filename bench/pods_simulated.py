@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -45,7 +44,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-import yaml
+
+from nodeless.client import kubeconfigs
 
 BIN = Path(sys.executable).parent
 KWOK_API_PODS_PER_S = 20.0
@@ -64,29 +64,18 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[index]
 
 
+def tls_from_kubeconfig(path: Path) -> tuple[ssl.SSLContext, str]:
+    """The server URL and TLS (CA + client certificate) of the kubeconfig nodeless up wrote."""
+    credentials = kubeconfigs.load(path)
+    ctx = credentials.ssl_context()
+    assert ctx is not None
+    return ctx, credentials.server
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def ssl_context(kubeconfig: Path, workdir: Path) -> tuple[ssl.SSLContext, str]:
-    """TLS with the kubeconfig's CA and client certificate (as bench/api_latency.py)."""
-    config = yaml.safe_load(kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    user = config["users"][0]["user"]
-    paths = {}
-    for name, value in (
-        ("ca", cluster["certificate-authority-data"]),
-        ("crt", user["client-certificate-data"]),
-        ("key", user["client-key-data"]),
-    ):
-        path = workdir / f"bench.{name}"
-        path.write_bytes(base64.b64decode(value))
-        paths[name] = path
-    ctx = ssl.create_default_context(cafile=str(paths["ca"]))
-    ctx.load_cert_chain(paths["crt"], paths["key"])
-    return ctx, cluster["server"]
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -481,7 +470,7 @@ def main() -> int:
     proc, _port = start_cluster(args, data, log)
     cpu_before = cpu_seconds(proc.pid) or 0.0
     try:
-        ctx, server = ssl_context(data / "kubeconfig", workdir)
+        ctx, server = tls_from_kubeconfig(data / "kubeconfig")
         progress = asyncio.run(run(server, ctx, args))
         mem = proc_status(proc.pid)
         cpu_after = cpu_seconds(proc.pid)
