@@ -49,8 +49,12 @@ class Cluster:
         return result
 
 
-def start_cluster(data_dir: Path, port: int | None = None) -> Cluster:
+def start_cluster(
+    data_dir: Path, port: int | None = None, provider: str = "none", zones: tuple[str, ...] = ()
+) -> Cluster:
+    """`nodeless up` on `data_dir` (a fresh port unless given); waits for its `ready` line."""
     port = port or free_port()
+    extra = ["--zones", ",".join(zones)] if zones else []
     log = open(data_dir.parent / f"{data_dir.name}.log", "a")
     proc = subprocess.Popen(
         [
@@ -61,7 +65,8 @@ def start_cluster(data_dir: Path, port: int | None = None) -> Cluster:
             "--listen",
             f"127.0.0.1:{port}",
             "--provider",
-            "none",
+            provider,
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=log,

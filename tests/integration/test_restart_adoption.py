@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import VENV_BIN, Cluster, free_port
+from conftest import Cluster, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -36,36 +36,7 @@ T = TypeVar("T")
 def start_simulated(data_dir: Path) -> Cluster:
     """`nodeless up --provider simulated` on `data_dir`, on a fresh port each time
     (the kubeconfig in the data dir is rewritten with it)."""
-    port = free_port()
-    log = open(data_dir.parent / f"{data_dir.name}.log", "a")
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "nodeless"),
-            "up",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--provider",
-            "simulated",
-            "--zones",
-            "zone-a,zone-b",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if "ready" in line:
-            return Cluster(data_dir, f"https://127.0.0.1:{port}", proc)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"nodeless up --provider simulated did not become ready; see {log.name}")
+    return start_cluster(data_dir, provider="simulated", zones=("zone-a", "zone-b"))
 
 
 def stop(cluster: Cluster, sig: signal.Signals) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import VENV_BIN, Cluster, free_port, stop_cluster
+from conftest import Cluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -32,36 +32,7 @@ T = TypeVar("T")
 
 def start_simulated(data_dir: Path, zones: tuple[str, ...] = ZONES) -> Cluster:
     """`nodeless up --provider simulated` on `data_dir`, on a fresh port."""
-    port = free_port()
-    log = open(data_dir.parent / f"{data_dir.name}.log", "a")
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "nodeless"),
-            "up",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--provider",
-            "simulated",
-            "--zones",
-            ",".join(zones),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if "ready" in line:
-            return Cluster(data_dir, f"https://127.0.0.1:{port}", proc)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"nodeless up --provider simulated did not become ready; see {log.name}")
+    return start_cluster(data_dir, provider="simulated", zones=zones)
 
 
 @pytest.fixture(scope="module")
