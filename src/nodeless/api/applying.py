@@ -23,7 +23,6 @@ structure with them.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import re
@@ -32,7 +31,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from nodeless.api import errors, schemas
+import orjson
+
+from nodeless.api import errors, schemas, values
 
 __all__ = [
     "LAST_APPLIED_ANNOTATION",
@@ -141,23 +142,6 @@ def _pe_key(pe: PathElement) -> tuple[Any, ...]:
     if kind == "v":
         return (2, _value_key(payload))
     return (3, payload)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """JSON equality in which booleans are not numbers (Python says ``True == 1``)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, dict):
-        if not isinstance(b, dict) or a.keys() != b.keys():
-            return False
-        return all(_equal(v, b[k]) for k, v in a.items())
-    if isinstance(a, list):
-        if not isinstance(b, list) or len(a) != len(b):
-            return False
-        return all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return type(a) is type(b) and bool(a == b)
 
 
 # --------------------------------------------------------------------------
@@ -351,13 +335,20 @@ class FieldSet:
     item, a map entry); children only group deeper members. Keeping upstream's
     shape matters because ``fieldsV1`` serialises exactly this shape, with "."
     marking a node that is both a member and a parent.
+
+    A set is built (``insert``) and then never changed: the set operations
+    share unchanged parts and return an operand itself when nothing changes,
+    and the FieldsV1 form is computed once per set. Every write decodes,
+    combines and encodes the managedFields of the whole object, so this
+    sharing is most of what a write's bookkeeping costs.
     """
 
-    __slots__ = ("_children", "_members")
+    __slots__ = ("_children", "_encoded", "_members")
 
     def __init__(self, paths: Iterable[Path] = ()) -> None:
         self._members: set[PathElement] = set()
         self._children: dict[PathElement, FieldSet] = {}
+        self._encoded: dict[str, Any] | None = None
         for path in paths:
             self.insert(path)
 
@@ -365,6 +356,7 @@ class FieldSet:
         """Add a path; the empty path (the whole object) is never a member, as upstream."""
         if not path:
             return
+        self._encoded = None
         node = self
         for pe in path[:-1]:
             child = node._children.get(pe)
@@ -388,17 +380,22 @@ class FieldSet:
     def is_empty(self) -> bool:
         return not self._members and all(c.is_empty() for c in self._children.values())
 
+    def __bool__(self) -> bool:
+        # Without it truthiness would count every member (``__len__``).
+        return not self.is_empty()
+
     def with_prefix(self, pe: PathElement) -> FieldSet:
         """The subset below one element, relative to it (empty if none)."""
         return self._children.get(pe) or FieldSet()
 
     def copy(self) -> FieldSet:
-        out = FieldSet()
-        out._members = set(self._members)
-        out._children = {pe: c.copy() for pe, c in self._children.items()}
-        return out
+        return self  # never changed once built
 
     def union(self, other: FieldSet) -> FieldSet:
+        if not other:
+            return self
+        if not self:
+            return other
         out = FieldSet()
         out._members = self._members | other._members
         for pe in self._children.keys() | other._children.keys():
@@ -424,25 +421,32 @@ class FieldSet:
         """Members not in ``other``; a removed member keeps its children (upstream ``Difference``)."""
         out = FieldSet()
         out._members = self._members - other._members
+        changed = len(out._members) != len(self._members)
         for pe, mine in self._children.items():
             theirs = other._children.get(pe)
-            rest = mine.difference(theirs) if theirs is not None else mine.copy()
+            rest = mine.difference(theirs) if theirs is not None else mine
             if not rest.is_empty():
                 out._children[pe] = rest
-        return out
+            if rest is not mine or pe not in out._children:
+                changed = True
+        return out if changed else self
 
     def recursive_difference(self, other: FieldSet) -> FieldSet:
         """Like ``difference``, but a member of ``other`` also drops everything below it."""
         out = FieldSet()
         out._members = self._members - other._members
+        changed = len(out._members) != len(self._members)
         for pe, mine in self._children.items():
             if pe in other._members:
+                changed = True
                 continue
             theirs = other._children.get(pe)
-            rest = mine.recursive_difference(theirs) if theirs is not None else mine.copy()
+            rest = mine.recursive_difference(theirs) if theirs is not None else mine
             if not rest.is_empty():
                 out._children[pe] = rest
-        return out
+            if rest is not mine or pe not in out._children:
+                changed = True
+        return out if changed else self
 
     def filtered(self, keep: Callable[[Path], bool], prefix: Path = ()) -> FieldSet:
         """The paths for which ``keep`` holds (children are only visited when their prefix is kept)."""
@@ -482,8 +486,12 @@ class FieldSet:
 
 
 def encode_fields_v1(fs: FieldSet) -> dict[str, Any]:
-    """Upstream's FieldsV1 form of a field set, with upstream's key order."""
-    return _encode_node(fs, include_self=False)
+    """Upstream's FieldsV1 form of a field set, with upstream's key order.
+
+    Computed once per set and shared: treat the result as read-only."""
+    if fs._encoded is None:
+        fs._encoded = _encode_node(fs, include_self=False)
+    return fs._encoded
 
 
 def _encode_node(fs: FieldSet, include_self: bool) -> dict[str, Any]:
@@ -499,12 +507,31 @@ def _encode_node(fs: FieldSet, include_self: bool) -> dict[str, Any]:
     return out
 
 
+_DECODED: dict[bytes, FieldSet] = {}
+_MAX_DECODED = 8192
+
+
 def decode_fields_v1(data: Mapping[str, Any]) -> FieldSet:
-    """Parse FieldsV1; unknown element kinds are dropped, malformed ones raise ValueError."""
+    """Parse FieldsV1; unknown element kinds are dropped, malformed ones raise ValueError.
+
+    Remembered by content: the objects of one workload carry the same few
+    field sets, and every write to one of them decodes all its entries."""
     if not isinstance(data, Mapping):
         raise ValueError("fieldsV1 must be an object")
-    found, _ = _decode_node(data)
-    return found or FieldSet()
+    try:
+        key = orjson.dumps(data)
+    except TypeError:
+        key = b""
+    found = _DECODED.get(key) if key else None
+    if found is not None:
+        return found
+    decoded, _ = _decode_node(data)
+    found = decoded or FieldSet()
+    if key:
+        if len(_DECODED) >= _MAX_DECODED:
+            _DECODED.clear()
+        _DECODED[key] = found
+    return found
 
 
 def _decode_node(data: Mapping[str, Any]) -> tuple[FieldSet | None, bool]:
@@ -569,8 +596,26 @@ def _effective(t: _Type, value: Any) -> _Type:
     return _SCALAR
 
 
+_TYPERS: dict[int, tuple[Mapping[str, Any] | None, _Typer]] = {}
+_MAX_TYPERS = 512
+
+
+def _typer_for(schema: Mapping[str, Any] | None) -> _Typer:
+    """One typer per schema for the life of the process, so its cache of
+    converted nodes is built once (schemas are never changed in place; a CRD
+    update brings a new schema object)."""
+    cached = _TYPERS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    if len(_TYPERS) >= _MAX_TYPERS:
+        _TYPERS.clear()
+    typer = _Typer(schema)
+    _TYPERS[id(schema)] = (schema, typer)
+    return typer
+
+
 class _Typer:
-    """Schema nodes to types, cached per call (nodes are unhashable dicts)."""
+    """Schema nodes to types, cached (nodes are unhashable dicts, so by identity)."""
 
     def __init__(self, schema: Mapping[str, Any] | None) -> None:
         self._cache: dict[int, tuple[Any, _Type]] = {}
@@ -897,6 +942,9 @@ class _Walker:
         return out
 
     def _compare(self, lhs: Any, rhs: Any, t: _Type, path: Path, out: _Comparison) -> None:
+        if path and lhs is not _MISSING and rhs is not _MISSING and values.identical(lhs, rhs):
+            # Nothing below differs (most of an object, on most writes).
+            return
         et = _effective(t, lhs if rhs is _MISSING else rhs)
         leaf = et.kind == "scalar" or et.atomic
         if lhs is not _MISSING and rhs is not _MISSING:
@@ -933,7 +981,7 @@ class _Walker:
             out.added.insert(path)
         elif rhs is _MISSING:
             out.removed.insert(path)
-        elif leaf and not _equal(lhs, rhs):
+        elif leaf and not values.equal(lhs, rhs):
             out.modified.insert(path)
 
     # -- removal ---------------------------------------------------------
@@ -1405,7 +1453,7 @@ def _sync_last_applied(result: dict[str, Any], config: Mapping[str, Any]) -> dic
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if not isinstance(annotations, dict) or not annotations.get(LAST_APPLIED_ANNOTATION):
         return result
-    applied = copy.deepcopy(dict(config))
+    applied = values.clone(dict(config))
     applied_meta = applied.get("metadata")
     if isinstance(applied_meta, dict) and isinstance(applied_meta.get("annotations"), dict):
         applied_annotations = dict(applied_meta["annotations"])
@@ -1432,7 +1480,7 @@ def fieldset_of(obj: Mapping[str, Any], schema: Mapping[str, Any] | None) -> Fie
     creationTimestamp/selfLink/managedFields). Status is kept: which endpoint
     may own it is decided per write (see ``apply``).
     """
-    walker = _Walker(_Typer(schema))
+    walker = _Walker(_typer_for(schema))
     try:
         fs = walker.fieldset(_strip_object(obj), walker.typer.root)
     except _ShapeError as err:
@@ -1468,7 +1516,7 @@ def apply(
     config_meta = config.get("metadata")
     if isinstance(config_meta, Mapping) and config_meta.get("managedFields") is not None:
         raise errors.bad_request("metadata.managedFields must be nil")
-    typer = _Typer(schema)
+    typer = _typer_for(schema)
     walker = _Walker(typer)
     root = typer.root
     api_version = str(config.get("apiVersion") or "")
@@ -1506,7 +1554,7 @@ def apply(
             )
     except _ShapeError as err:
         raise errors.internal(f"failed to apply to the live object: {err}") from err
-    changed = live is None or not _equal(live_obj, merged)
+    changed = live is None or not values.equal(live_obj, merged)
     entry = managers.get(applier.ident)
     if entry is not None and (changed or entry.time is None):
         entry.time = now
@@ -1573,7 +1621,7 @@ def record_update(
     object that cannot be walked with its schema loses its managedFields
     instead of failing the write.
     """
-    typer = _Typer(schema)
+    typer = _typer_for(schema)
     walker = _Walker(typer)
     keep = _ignore_filter(subresource, has_status_subresource)
     sent = (new.get("metadata") or {}).get("managedFields")

@@ -7,10 +7,9 @@ HorizontalPodAutoscalers, stored as ``autoscaling/v2``.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from nodeless.api import kinds
+from nodeless.api import kinds, values
 
 Obj = dict[str, Any]
 
@@ -62,14 +61,14 @@ def _event_to_core(obj: Obj) -> Obj:
     out: Obj = {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": copy.deepcopy(obj.get("metadata", {})),
+        "metadata": values.clone(obj.get("metadata", {})),
     }
     for new, old in _EVENT_FIELDS:
         if new in obj:
-            out[old] = copy.deepcopy(obj[new])
+            out[old] = values.clone(obj[new])
     source = obj.get("deprecatedSource")
     if source:
-        out["source"] = copy.deepcopy(source)
+        out["source"] = values.clone(source)
     out.setdefault("involvedObject", {})
     return out
 
@@ -91,7 +90,7 @@ def _event_from_core(obj: Obj) -> Obj:
 
 
 def _hpa_v1_to_v2(obj: Obj) -> Obj:
-    out = copy.deepcopy(obj)
+    out = values.clone(obj)
     out["apiVersion"] = "autoscaling/v2"
     spec = out.get("spec") or {}
     target = spec.pop("targetCPUUtilizationPercentage", None)
@@ -119,7 +118,7 @@ def _hpa_v1_to_v2(obj: Obj) -> Obj:
 
 
 def _hpa_v2_to_v1(obj: Obj) -> Obj:
-    out = copy.deepcopy(obj)
+    out = values.clone(obj)
     out["apiVersion"] = "autoscaling/v1"
     spec = out.get("spec") or {}
     metrics = spec.pop("metrics", None) or []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import dataclasses
 import datetime
 import logging
@@ -31,6 +30,7 @@ from nodeless.api import (
     schemas,
     selectors,
     tables,
+    values,
 )
 from nodeless.apiserver import (
     discovery,
@@ -595,8 +595,9 @@ class Api:
         raw: bytes,
         content_type: str,
         schema_node: schemas.Schema | None = None,
-    ) -> list[str]:
-        """Unknown/duplicate fields and wrong types: 400 under Strict, warnings under Warn."""
+    ) -> tuple[list[str], bool]:
+        """Unknown/duplicate fields and wrong types: 400 under Strict, warnings
+        under Warn; and whether there are unknown fields to prune."""
         mode = call.query.get("fieldValidation", "Warn") or "Warn"
         if mode not in ("Strict", "Warn", "Ignore"):
             options_kind = {"POST": "CreateOptions", "PUT": "UpdateOptions"}.get(
@@ -619,9 +620,10 @@ class Api:
         type_errors = [msg for kind, msg in problems if kind == "type"]
         if type_errors:
             raise errors.bad_request(type_errors[0])
-        if mode == "Ignore":
-            return []
         unknown = [msg for kind, msg in problems if kind == "unknown"]
+        prune = bool(unknown)
+        if mode == "Ignore":
+            return [], prune
         if requests.media_type(content_type) in (
             requests.JSON,
             requests.MERGE_PATCH,
@@ -630,10 +632,10 @@ class Api:
         ):
             unknown += [f'duplicate field "{name}"' for name in validating.duplicate_fields(raw)]
         if not unknown:
-            return []
+            return [], prune
         if mode == "Strict":
             raise errors.bad_request("strict decoding error: " + ", ".join(unknown))
-        return unknown
+        return unknown, prune
 
     @staticmethod
     def _with_warnings(response: web.Response, warnings: list[str]) -> web.Response:
@@ -668,8 +670,9 @@ class Api:
             return self._review(call, resource, obj), []
         if resource.namespaced and not target.namespace:
             raise errors.path_not_found()
-        warnings = self._field_validation(call, resource, obj, raw, content_type)
-        obj = validating.prune_unknown(obj, self.store.served_schema(resource))
+        warnings, prune = self._field_validation(call, resource, obj, raw, content_type)
+        if prune:
+            obj = validating.prune_unknown(obj, self.store.served_schema(resource))
         created = await self.store.create(
             resource, target.namespace, obj, self._write_options(call)
         )
@@ -708,15 +711,16 @@ class Api:
             raise errors.bad_request(
                 f"the name of the object ({meta['name']}) does not match the name on the URL ({target.name})"
             )
-        warnings = self._field_validation(call, resource, obj, raw, content_type)
-        obj = validating.prune_unknown(obj, self.store.served_schema(resource))
+        warnings, prune = self._field_validation(call, resource, obj, raw, content_type)
+        if prune:
+            obj = validating.prune_unknown(obj, self.store.served_schema(resource))
         options = self._write_options(call, subresource)
         # Leases and custom resources, like upstream, may be created by PUT.
         create_missing = resource.kind == "Lease" or resource.custom
         desired = obj
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
-            return copy.deepcopy(desired)
+            return values.clone(desired)
 
         result, created = await self.store.update(
             resource, target.namespace, target.name, mutate, options, create_missing=create_missing
@@ -771,8 +775,9 @@ class Api:
                     "PATCH, application/apply-patch+yaml requires fieldManager to be set"
                 )
             patch = requests.check_object(resource, patch, target)
-            warnings = self._field_validation(call, resource, patch, raw, content_type)
-            patch = validating.prune_unknown(patch, schema)
+            warnings, prune = self._field_validation(call, resource, patch, raw, content_type)
+            if prune:
+                patch = validating.prune_unknown(patch, schema)
             if not patch.get("apiVersion") or not patch.get("kind"):
                 raise errors.bad_request("apply patches must specify apiVersion and kind")
         elif kind == "json":
@@ -782,12 +787,20 @@ class Api:
             raise errors.bad_request("patch body must be a JSON object")
         elif force:
             raise errors.bad_request("force may only be set for apply patches")
+        # A merge patch brings every field of the result the stored object (known
+        # fields only) does not have: checking the patch checks the result.
+        patch_checked = kind == "merge"
+        prune_result = True
+        if patch_checked:
+            warnings, prune_result = self._field_validation(
+                call, resource, patch, raw, content_type
+            )
         now = storing.rfc3339(self.clock())
         applied_config = patch
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
             if kind == "apply":
-                config = copy.deepcopy(applied_config)
+                config = values.clone(applied_config)
                 applied = applying.apply(
                     current,
                     config,
@@ -812,9 +825,15 @@ class Api:
             # otherwise a concurrent write is retried on the new object.
             if not _patch_names_resource_version(kind, patch):
                 new.setdefault("metadata", {}).pop("resourceVersion", None)
-            for w in self._field_validation(call, resource, new, b"", requests.YAML):
-                if w not in warnings:
-                    warnings.append(w)
+            if not patch_checked:
+                found, prune = self._field_validation(call, resource, new, b"", requests.YAML)
+                for w in found:
+                    if w not in warnings:
+                        warnings.append(w)
+                if not prune:
+                    return new
+            elif not prune_result:
+                return new
             pruned: dict[str, Any] = validating.prune_unknown(new, schema)
             return pruned
 
@@ -1063,7 +1082,7 @@ class Api:
                         )
                     ],
                 )
-            updated = copy.deepcopy(current)
+            updated = values.clone(current)
             _set_path(updated, spec_path, replicas)
             updated["metadata"].pop("resourceVersion", None)
             return updated
@@ -1110,7 +1129,7 @@ class Api:
                     target.name,
                     f"pod {target.name} is already assigned to node {current['spec']['nodeName']!r}",
                 )
-            new = copy.deepcopy(current)
+            new = values.clone(current)
             new["spec"]["nodeName"] = node
             status = new.setdefault("status", {})
             conditions = [
@@ -1208,7 +1227,7 @@ class Api:
 
         def mark(current: dict[str, Any] | None) -> dict[str, Any]:
             assert current is not None
-            pod = copy.deepcopy(current)
+            pod = values.clone(current)
             if expected_rv:
                 pod["metadata"]["resourceVersion"] = expected_rv
             else:
@@ -1244,7 +1263,7 @@ class Api:
         it was decided on; False when another write got there first."""
 
         def spend(_current: dict[str, Any] | None) -> dict[str, Any]:
-            return copy.deepcopy(decided)
+            return values.clone(decided)
 
         options = storing.WriteOptions(manager="nodeless-eviction", subresource="status")
         try:
@@ -1269,7 +1288,7 @@ class Api:
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
             assert current is not None
-            new = copy.deepcopy(current)
+            new = values.clone(current)
             new.setdefault("spec", {})["finalizers"] = finalizers
             new["metadata"].pop("resourceVersion", None)
             return new
@@ -1336,7 +1355,7 @@ class Api:
     def _review(self, call: Call, resource: kinds.Resource, obj: dict[str, Any]) -> dict[str, Any]:
         user = call.user
         user_info = {"username": user.name, "uid": user.uid, "groups": list(user.groups)}
-        out = copy.deepcopy(obj)
+        out = values.clone(obj)
         out.setdefault("metadata", {})["creationTimestamp"] = None
         if resource.kind == "SelfSubjectReview":
             out["status"] = {"userInfo": user_info}

@@ -10,7 +10,6 @@ cache after it has caught up with the store (read-your-writes).
 from __future__ import annotations
 
 import base64
-import copy
 import datetime
 import random
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from nodeless.api import applying, conversions, errors, kinds, schemas
+from nodeless.api import applying, conversions, errors, kinds, schemas, values
 from nodeless.apiserver import defaulting, validating, watchcache
 from nodeless.storage import backends
 
@@ -325,7 +324,7 @@ class Store:
     ) -> Obj:
         served = resource
         resource = self.storage_resource(resource)
-        obj = conversions.to_storage(served, copy.deepcopy(obj))
+        obj = conversions.to_storage(served, values.clone(obj))
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
@@ -434,7 +433,7 @@ class Store:
                     if e.reason == "AlreadyExists":
                         continue
                     raise
-            current = self.present(served, copy.deepcopy(entry.obj))
+            current = self.present(served, values.clone(entry.obj))
             desired = mutate(current)
             if not isinstance(desired, dict):
                 desired = await desired
@@ -493,8 +492,12 @@ class Store:
         self, resource: kinds.Resource, old: Obj, desired: Obj, options: WriteOptions
     ) -> Obj | None:
         """Merge the desired object with the immutable and foreign parts of the
-        current one; None when nothing would change (a no-op write)."""
-        new = copy.deepcopy(desired)
+        current one; None when nothing would change (a no-op write).
+
+        ``desired`` is the mutation's own object (a fresh one per attempt) and
+        is changed in place; ``old`` is the cache's and is never changed."""
+        new = desired
+        sent_managed_fields = "managedFields" in (desired.get("metadata") or {})
         meta = new.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
@@ -521,7 +524,10 @@ class Store:
         if options.subresource == "status":
             # Status writes change status only (and the bookkeeping below).
             status = new.get("status")
-            base = copy.deepcopy(old)
+            # Shallow: only status and metadata's bookkeeping change below, and
+            # the parts shared with the cached object are only read from here on.
+            base = dict(old)
+            base["metadata"] = dict(old.get("metadata") or {})
             if status is None:
                 base.pop("status", None)
             else:
@@ -549,7 +555,7 @@ class Store:
             # Binding is the one main-resource write that also sets status.
             if resource.has_status and options.subresource != "binding":
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = values.clone(old["status"])
                 else:
                     new.pop("status", None)
             defaulting.apply_defaults(resource, new)
@@ -565,7 +571,7 @@ class Store:
             if "generation" in meta and _spec_changed(old, new):
                 meta["generation"] = int(old_meta.get("generation", 1)) + 1
         meta["resourceVersion"] = old_meta.get("resourceVersion", "")
-        if "managedFields" not in (desired.get("metadata") or {}) and "managedFields" in old_meta:
+        if not sent_managed_fields and "managedFields" in old_meta:
             meta["managedFields"] = old_meta["managedFields"]
         new = self._record(resource, old, new, options)
         self._validate(resource, new)
@@ -587,7 +593,7 @@ class Store:
             entry = self.cache(resource).objects.get(key)
             if entry is None:
                 raise errors.not_found(served.plural, served.group, name)
-            obj = copy.deepcopy(entry.obj)
+            obj = values.clone(entry.obj)
             meta = obj["metadata"]
             if options.precondition_uid and options.precondition_uid != meta.get("uid"):
                 raise errors.conflict(

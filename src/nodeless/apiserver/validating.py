@@ -312,12 +312,21 @@ def walk_fields(value: Any, schema: schemas.Schema | None, path: str) -> Iterato
     kind is "unknown" or "type". Where the schema allows anything (no
     properties, preserve-unknown-fields, IntOrString), the walk stops.
     """
+    found: list[tuple[str, str]] = []
+    _walk(value, schema, path, found)
+    return iter(found)
+
+
+def _walk(
+    value: Any, schema: schemas.Schema | None, path: str, found: list[tuple[str, str]]
+) -> None:
+    # Every written object is walked: plain recursion into one list, no generators.
     node = schemas.resolve(schema)
     if node is None or value is None:
         return
     if node.get("x-kubernetes-int-or-string"):
         if not isinstance(value, int | str) or isinstance(value, bool):
-            yield ("type", f"{path}: expected int or string, got {_type_name(value)}")
+            found.append(("type", f"{path}: expected int or string, got {_type_name(value)}"))
         return
     allowed = schemas.types_of(node)
     if allowed:
@@ -329,9 +338,11 @@ def walk_fields(value: Any, schema: schemas.Schema | None, path: str) -> Iterato
         )
         if not ok:
             want = "/".join(sorted(allowed))
-            yield (
-                "type",
-                f"json: cannot unmarshal {_type_name(value)} into Go struct field {path} of type {want}",
+            found.append(
+                (
+                    "type",
+                    f"json: cannot unmarshal {_type_name(value)} into Go struct field {path} of type {want}",
+                )
             )
             return
     if isinstance(value, dict):
@@ -340,22 +351,42 @@ def walk_fields(value: Any, schema: schemas.Schema | None, path: str) -> Iterato
         if isinstance(props, dict):
             for key, child in value.items():
                 if key in props:
-                    yield from walk_fields(child, props[key], f"{path}.{key}" if path else key)
+                    if child is not None and not isinstance(child, str | bool):
+                        _walk(child, props[key], f"{path}.{key}" if path else key, found)
+                    elif child is not None:
+                        _check_scalar(child, props[key], f"{path}.{key}" if path else key, found)
                 elif isinstance(extra, dict):
-                    yield from walk_fields(child, extra, f"{path}.{key}" if path else key)
+                    _walk(child, extra, f"{path}.{key}" if path else key, found)
                 elif not node.get("x-kubernetes-preserve-unknown-fields"):
-                    yield (
-                        "unknown",
-                        f'unknown field "{path}.{key}"' if path else f'unknown field "{key}"',
+                    found.append(
+                        (
+                            "unknown",
+                            f'unknown field "{path}.{key}"' if path else f'unknown field "{key}"',
+                        )
                     )
         elif isinstance(extra, dict):
             for key, child in value.items():
-                yield from walk_fields(child, extra, f"{path}.{key}" if path else key)
+                _walk(child, extra, f"{path}.{key}" if path else key, found)
     elif isinstance(value, list):
         items = node.get("items")
         if isinstance(items, dict):
             for i, child in enumerate(value):
-                yield from walk_fields(child, items, f"{path}[{i}]")
+                _walk(child, items, f"{path}[{i}]", found)
+
+
+def _check_scalar(
+    value: Any, schema: schemas.Schema, path: str, found: list[tuple[str, str]]
+) -> None:
+    """A string or boolean field: only its type can be wrong (the common case, kept cheap)."""
+    node = schemas.resolve(schema)
+    if node is None:
+        return
+    allowed = schemas.types_of(node)
+    if not allowed or ("string" in allowed and isinstance(value, str)):
+        return
+    if "boolean" in allowed and isinstance(value, bool):
+        return
+    _walk(value, schema, path, found)
 
 
 def duplicate_fields(body: bytes) -> list[str]:
