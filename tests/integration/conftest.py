@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from nodeless.cli import main as cli
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -56,6 +58,9 @@ def start_cluster(
     port = port or free_port()
     extra = ["--zones", ",".join(zones)] if zones else []
     log = open(data_dir.parent / f"{data_dir.name}.log", "a")
+    # Every test cluster checks at exit that no component wrote to the watch
+    # cache's shared objects (exit status 70 if one did).
+    env = {**os.environ, "NODELESS_CHECK_CACHE": "1"}
     proc = subprocess.Popen(
         [
             str(VENV_BIN / "nodeless"),
@@ -71,6 +76,7 @@ def start_cluster(
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
+        env=env,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -91,6 +97,9 @@ def stop_cluster(cluster: Cluster) -> None:
     except subprocess.TimeoutExpired:
         cluster.process.kill()
         cluster.process.wait()
+    assert cluster.process.returncode != cli.CACHE_CORRUPTED, (
+        f"a component changed cached objects in place; see {cluster.data_dir}.log"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,8 @@ from pathlib import Path
 
 import pytest
 
+from nodeless.cli import main as cli
+
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
 
@@ -133,6 +135,8 @@ class NodelessCluster:
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,  # signals sent to the test run's process group don't reach it
+            # At exit, nodeless up checks no component wrote to shared cached objects.
+            env={**os.environ, "NODELESS_CHECK_CACHE": "1"},
         )
         (self.workdir / "nodeless.pid").write_text(str(self.process.pid))
         assert self.process.stdout is not None
@@ -166,6 +170,8 @@ class NodelessCluster:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.process.returncode == cli.CACHE_CORRUPTED:
+            raise RuntimeError(f"a component changed cached objects in place; see {self.log_path}")
 
     def kubectl(self, *args: str, **kwargs: object) -> str:
         """Like pytest-kind's KindCluster.kubectl: stdout as str, raise on failure."""

@@ -723,7 +723,13 @@ class Api:
             return values.clone(desired)
 
         result, created = await self.store.update(
-            resource, target.namespace, target.name, mutate, options, create_missing=create_missing
+            resource,
+            target.namespace,
+            target.name,
+            mutate,
+            options,
+            create_missing=create_missing,
+            copy_current=False,
         )
         return result, created, warnings
 
@@ -848,6 +854,8 @@ class Api:
             mutate,
             options,
             create_missing=(kind == "apply" and not subresource),
+            # The patch functions build a new object; apply may reuse parts of current.
+            copy_current=(kind == "apply"),
         )
         return result, created, warnings
 

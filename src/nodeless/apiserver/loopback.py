@@ -242,6 +242,15 @@ class LoopbackApiClient:
     ) -> clients.Object:
         """The object of a cache entry as a watch serves it, decoded once and
         shared by this client's watches (see the module docstring)."""
+        if (
+            self._share
+            and not converts
+            and entry.obj.get("apiVersion") == ref.api_version
+            and entry.obj.get("kind") == ref.kind
+        ):
+            # The cache's own object: every watch and the cache share it,
+            # read-only (``Cacher.verify`` checks that nobody wrote to it).
+            return entry.obj
         key = (id(entry), ref)
         if self._share:
             hit = self._shared.get(key)

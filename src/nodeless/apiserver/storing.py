@@ -407,12 +407,15 @@ class Store:
         options: WriteOptions,
         *,
         create_missing: bool = False,
+        copy_current: bool = True,
     ) -> tuple[Obj, bool]:
         """Read, mutate, compare-and-swap; retry on a concurrent write.
 
         ``mutate`` gets the current object in served form (None if missing) and
         returns the desired one; a ``metadata.resourceVersion`` it keeps is a
         precondition (409 on mismatch), as with PUT. Returns (object, created).
+        It gets a copy it may change, or with ``copy_current=False`` (for
+        mutations that build a new object) the cached object, read-only.
         """
         served = resource
         resource = self.storage_resource(resource)
@@ -433,7 +436,7 @@ class Store:
                     if e.reason == "AlreadyExists":
                         continue
                     raise
-            current = self.present(served, values.clone(entry.obj))
+            current = self.present(served, values.clone(entry.obj) if copy_current else entry.obj)
             desired = mutate(current)
             if not isinstance(desired, dict):
                 desired = await desired

@@ -236,6 +236,19 @@ class Cacher:
         self._task = asyncio.create_task(self._run(listing.revision), name="watch-cache")
         self.ready.set()
 
+    def verify(self) -> list[str]:
+        """Keys whose cached object no longer matches its stored JSON.
+
+        In-process clients are handed the cache's own objects, read-only; a
+        component that writes to one corrupts what everyone reads, so tests
+        (and ``NODELESS_CHECK_CACHE=1 nodeless up`` at exit) look for it."""
+        return [
+            key
+            for cache in self.caches.values()
+            for key, entry in cache.objects.items()
+            if orjson.loads(entry.raw) != entry.obj
+        ]
+
     def close_watchers(self) -> None:
         for cache in self.caches.values():
             for watcher in list(cache.watchers):

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 from nodeless import __version__, clocks
 from nodeless.apiserver import app, certificates, endpoints, loopback
+from nodeless.cli import memory
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
 from nodeless.instances import managing, nodes
@@ -26,6 +28,8 @@ from nodeless.storage import compacting, sqlite
 log = logging.getLogger("nodeless")
 
 PROVIDERS = ("none", "simulated")
+# Exit status when NODELESS_CHECK_CACHE found a component writing to shared objects.
+CACHE_CORRUPTED = 70
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -115,12 +119,19 @@ async def up(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"  export KUBECONFIG={kubeconfig}", flush=True)
+    collector = memory.CycleCollector()
+    collector.start()
     await stop.wait()
+    await collector.stop()
     print("nodeless: shutting down", flush=True)
     if components is not None:
         await components.stop()
     await compactor.stop()
+    corrupted = server.store.cacher.verify() if os.environ.get("NODELESS_CHECK_CACHE") else []
     await server.stop()
+    if corrupted:
+        print(f"nodeless: cached objects changed in place: {corrupted[:20]}", file=sys.stderr)
+        return CACHE_CORRUPTED
     return 0
 
 

@@ -153,6 +153,9 @@ class InstanceManager:
         self.latest: dict[str, base.InstanceStatus] = {}
         self._deleting: set[str] = set()
         self._announced: dict[str, base.InstanceState] = {}
+        # States pushed since the pod's last status write: each gets its Event
+        # even when one write covers several (Pending and Running at once).
+        self._passed: dict[str, list[base.InstanceStatus]] = {}
         self._final: dict[str, base.InstanceStatus] = {}
         self._adopted = False
         self.pods.add_handlers(
@@ -180,6 +183,9 @@ class InstanceManager:
     def _pushed(self, status: base.InstanceStatus) -> None:
         key = f"{status.namespace}/{status.pod_name}"
         self.latest[key] = status
+        passed = self._passed.setdefault(key, [])
+        if not passed or passed[-1].state != status.state:
+            passed.append(status)
         if status.state.terminal:
             # Kept for a deleted pod whose instance is removed right after its
             # final status: that status is still written before the pod goes.
@@ -349,7 +355,10 @@ class InstanceManager:
             await self._provider_failed(pod, record, str(err))
             return
         self.latest[key] = status
-        await self._reflect(pod, record, status)
+        # Its status is written by the next sync of this key (the informers
+        # bring the new record, the provider pushes): by then a busy manager
+        # often finds the instance already Running, one write instead of two.
+        self.controller.queue.add(key)
 
     async def _provider_failed(self, pod: Obj, record: Obj, message: str) -> None:
         if self.recorder is not None:
@@ -378,14 +387,22 @@ class InstanceManager:
         if old_state != status.state.value or _changed(record.get("status") or {}, saved):
             if old_state != status.state.value:
                 saved["lastTransitionTime"] = _time(self.clock)
-                key = clients.key_of(pod)
-                # The record informer may lag our own write: announce each state once.
-                if self._announced.get(key) != status.state:
-                    self._announced[key] = status.state
-                    self._state_event(pod, record, status)
+                self._announce(pod, record, status)
             else:
                 saved["lastTransitionTime"] = (record.get("status") or {}).get("lastTransitionTime")
             await self._write_record_state(record, saved)
+
+    def _announce(self, pod: Obj, record: Obj, status: base.InstanceStatus) -> None:
+        """One Event per state the instance went through since the last one."""
+        key = clients.key_of(pod)
+        passed = self._passed.pop(key, [])
+        if not passed or passed[-1].state != status.state:
+            passed.append(status)
+        for seen in passed:
+            # The record informer may lag our own write: announce each state once.
+            if self._announced.get(key) != seen.state:
+                self._announced[key] = seen.state
+                self._state_event(pod, record, seen)
 
     def _state_event(self, pod: Obj, record: Obj, status: base.InstanceStatus) -> None:
         if self.recorder is None:
@@ -474,6 +491,7 @@ class InstanceManager:
         self.latest.pop(key, None)
         self._final.pop(key, None)
         self._announced.pop(key, None)
+        self._passed.pop(key, None)
         await self._delete_record(record)
 
     async def _vanished(self, pod: Obj, record: Obj) -> None:
