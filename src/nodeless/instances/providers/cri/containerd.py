@@ -1,0 +1,603 @@
+"""The containerd Nodeless runs for real pods, configured by the project.
+
+DESIGN.md: pods run on containerd's CRI plugin with runc and the CNI
+``bridge`` + ``host-local`` + ``portmap`` (+ ``loopback``) plugins, and the
+files that make this work on our machines are written by the project, never by
+hand. This module writes them under one data directory:
+
+- ``config.toml`` (containerd config version 2): its own root, state and
+  socket, so it never touches a system containerd; the CRI plugin with
+  ``restrict_oom_score_adj`` (no CAP_SYS_RESOURCE here), the locally built
+  sandbox image, the overlayfs snapshotter (native where overlay mounts fail),
+  the CNI directories and a ``certs.d`` for registry ``hosts.toml`` files;
+- ``net.d/10-nodeless.conflist``: a bridge with its own name, NAT for pod
+  traffic, host-local IPAM on a configurable pod CIDR, and portmap for
+  hostPorts. The CRI plugin brings up each pod's ``lo`` itself with the
+  ``loopback`` plugin, so it is not in the chain but must be in the bin dir.
+
+``Containerd`` starts ``containerd --config`` as a child process in its own
+session (so a Ctrl-C meant for Nodeless does not kill the pods' runtime
+first), waits until the CRI answers ready, imports the pause image, and stops
+it with SIGTERM then SIGKILL. Pods survive a containerd restart (their shims
+keep running); ``stop(remove_pods=True)`` removes them first. A containerd
+left running by an earlier Nodeless on the same data directory is adopted
+rather than started twice, and ``Containerd.external`` uses any running CRI
+runtime's socket without managing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodeless.instances.providers.cri import clients, sandboximages
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POD_CIDR = "10.88.0.0/16"
+DEFAULT_BRIDGE = "nodeless0"
+DEFAULT_NETWORK = "nodeless"
+DEFAULT_CNI_BIN_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+CNI_VERSION = "1.0.0"
+CONFLIST_NAME = "10-nodeless.conflist"
+SNAPSHOTTER_OVERLAY = "overlayfs"
+SNAPSHOTTER_NATIVE = "native"
+# Unix socket paths are at most 107 bytes; containerd adds ".ttrpc" for its
+# second socket.
+MAX_SOCKET_PATH = 107 - len(".ttrpc")
+# Where a root shell finds every binary containerd and CNI need (runc, shims,
+# iptables), whatever PATH Nodeless itself was started with.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BINARIES = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
+
+
+class ContainerdError(Exception):
+    """containerd could not be configured, started or reached; says why."""
+
+
+@dataclass(frozen=True)
+class ContainerdSettings:
+    """Where a managed containerd keeps its files, and how pods are networked."""
+
+    data_dir: Path
+    pod_cidr: str = DEFAULT_POD_CIDR
+    bridge: str = DEFAULT_BRIDGE
+    network_name: str = DEFAULT_NETWORK
+    snapshotter: str = SNAPSHOTTER_OVERLAY
+    sandbox_image: str = sandboximages.PAUSE_IMAGE
+    cni_bin_dir: Path = DEFAULT_CNI_BIN_DIR
+    runc_binary: str = "runc"
+    # cgroupfs on cgroup v1 and on hosts without systemd as init; the systemd
+    # driver only where systemd manages the cgroup tree.
+    systemd_cgroup: bool = False
+    stream_server_address: str = "127.0.0.1"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        network = ipaddress.ip_network(self.pod_cidr, strict=False)
+        if network.max_prefixlen - network.prefixlen < 2:
+            raise ValueError(f"pod CIDR {self.pod_cidr} leaves no room for pods")
+        if not 0 < len(self.bridge) <= 15 or "/" in self.bridge or " " in self.bridge:
+            raise ValueError(f"bridge name {self.bridge!r} is not a Linux interface name")
+
+    @property
+    def root(self) -> Path:
+        return self.data_dir / "root"
+
+    @property
+    def state(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def socket(self) -> Path:
+        return self.data_dir / "containerd.sock"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "config.toml"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.data_dir / "net.d"
+
+    @property
+    def conflist_file(self) -> Path:
+        return self.cni_conf_dir / CONFLIST_NAME
+
+    @property
+    def ipam_dir(self) -> Path:
+        """host-local's leases, kept with this containerd rather than in
+        /var/lib/cni, so two Nodeless data directories never share them."""
+        return self.data_dir / "ipam"
+
+    @property
+    def registry_config_dir(self) -> Path:
+        """containerd's ``config_path``: one ``HOST/hosts.toml`` per registry."""
+        return self.data_dir / "certs.d"
+
+    @property
+    def opt_dir(self) -> Path:
+        return self.data_dir / "opt"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "containerd.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "containerd.pid"
+
+
+# --- rendering (pure: unit-tested without root) ---
+
+
+def containerd_config(settings: ContainerdSettings) -> dict[str, Any]:
+    """containerd's config.toml (version 2) as a dict."""
+    cri = "io.containerd.grpc.v1.cri"
+    return {
+        "version": 2,
+        "root": str(settings.root),
+        "state": str(settings.state),
+        # Snapshotters this host cannot use only add noise and start-up time.
+        "disabled_plugins": [
+            "io.containerd.snapshotter.v1.aufs",
+            "io.containerd.snapshotter.v1.btrfs",
+            "io.containerd.snapshotter.v1.devmapper",
+            "io.containerd.snapshotter.v1.zfs",
+        ],
+        "grpc": {"address": str(settings.socket), "uid": 0, "gid": 0},
+        "debug": {"level": settings.log_level},
+        "plugins": {
+            "io.containerd.internal.v1.opt": {"path": str(settings.opt_dir)},
+            cri: {
+                "sandbox_image": settings.sandbox_image,
+                # No CAP_SYS_RESOURCE on these machines: never lower a score.
+                "restrict_oom_score_adj": True,
+                "stream_server_address": settings.stream_server_address,
+                "stream_server_port": "0",
+                "enable_selinux": False,
+                "max_container_log_line_size": 16384,
+                "containerd": {
+                    "snapshotter": settings.snapshotter,
+                    "default_runtime_name": "runc",
+                    "runtimes": {
+                        "runc": {
+                            "runtime_type": "io.containerd.runc.v2",
+                            "options": {
+                                "BinaryName": settings.runc_binary,
+                                "SystemdCgroup": settings.systemd_cgroup,
+                            },
+                        }
+                    },
+                },
+                "cni": {
+                    "bin_dir": str(settings.cni_bin_dir),
+                    "conf_dir": str(settings.cni_conf_dir),
+                    "max_conf_num": 1,
+                },
+                "registry": {"config_path": str(settings.registry_config_dir)},
+            },
+        },
+    }
+
+
+def render_config(settings: ContainerdSettings) -> str:
+    return "# Written by Nodeless; edits are overwritten at start.\n" + to_toml(
+        containerd_config(settings)
+    )
+
+
+def cni_conflist(settings: ContainerdSettings) -> dict[str, Any]:
+    """The pod network: bridge + host-local IPAM, then portmap for hostPorts."""
+    network = ipaddress.ip_network(settings.pod_cidr, strict=False)
+    default_route = "0.0.0.0/0" if network.version == 4 else "::/0"
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": settings.network_name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": settings.bridge,
+                "isGateway": True,
+                "ipMasq": True,
+                # A pod reaching itself through a Service VIP comes back in
+                # on the port it left by.
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": str(network)}]],
+                    "routes": [{"dst": default_route}],
+                    "dataDir": str(settings.ipam_dir),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def render_conflist(settings: ContainerdSettings) -> str:
+    return json.dumps(cni_conflist(settings), indent=2) + "\n"
+
+
+def write_files(settings: ContainerdSettings) -> None:
+    """Creates the data directory tree and (re)writes config.toml and the
+    CNI conflist. Existing ``certs.d`` host files are left alone."""
+    for d in (
+        settings.data_dir,
+        settings.root,
+        settings.state,
+        settings.cni_conf_dir,
+        settings.ipam_dir,
+        settings.registry_config_dir,
+        settings.opt_dir,
+    ):
+        d.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o711)
+    _write_if_changed(settings.config_file, render_config(settings))
+    _write_if_changed(settings.conflist_file, render_conflist(settings))
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def to_toml(doc: Mapping[str, Any]) -> str:
+    """A TOML document from nested dicts of strings, booleans, integers and
+    lists of those: the little TOML containerd's config needs."""
+    lines: list[str] = []
+    _toml_table(doc, [], lines)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
+    tables = {k: v for k, v in table.items() if isinstance(v, Mapping)}
+    if path and (scalars or not tables):
+        if lines:
+            lines.append("")
+        lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
+    for key, value in scalars.items():
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, sub in tables.items():
+        _toml_table(sub, [*path, key], lines)
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "-_" for c in key):
+        return key
+    return json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # A JSON string is a valid TOML basic string.
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+# --- checks of the host ---
+
+
+def missing_binaries(settings: ContainerdSettings | None = None) -> list[str]:
+    """containerd, runc, shim, ctr and CNI plugins this host lacks."""
+    path = _process_env()["PATH"]
+    missing = [b for b in BINARIES if shutil.which(b, path=path) is None]
+    if settings is not None and shutil.which(settings.runc_binary, path=path) is None:
+        missing.append(settings.runc_binary)
+    bin_dir = settings.cni_bin_dir if settings is not None else DEFAULT_CNI_BIN_DIR
+    missing += [str(bin_dir / p) for p in CNI_PLUGINS if not (bin_dir / p).is_file()]
+    return sorted(set(missing))
+
+
+async def overlay_supported(work_dir: Path) -> bool:
+    """Whether an overlay mount works on ``work_dir``'s filesystem (it does
+    not on some nested or exotic ones), by trying one."""
+    probe = work_dir / "overlay-probe"
+    dirs = [probe / d for d in ("lower", "upper", "work", "merged")]
+    try:
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        lower, upper, work, merged = dirs
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if await _run("mount", "-t", "overlay", "overlay", "-o", options, str(merged)) != 0:
+            return False
+        await _run("umount", str(merged))
+        return True
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+async def _run(*args: str) -> int:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=_process_env(),
+        )
+    except FileNotFoundError:
+        return 127
+    return await proc.wait()
+
+
+def _process_env() -> dict[str, str]:
+    env = dict(os.environ)
+    parts = [p for p in env.get("PATH", "").split(":") if p]
+    env["PATH"] = ":".join(parts + [p for p in SYSTEM_PATH.split(":") if p not in parts])
+    return env
+
+
+# --- the process ---
+
+
+class Containerd:
+    """A containerd Nodeless manages (``Containerd(settings)``) or a CRI runtime
+    that is already running (``Containerd.external(address)``).
+
+    ``start`` returns once the CRI answers ready and the sandbox image is
+    present; ``client`` is then a ``CriClient`` on its socket.
+    """
+
+    def __init__(self, settings: ContainerdSettings) -> None:
+        self.settings: ContainerdSettings | None = settings
+        self.address = str(settings.socket)
+        self.sandbox_image = settings.sandbox_image
+        self.client = clients.CriClient(self.address)
+        self._process: asyncio.subprocess.Process | None = None
+        self._pid: int | None = None  # ours or adopted
+
+    @classmethod
+    def external(
+        cls, address: str, *, sandbox_image: str = sandboximages.PAUSE_IMAGE
+    ) -> Containerd:
+        """A CRI runtime Nodeless neither configures, starts nor stops; only its
+        socket is used (and ``sandbox_image`` imported, should it be missing)."""
+        self = cls.__new__(cls)
+        self.settings = None
+        self.address = address.removeprefix("unix://")
+        self.sandbox_image = sandbox_image
+        self.client = clients.CriClient(self.address)
+        self._process = None
+        self._pid = None
+        return self
+
+    @property
+    def managed(self) -> bool:
+        return self.settings is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The managed containerd's process ID while it runs."""
+        return self._pid
+
+    @property
+    def snapshotter(self) -> str:
+        """The snapshotter images are unpacked with ("" for the runtime's default)."""
+        return self.settings.snapshotter if self.settings is not None else ""
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Configures and starts containerd (or adopts the one already serving
+        this data directory), waits until it is ready and imports the pause
+        image. Raises ``ContainerdError`` with the reason and the log's tail."""
+        if self.settings is not None:
+            await self._start_managed(self.settings, timeout)
+        else:
+            await self._wait_ready(timeout)
+        await self.ensure_image(sandboximages.PAUSE.with_ref(self.sandbox_image))
+
+    async def _start_managed(self, settings: ContainerdSettings, timeout: float) -> None:
+        if len(str(settings.socket)) > MAX_SOCKET_PATH:
+            raise ContainerdError(
+                f"socket path {settings.socket} is longer than {MAX_SOCKET_PATH} bytes: "
+                "use a shorter data directory"
+            )
+        if os.geteuid() != 0:
+            raise ContainerdError("containerd needs root (or use an external CRI socket)")
+        if missing := missing_binaries(settings):
+            raise ContainerdError(
+                "missing " + ", ".join(missing) + ": run scripts/install-system-packages.sh"
+            )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.snapshotter == SNAPSHOTTER_OVERLAY and not await overlay_supported(
+            settings.data_dir
+        ):
+            log.warning(
+                "overlay mounts fail under %s: using the native snapshotter", settings.data_dir
+            )
+            settings = dataclasses.replace(settings, snapshotter=SNAPSHOTTER_NATIVE)
+            self.settings = settings
+        write_files(settings)
+
+        if await self._answers():
+            self._pid = _read_pid(settings)
+            log.info("adopting containerd already serving %s (pid %s)", self.address, self._pid)
+        else:
+            await self._spawn(settings)
+        try:
+            await self._wait_ready(timeout)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _answers(self) -> bool:
+        if not Path(self.address).exists():
+            return False
+        try:
+            await self.client.version(timeout=2.0)
+        except clients.CriError:
+            return False
+        return True
+
+    async def _spawn(self, settings: ContainerdSettings) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            settings.socket.unlink()  # stale, from a containerd that died
+        env = _process_env()
+        binary = shutil.which("containerd", path=env["PATH"]) or "containerd"
+        with settings.log_file.open("ab") as out:
+            self._process = await asyncio.create_subprocess_exec(
+                binary,
+                "--config",
+                str(settings.config_file),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env,
+                start_new_session=True,
+            )
+        self._pid = self._process.pid
+        settings.pid_file.write_text(f"{self._pid}\n")
+        log.info("started containerd (pid %s) on %s", self._pid, self.address)
+
+    async def _wait_ready(self, timeout: float) -> None:
+        ready = asyncio.ensure_future(self.client.wait_ready(timeout))
+        died = asyncio.ensure_future(
+            self._process.wait() if self._process is not None else asyncio.Event().wait()
+        )
+        try:
+            done, _ = await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+            if ready in done:
+                ready.result()
+                return
+            raise ContainerdError(
+                f"containerd exited with {died.result()} while starting\n{self.log_tail()}"
+            )
+        except clients.CriError as e:
+            # Serving, but without a CRI: its plugin failed to load.
+            raise ContainerdError(
+                f"{self.address} has no working CRI plugin ({e})\n{self.log_tail()}"
+            ) from None
+        except TimeoutError as e:
+            raise ContainerdError(f"{e}\n{self.log_tail()}") from None
+        finally:
+            for task in (ready, died):
+                task.cancel()
+            await asyncio.gather(ready, died, return_exceptions=True)
+
+    async def ensure_image(self, image: sandboximages.BusyboxImage) -> None:
+        """Builds and imports ``image`` unless the runtime already has it."""
+        if await self.client.image_status(image.ref) is not None:
+            return
+        await sandboximages.build_and_import(image, self.address, snapshotter=self.snapshotter)
+        if await self.client.image_status(image.ref) is None:
+            raise ContainerdError(f"{image.ref} was imported but the CRI does not see it")
+
+    async def remove_all_pods(self, grace_period: int = 0) -> None:
+        """Stops and removes every sandbox (and so every container) of the CRI."""
+        for sandbox in await self.client.list_pod_sandbox():
+            for container in await self.client.list_containers(pod_sandbox_id=sandbox.id):
+                with contextlib.suppress(clients.CriError):
+                    await self.client.stop_container(container.id, grace_period)
+            for call in (self.client.stop_pod_sandbox, self.client.remove_pod_sandbox):
+                try:
+                    await call(sandbox.id)
+                except clients.CriError as e:
+                    if not e.not_found:
+                        raise
+
+    async def stop(self, *, remove_pods: bool = False, grace: float = 10.0) -> None:
+        """Stops a managed containerd: SIGTERM, then SIGKILL after ``grace``
+        seconds. Pods keep running in their shims unless ``remove_pods``, and
+        are found again by the next containerd on this data directory. An
+        external runtime is only disconnected from."""
+        try:
+            if remove_pods:
+                try:
+                    await self.remove_all_pods()
+                except clients.CriError as e:
+                    if not e.unavailable:
+                        raise
+                    log.warning("containerd at %s is gone: pods not removed", self.address)
+        finally:
+            await self.client.close()
+            await self._terminate(grace)
+
+    async def _terminate(self, grace: float) -> None:
+        pid = self._pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not await self._wait_exit(pid, grace):
+            log.warning("containerd (pid %s) ignored SIGTERM for %ss: killing it", pid, grace)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            await self._wait_exit(pid, None)
+        self._pid = None
+        self._process = None
+        if self.settings is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.settings.pid_file.unlink()
+
+    async def _wait_exit(self, pid: int, timeout: float | None) -> bool:
+        if self._process is not None:
+            try:
+                await asyncio.wait_for(self._process.wait(), timeout)
+            except TimeoutError:
+                return False
+            return True
+        # Adopted: not our child, so poll.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while _alive(pid):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def log_tail(self, lines: int = 10) -> str:
+        """For error messages: the last warnings and errors of the managed
+        containerd's log (where a failed plugin says why), else its last lines."""
+        if self.settings is None:
+            return ""
+        try:
+            text = self.settings.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        problems = [
+            line
+            for line in text
+            if any(f"level={lvl}" in line for lvl in ("warning", "error", "fatal", "panic"))
+        ]
+        return "\n".join((problems or text)[-lines:])
+
+
+def _read_pid(settings: ContainerdSettings) -> int | None:
+    """The pid in the pid file if it is a containerd running our config."""
+    try:
+        pid = int(settings.pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ValueError):
+        return None
+    if os.fsencode(str(settings.config_file)) in cmdline:
+        return pid
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -1,0 +1,395 @@
+"""containerd as Nodeless runs it: real containerd, runc and CNI, through the CRI.
+
+Each test starts its own containerd on a fresh data directory (a short path
+under /tmp: the socket path must fit a unix address), on a test bridge and pod
+CIDR of its own so that a Nodeless running on this machine is not disturbed,
+and removes every pod, containerd and the bridge afterwards, failed or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from nodeless.instances.providers.cri import clients, containerd, sandboximages
+from nodeless.instances.providers.cri import runtime_pb2 as pb
+
+POD_CIDR = "10.250.0.0/24"
+BRIDGE = "nltest0"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root"),
+    pytest.mark.skipif(
+        bool(containerd.missing_binaries()),
+        reason="missing "
+        + ", ".join(containerd.missing_binaries())
+        + " (scripts/install-system-packages.sh)",
+    ),
+    pytest.mark.skipif(
+        not sandboximages.BUSYBOX_PATH.is_file(), reason="busybox-static is not installed"
+    ),
+]
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that name ``text`` (shims name their
+    containerd's socket)."""
+    found = []
+    needle = text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="nl-cri-"))
+    try:
+        yield path
+    finally:
+        # Never delete through a mount a failed test may have left behind.
+        if not _mounts_under(path):
+            shutil.rmtree(path, ignore_errors=True)
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> containerd.ContainerdSettings:
+    return containerd.ContainerdSettings(data_dir, pod_cidr=POD_CIDR, bridge=BRIDGE)
+
+
+@pytest.fixture
+async def runtime(settings: containerd.ContainerdSettings) -> AsyncIterator[containerd.Containerd]:
+    rt = containerd.Containerd(settings)
+    try:
+        await rt.start()
+        yield rt
+    finally:
+        await rt.stop(remove_pods=True)
+
+
+def sandbox_config(name: str, data_dir: Path) -> pb.PodSandboxConfig:
+    uid = f"uid-{name}"
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="default"),
+        hostname=name,
+        log_directory=str(data_dir / "pods" / f"default_{name}_{uid}"),
+        labels={"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "default"},
+        linux=pb.LinuxPodSandboxConfig(
+            security_context=pb.LinuxSandboxSecurityContext(
+                namespace_options=pb.NamespaceOption(pid=pb.CONTAINER)
+            )
+        ),
+    )
+
+
+def busybox_container(name: str, script: str) -> pb.ContainerConfig:
+    return pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name),
+        image=pb.ImageSpec(image=sandboximages.BUSYBOX_IMAGE),
+        command=["sh", "-c", script],
+        log_path=f"{name}/0.log",
+    )
+
+
+async def run_container(
+    rt: containerd.Containerd, sandbox_id: str, config: pb.PodSandboxConfig, script: str
+) -> str:
+    await rt.ensure_image(sandboximages.BUSYBOX)
+    container_id = await rt.client.create_container(
+        sandbox_id, busybox_container("main", script), config
+    )
+    await rt.client.start_container(container_id)
+    return container_id
+
+
+async def test_version_reports_containerd_speaking_cri_v1(
+    runtime: containerd.Containerd,
+) -> None:
+    version = await runtime.client.version()
+
+    assert version.runtime_name == "containerd"
+    assert version.runtime_api_version == "v1"
+    assert version.runtime_version
+    assert await runtime.client.conditions() == {
+        clients.RUNTIME_READY: True,
+        clients.NETWORK_READY: True,
+    }
+
+
+async def test_pause_image_is_present_under_its_name(runtime: containerd.Containerd) -> None:
+    image = await runtime.client.image_status(sandboximages.PAUSE_IMAGE)
+
+    assert image is not None
+    assert sandboximages.PAUSE_IMAGE in image.repo_tags
+    listed = {tag for i in await runtime.client.list_images() for tag in i.repo_tags}
+    assert sandboximages.PAUSE_IMAGE in listed
+
+
+async def test_sandbox_gets_an_ip_from_the_pod_cidr(
+    runtime: containerd.Containerd, data_dir: Path
+) -> None:
+    config = sandbox_config("web", data_dir)
+
+    sandbox_id = await runtime.client.run_pod_sandbox(config)
+    status = (await runtime.client.pod_sandbox_status(sandbox_id)).status
+
+    assert status.state == pb.SANDBOX_READY
+    assert status.metadata.name == "web"
+    assert ipaddress.ip_address(status.network.ip) in ipaddress.ip_network(POD_CIDR)
+    [listed] = await runtime.client.list_pod_sandbox(labels={"io.kubernetes.pod.name": "web"})
+    assert listed.id == sandbox_id
+
+
+async def test_container_runs_logs_and_execs_in_its_sandbox(
+    runtime: containerd.Containerd, data_dir: Path
+) -> None:
+    config = sandbox_config("app", data_dir)
+    sandbox_id = await runtime.client.run_pod_sandbox(config)
+
+    container_id = await run_container(runtime, sandbox_id, config, "echo hello; sleep 1000")
+    status = (await runtime.client.container_status(container_id)).status
+    result = await runtime.client.exec_sync(container_id, ["echo", "hi"], exec_timeout=30)
+
+    assert status.state == pb.CONTAINER_RUNNING
+    assert status.metadata.name == "main"
+    assert status.image_ref.startswith("sha256:")
+    assert result.exit_code == 0
+    assert result.stdout == b"hi\n"
+    # The CRI log format: "<time> stdout F hello".
+    log = Path(config.log_directory, "main", "0.log").read_text()
+    assert log.splitlines()[0].split(" ", 3)[1:] == ["stdout", "F", "hello"]
+    [listed] = await runtime.client.list_containers(pod_sandbox_id=sandbox_id)
+    assert listed.id == container_id
+
+
+async def test_exec_reports_the_command_exit_code(
+    runtime: containerd.Containerd, data_dir: Path
+) -> None:
+    config = sandbox_config("exit", data_dir)
+    sandbox_id = await runtime.client.run_pod_sandbox(config)
+    container_id = await run_container(runtime, sandbox_id, config, "sleep 1000")
+
+    result = await runtime.client.exec_sync(container_id, ["sh", "-c", "echo oops >&2; exit 3"])
+
+    assert (result.exit_code, result.stdout, result.stderr) == (3, b"", b"oops\n")
+
+
+async def test_stopped_and_removed_pod_is_gone(
+    runtime: containerd.Containerd, data_dir: Path
+) -> None:
+    config = sandbox_config("gone", data_dir)
+    sandbox_id = await runtime.client.run_pod_sandbox(config)
+    container_id = await run_container(runtime, sandbox_id, config, "sleep 1000")
+
+    await runtime.client.stop_container(container_id, grace_period=5)
+    stopped = (await runtime.client.container_status(container_id)).status
+    await runtime.client.remove_container(container_id)
+    await runtime.client.stop_pod_sandbox(sandbox_id)
+    sandbox = (await runtime.client.pod_sandbox_status(sandbox_id)).status
+    await runtime.client.remove_pod_sandbox(sandbox_id)
+
+    assert stopped.state == pb.CONTAINER_EXITED
+    assert stopped.finished_at > 0
+    assert sandbox.state == pb.SANDBOX_NOTREADY
+    assert await runtime.client.list_containers() == []
+    assert await runtime.client.list_pod_sandbox() == []
+    with pytest.raises(clients.CriError) as missing:
+        await runtime.client.container_status(container_id)
+    assert missing.value.not_found
+
+
+async def test_pause_process_exits_cleanly_on_sigterm(
+    runtime: containerd.Containerd, data_dir: Path
+) -> None:
+    config = sandbox_config("pause", data_dir)
+    sandbox_id = await runtime.client.run_pod_sandbox(config)
+    container_id = await runtime.client.create_container(
+        sandbox_id,
+        pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name="pause"),
+            image=pb.ImageSpec(image=sandboximages.PAUSE_IMAGE),
+        ),
+        config,
+    )
+    await runtime.client.start_container(container_id)
+
+    # A long grace period: only SIGTERM can end it with code 0 (SIGKILL: 137).
+    await runtime.client.stop_container(container_id, grace_period=60)
+
+    status = (await runtime.client.container_status(container_id)).status
+    assert (status.state, status.exit_code) == (pb.CONTAINER_EXITED, 0)
+
+
+async def test_container_that_exits_reports_its_exit_code(
+    runtime: containerd.Containerd, data_dir: Path
+) -> None:
+    config = sandbox_config("job", data_dir)
+    sandbox_id = await runtime.client.run_pod_sandbox(config)
+    container_id = await run_container(runtime, sandbox_id, config, "exit 7")
+
+    status = (await runtime.client.container_status(container_id)).status
+    while status.state != pb.CONTAINER_EXITED:
+        await asyncio.sleep(0.05)
+        status = (await runtime.client.container_status(container_id)).status
+
+    assert status.exit_code == 7
+    assert status.reason == "Error"
+
+
+async def test_two_sandboxes_get_different_ips(
+    runtime: containerd.Containerd, data_dir: Path
+) -> None:
+    first = await runtime.client.run_pod_sandbox(sandbox_config("one", data_dir))
+    second = await runtime.client.run_pod_sandbox(sandbox_config("two", data_dir))
+
+    ips = [(await runtime.client.pod_sandbox_status(s)).status.network.ip for s in (first, second)]
+
+    assert ips[0] != ips[1]
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(POD_CIDR) for ip in ips)
+
+
+async def test_unknown_ids_are_not_found(runtime: containerd.Containerd) -> None:
+    with pytest.raises(clients.CriError) as sandbox:
+        await runtime.client.pod_sandbox_status("0" * 64)
+    with pytest.raises(clients.CriError) as container:
+        await runtime.client.start_container("0" * 64)
+
+    assert sandbox.value.not_found
+    assert container.value.not_found
+    assert await runtime.client.image_status("nodeless.local/absent:1") is None
+
+
+async def test_removed_image_is_gone(runtime: containerd.Containerd) -> None:
+    await runtime.ensure_image(sandboximages.BUSYBOX)
+    assert await runtime.client.image_status(sandboximages.BUSYBOX_IMAGE) is not None
+
+    await runtime.client.remove_image(sandboximages.BUSYBOX_IMAGE)
+
+    assert await runtime.client.image_status(sandboximages.BUSYBOX_IMAGE) is None
+
+
+async def test_stopping_containerd_leaves_no_process(
+    settings: containerd.ContainerdSettings, data_dir: Path
+) -> None:
+    rt = containerd.Containerd(settings)
+    await rt.start()
+    try:
+        config = sandbox_config("short", data_dir)
+        sandbox_id = await rt.client.run_pod_sandbox(config)
+        container_id = await run_container(rt, sandbox_id, config, "sleep 1000")
+        info = (await rt.client.container_status(container_id, verbose=True)).info
+        container_pid = json.loads(info["info"])["pid"]
+        containerd_pid = rt.pid
+        assert containerd_pid is not None and _alive(containerd_pid) and _alive(container_pid)
+    finally:
+        await rt.stop(remove_pods=True)
+
+    assert not _alive(containerd_pid)
+    assert not _alive(container_pid)
+    assert _processes_mentioning(str(data_dir)) == []
+    assert _mounts_under(data_dir) == []
+    assert not settings.pid_file.exists()
+
+
+async def test_pods_survive_a_containerd_restart(
+    settings: containerd.ContainerdSettings, data_dir: Path
+) -> None:
+    first = containerd.Containerd(settings)
+    await first.start()
+    config = sandbox_config("durable", data_dir)
+    try:
+        sandbox_id = await first.client.run_pod_sandbox(config)
+        container_id = await run_container(first, sandbox_id, config, "sleep 1000")
+    finally:
+        await first.stop()
+
+    second = containerd.Containerd(settings)
+    try:
+        await second.start()
+        sandboxes = await second.client.list_pod_sandbox()
+        status = (await second.client.container_status(container_id)).status
+        result = await second.client.exec_sync(container_id, ["echo", "still here"])
+    finally:
+        await second.stop(remove_pods=True)
+
+    assert [(s.id, s.state) for s in sandboxes] == [(sandbox_id, pb.SANDBOX_READY)]
+    assert status.state == pb.CONTAINER_RUNNING
+    assert result.stdout == b"still here\n"
+
+
+async def test_a_running_containerd_on_the_data_dir_is_adopted(
+    runtime: containerd.Containerd, settings: containerd.ContainerdSettings
+) -> None:
+    original_pid = runtime.pid
+
+    adopter = containerd.Containerd(settings)
+    await adopter.start()
+    version = await adopter.client.version()
+    await adopter.stop()
+
+    assert adopter.pid is None
+    assert version.runtime_name == "containerd"
+    assert original_pid is not None and not _alive(original_pid)
+
+
+async def test_an_external_runtime_is_used_but_not_stopped(
+    runtime: containerd.Containerd,
+) -> None:
+    external = containerd.Containerd.external("unix://" + runtime.address)
+    await external.start()
+    version = await external.client.version()
+    await external.stop()
+
+    assert version.runtime_api_version == "v1"
+    assert runtime.pid is not None and _alive(runtime.pid)
+    assert (await runtime.client.version()).runtime_name == "containerd"
+
+
+async def test_a_containerd_without_cri_fails_to_start_with_the_reason(
+    data_dir: Path,
+) -> None:
+    settings = containerd.ContainerdSettings(
+        data_dir, pod_cidr=POD_CIDR, bridge=BRIDGE, snapshotter="nosuch"
+    )
+    rt = containerd.Containerd(settings)
+
+    with pytest.raises(containerd.ContainerdError) as failed:
+        await rt.start()
+
+    assert "no working CRI plugin" in str(failed.value)
+    assert 'failed to find snapshotter \\"nosuch\\"' in str(failed.value)
+    assert rt.pid is None
+    assert _processes_mentioning(str(data_dir)) == []
