@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from nodeless.api import errors, kinds, schemas
@@ -317,76 +318,102 @@ def walk_fields(value: Any, schema: schemas.Schema | None, path: str) -> Iterato
     return iter(found)
 
 
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """What the walk needs of one schema node, worked out once per node."""
+
+    int_or_string: bool
+    allowed: frozenset[str]
+    # Python types a value may have (None: any); booleans only where "boolean" is allowed.
+    types: tuple[type, ...] | None
+    bool_ok: bool
+    props: dict[str, Any] | None
+    extra: dict[str, Any] | None
+    preserve: bool
+    items: dict[str, Any] | None
+
+
+_NODES: dict[int, tuple[Any, _Node | None]] = {}
+_MAX_NODES = 50_000
+
+
+def _node(schema: schemas.Schema | None) -> _Node | None:
+    # Schema nodes are long-lived, unhashable dicts: remembered by identity.
+    cached = _NODES.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    node = schemas.resolve(schema)
+    info: _Node | None = None
+    if node is not None:
+        allowed = frozenset(schemas.types_of(node))
+        known = [t for t in allowed if t in _JSON_TYPES]
+        props = node.get("properties")
+        extra = node.get("additionalProperties")
+        items = node.get("items")
+        info = _Node(
+            int_or_string=bool(node.get("x-kubernetes-int-or-string")),
+            allowed=allowed,
+            types=tuple({c for t in known for c in _JSON_TYPES[t]}) if known else None,
+            bool_ok="boolean" in allowed,
+            props=props if isinstance(props, dict) else None,
+            extra=extra if isinstance(extra, dict) else None,
+            preserve=bool(node.get("x-kubernetes-preserve-unknown-fields")),
+            items=items if isinstance(items, dict) else None,
+        )
+    if len(_NODES) >= _MAX_NODES:
+        _NODES.clear()
+    _NODES[id(schema)] = (schema, info)
+    return info
+
+
 def _walk(
     value: Any, schema: schemas.Schema | None, path: str, found: list[tuple[str, str]]
 ) -> None:
     # Every written object is walked: plain recursion into one list, no generators.
-    node = schemas.resolve(schema)
+    node = _node(schema)
     if node is None or value is None:
         return
-    if node.get("x-kubernetes-int-or-string"):
+    if node.int_or_string:
         if not isinstance(value, int | str) or isinstance(value, bool):
             found.append(("type", f"{path}: expected int or string, got {_type_name(value)}"))
         return
-    allowed = schemas.types_of(node)
-    if allowed:
-        ok = any(
-            isinstance(value, _JSON_TYPES[t])
-            and not (isinstance(value, bool) and t in ("integer", "number"))
-            for t in allowed
-            if t in _JSON_TYPES
-        )
-        if not ok:
-            want = "/".join(sorted(allowed))
-            found.append(
-                (
-                    "type",
-                    f"json: cannot unmarshal {_type_name(value)} into Go struct field {path} of type {want}",
-                )
+    if node.types is not None and (
+        not isinstance(value, node.types) or (isinstance(value, bool) and not node.bool_ok)
+    ):
+        want = "/".join(sorted(node.allowed))
+        found.append(
+            (
+                "type",
+                f"json: cannot unmarshal {_type_name(value)} into Go struct field {path} of type {want}",
             )
-            return
+        )
+        return
     if isinstance(value, dict):
-        props = node.get("properties")
-        extra = node.get("additionalProperties")
-        if isinstance(props, dict):
+        props = node.props
+        extra = node.extra
+        if props is not None:
             for key, child in value.items():
-                if key in props:
-                    if child is not None and not isinstance(child, str | bool):
-                        _walk(child, props[key], f"{path}.{key}" if path else key, found)
-                    elif child is not None:
-                        _check_scalar(child, props[key], f"{path}.{key}" if path else key, found)
-                elif isinstance(extra, dict):
+                sub = props.get(key)
+                if sub is not None:
+                    if child is not None:
+                        _walk(child, sub, f"{path}.{key}" if path else key, found)
+                elif extra is not None:
                     _walk(child, extra, f"{path}.{key}" if path else key, found)
-                elif not node.get("x-kubernetes-preserve-unknown-fields"):
+                elif not node.preserve:
                     found.append(
                         (
                             "unknown",
                             f'unknown field "{path}.{key}"' if path else f'unknown field "{key}"',
                         )
                     )
-        elif isinstance(extra, dict):
+        elif extra is not None:
             for key, child in value.items():
                 _walk(child, extra, f"{path}.{key}" if path else key, found)
     elif isinstance(value, list):
-        items = node.get("items")
-        if isinstance(items, dict):
+        items = node.items
+        if items is not None:
             for i, child in enumerate(value):
                 _walk(child, items, f"{path}[{i}]", found)
-
-
-def _check_scalar(
-    value: Any, schema: schemas.Schema, path: str, found: list[tuple[str, str]]
-) -> None:
-    """A string or boolean field: only its type can be wrong (the common case, kept cheap)."""
-    node = schemas.resolve(schema)
-    if node is None:
-        return
-    allowed = schemas.types_of(node)
-    if not allowed or ("string" in allowed and isinstance(value, str)):
-        return
-    if "boolean" in allowed and isinstance(value, bool):
-        return
-    _walk(value, schema, path, found)
 
 
 def duplicate_fields(body: bytes) -> list[str]:
