@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -209,8 +210,32 @@ class ResourceCache:
 def decode(kv: backends.KeyValue, revision: int | None = None) -> Entry:
     obj: dict[str, Any] = orjson.loads(kv.value)
     rev = revision if revision is not None else kv.mod_revision
-    obj.setdefault("metadata", {})["resourceVersion"] = str(rev)
-    return Entry(kv.key, obj, orjson.dumps(obj), rev)
+    metadata = obj.setdefault("metadata", {})
+    metadata["resourceVersion"] = str(rev)
+    raw = orjson.dumps(obj)
+    managed = metadata.get("managedFields")
+    if isinstance(managed, list):
+        for item in managed:
+            if isinstance(item, dict) and isinstance(item.get("fieldsV1"), dict):
+                item["fieldsV1"] = _shared_fields(item["fieldsV1"])
+    return Entry(kv.key, obj, raw, rev)
+
+
+# Field sets of managedFields, one object per distinct content. The pods of one
+# workload carry the same few, and as dicts they are a third of a pod's memory.
+_FIELDS: dict[bytes, dict[str, Any]] = {}
+_MAX_FIELDS = 20_000
+
+
+def _shared_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    # A 128-bit digest as the key: the JSON itself would cost as much as it saves.
+    key = hashlib.blake2b(orjson.dumps(fields), digest_size=16).digest()
+    found = _FIELDS.get(key)
+    if found is None:
+        if len(_FIELDS) >= _MAX_FIELDS:
+            _FIELDS.clear()
+        found = _FIELDS[key] = fields
+    return found
 
 
 def split_key(key: str) -> tuple[str, str]:
