@@ -24,6 +24,7 @@ structure with them.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -450,6 +451,8 @@ class FieldSet:
 
     def filtered(self, keep: Callable[[Path], bool], prefix: Path = ()) -> FieldSet:
         """The paths for which ``keep`` holds (children are only visited when their prefix is kept)."""
+        if not prefix and isinstance(keep, _TopLevel):
+            return keep.apply(self)
         out = FieldSet()
         out._members = {pe for pe in self._members if keep((*prefix, pe))}
         for pe, child in self._children.items():
@@ -1072,8 +1075,9 @@ class _Entry:
     def applied(self) -> bool:
         return self.operation == "Apply"
 
-    @property
+    @functools.cached_property
     def ident(self) -> str:
+        # Entries never change who they are (only their fields and time).
         return _identifier(self.manager, self.operation, self.api_version, self.subresource)
 
 
@@ -1238,6 +1242,35 @@ _STRIPPED: Final = FieldSet(
 )
 
 
+class _TopLevel:
+    """A path filter that looks only at the top-level field: as a callable it
+    answers per path; ``apply`` filters a whole set at its top level, which is
+    what every write does to every field set it touches."""
+
+    def __init__(self, element: PathElement, inside: bool) -> None:
+        self.element = element
+        self.inside = inside  # keep only paths under element, or all but those
+
+    def __call__(self, path: Path) -> bool:
+        return (path[0] == self.element) is self.inside
+
+    def apply(self, fs: FieldSet) -> FieldSet:
+        pe = self.element
+        mine = pe in fs._members
+        child = fs._children.get(pe)
+        if not self.inside:
+            out = FieldSet()
+            out._members = fs._members - {pe}
+            out._children = {k: v for k, v in fs._children.items() if k != pe and not v.is_empty()}
+            return out
+        out = FieldSet()
+        if mine:
+            out._members = {pe}
+        if child is not None and not child.is_empty():
+            out._children = {pe: child}
+        return out
+
+
 def _ignore_filter(subresource: str, has_status_subresource: bool) -> Callable[[Path], bool] | None:
     """Upstream's reset fields: who may own what through which endpoint.
 
@@ -1247,9 +1280,9 @@ def _ignore_filter(subresource: str, has_status_subresource: bool) -> Callable[[
     """
     status = ("f", "status")
     if subresource == "status":
-        return lambda path: path[0] == status
+        return _TopLevel(status, inside=True)
     if not subresource and has_status_subresource:
-        return lambda path: path[0] != status
+        return _TopLevel(status, inside=False)
     return None
 
 

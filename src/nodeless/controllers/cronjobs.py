@@ -26,7 +26,6 @@ Why it is shaped like upstream's:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import re
@@ -37,7 +36,7 @@ from typing import Any, Protocol
 import croniter  # type: ignore[import-untyped]  # ships no type stubs
 
 from nodeless import clocks
-from nodeless.api import errors
+from nodeless.api import errors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import jobs, ownership
 
@@ -434,7 +433,7 @@ class CronJobController:
             for job_key in sorted(self._children.get(_uid(cronjob), ()))
             if (job := self.jobs.get(job_key)) is not None
         ]
-        working = copy.deepcopy(cronjob)
+        working = values.clone(cronjob)
         working.setdefault("status", {})
         changed = await self._cleanup_finished(working, children)
         delay, synced = await self._sync_cronjob(working, children)
@@ -646,7 +645,7 @@ class CronJobController:
                 "annotations": annotations,
                 "ownerReferences": [ownership.owner_reference(cronjob)],
             },
-            "spec": copy.deepcopy(template.get("spec") or {}),
+            "spec": values.clone(template.get("spec") or {}),
         }
 
     async def _delete_job(self, cronjob: Obj, namespace: str, name: str) -> bool:

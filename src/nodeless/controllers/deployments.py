@@ -34,7 +34,6 @@ each scale-down it may run one surge pod too many or delete one pod early.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import functools
 import logging
@@ -45,7 +44,7 @@ from typing import Any
 import orjson
 
 from nodeless import clocks
-from nodeless.api import errors, selectors
+from nodeless.api import errors, selectors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import ownership, podcontrol, replicasets
 
@@ -222,7 +221,7 @@ def _pruned(value: Any) -> Any:
 
 
 def _without_hash(template: Obj) -> Any:
-    out = copy.deepcopy(template or {})
+    out = values.clone(template or {})
     labels = (out.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(HASH_LABEL, None)
@@ -248,7 +247,7 @@ def pod_template_hash(template: Obj, collision_count: int | None = None) -> str:
     ``SafeEncodeString``. Upstream hashes the Go struct as ``spew`` prints it,
     which cannot be reproduced here; this hashes the canonical JSON (keys
     sorted, empty values dropped), equally stable and deterministic."""
-    h = _fnv32a(orjson.dumps(_pruned(copy.deepcopy(template)), option=orjson.OPT_SORT_KEYS))
+    h = _fnv32a(orjson.dumps(_pruned(values.clone(template)), option=orjson.OPT_SORT_KEYS))
     if collision_count is not None:
         h = _fnv32a((collision_count & 0xFFFFFFFF).to_bytes(4, "little") + bytes(4), h)
     return "".join(_SAFE_ALPHANUMS[ord(c) % len(_SAFE_ALPHANUMS)] for c in str(h))
@@ -795,7 +794,7 @@ class DeploymentController:
         cached = self._deployments.get(key) if self._deployments is not None else None
         if cached is None:
             return
-        d = clients.copy_with_type(DEPLOYMENTS, copy.deepcopy(cached))
+        d = clients.copy_with_type(DEPLOYMENTS, values.clone(cached))
         raw_selector = _spec(d).get("selector")
         if isinstance(raw_selector, dict) and not (
             raw_selector.get("matchLabels") or raw_selector.get("matchExpressions")
@@ -843,7 +842,7 @@ class DeploymentController:
         claimed = await replicasets.claim_dependents(
             self.client, DEPLOYMENTS, REPLICASETS, d, candidates, selector
         )
-        return [copy.deepcopy(rs) for rs in claimed]
+        return [values.clone(rs) for rs in claimed]
 
     def _pods_by_set(self, rss: Iterable[Obj]) -> dict[str, list[Obj]]:
         assert self._pod_index is not None
@@ -905,7 +904,7 @@ class DeploymentController:
         if not size_changes and not replicas_annotations_need_update(rs, desired, maximum):
             return False, rs
         old_scale = replicas_of(rs)
-        updated = copy.deepcopy(rs)
+        updated = values.clone(rs)
         updated.setdefault("spec", {})["replicas"] = new_scale
         set_replicas_annotations(updated, desired, maximum)
         written = clients.copy_with_type(
@@ -940,7 +939,7 @@ class DeploymentController:
         new_revision = str(max_revision(old_rss) + 1)
         now = self.clock.now()
         if existing is not None:
-            rs = copy.deepcopy(existing)
+            rs = values.clone(existing)
             annotations_changed = set_new_replica_set_annotations(d, rs, new_revision, exists=True)
             min_ready = _int(_spec(d).get("minReadySeconds"))
             if annotations_changed or _int(_spec(rs).get("minReadySeconds")) != min_ready:
@@ -973,14 +972,14 @@ class DeploymentController:
         self, d: Obj, rss: list[Obj], old_rss: list[Obj], new_revision: str
     ) -> Obj:
         meta, spec = _meta(d), _spec(d)
-        template = copy.deepcopy(spec.get("template") or {})
+        template = values.clone(spec.get("template") or {})
         collision_count = _status(d).get("collisionCount")
         hash_ = pod_template_hash(
             template, collision_count if isinstance(collision_count, int) else None
         )
         template_meta = template.setdefault("metadata", {})
         template_meta["labels"] = {**(template_meta.get("labels") or {}), HASH_LABEL: hash_}
-        selector = copy.deepcopy(spec.get("selector") or {})
+        selector = values.clone(spec.get("selector") or {})
         selector["matchLabels"] = {**(selector.get("matchLabels") or {}), HASH_LABEL: hash_}
         name = f"{meta.get('name', '')}-{hash_}"
         new_rs: Obj = {

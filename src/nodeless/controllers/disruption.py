@@ -22,14 +22,13 @@ not count it as healthy while it is being deleted.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import disruptionbudgets, errors
+from nodeless.api import disruptionbudgets, errors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import ownership
 
@@ -178,7 +177,7 @@ class DisruptionController:
             log.warning("disruption budget %s: %s", key, message)
             status = disruptionbudgets.failed_status(pdb, message, now)
         if status != (pdb.get("status") or {}):
-            updated = copy.deepcopy(pdb)
+            updated = values.clone(pdb)
             updated["status"] = status
             try:
                 await self.client.update_status(PDBS, updated)

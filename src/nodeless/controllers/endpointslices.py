@@ -25,7 +25,6 @@ garbage collector removes them with it; the Endpoints object is deleted here.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, selectors
+from nodeless.api import errors, selectors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.serverless import annotations as pod_annotations
 
@@ -364,7 +363,7 @@ def plan_slices(
         by_group.setdefault(key, []).append(dict(current))
 
     def build(group: _Group, endpoints: list[Obj], base: Mapping[str, Any] | None) -> Obj:
-        out: Obj = copy.deepcopy(dict(base)) if base is not None else {}
+        out: Obj = values.clone(dict(base)) if base is not None else {}
         out["apiVersion"] = "discovery.k8s.io/v1"
         out["kind"] = "EndpointSlice"
         slice_meta = out.setdefault("metadata", {})
@@ -838,7 +837,7 @@ class EndpointsController(_ServicePodsController):
                 "metadata": {"name": name, "namespace": namespace, "labels": labels},
             }
         else:
-            desired = copy.deepcopy(current)
+            desired = values.clone(current)
             desired["metadata"]["labels"] = labels
         annotations = dict(desired["metadata"].get("annotations") or {})
         if truncated:

@@ -50,14 +50,13 @@ Deliberate differences from upstream:
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, selectors
+from nodeless.api import errors, selectors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import ownership
 
@@ -892,7 +891,7 @@ class JobController:
     def _assess(self, key: str, job: Obj, pods: list[Obj], state: _JobState) -> _Sync:
         """Count what the pods say, and decide whether the Job is finishing."""
         spec = job.get("spec") or {}
-        status = copy.deepcopy(job.get("status") or {})
+        status = values.clone(job.get("status") or {})
         completions = spec.get("completions")
         completions = completions if isinstance(completions, int) else None
         indexed = spec.get("completionMode") == "Indexed" and completions is not None
@@ -1162,7 +1161,7 @@ class JobController:
         (annotation, label, env, hostname, name prefix)."""
         meta = _meta(job)
         name = str(meta.get("name", ""))
-        template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
+        template = values.clone((job.get("spec") or {}).get("template") or {})
         tmeta = template.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
         annotations = dict(tmeta.get("annotations") or {})
@@ -1340,7 +1339,7 @@ class JobController:
         removed, release_error = await self._release(state, to_release)
         still_held = {_uid(p) for p in ctx.pods if _has_finalizer(p)} | state.removing
         still_held -= removed
-        status = copy.deepcopy(job.get("status") or {})
+        status = values.clone(job.get("status") or {})
         unc = status.get("uncountedTerminatedPods") or {}
         keep_succeeded = [u for u in unc.get("succeeded") or () if u in still_held]
         keep_failed = [u for u in unc.get("failed") or () if u in still_held]

@@ -19,14 +19,13 @@ fresh list is the only reliable way to know nothing remains.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, kinds
+from nodeless.api import errors, kinds, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import garbagecollection
 
@@ -331,7 +330,7 @@ class NamespaceController:
         conditions = updated_conditions(status.get("conditions") or (), report, now)
         if conditions is None:
             return
-        updated = copy.deepcopy(ns)
+        updated = values.clone(ns)
         updated.setdefault("status", {})["conditions"] = conditions
         try:
             await self.client.update_status(NAMESPACES, updated)
@@ -340,7 +339,7 @@ class NamespaceController:
             log.info("namespace %s: could not update conditions: %s", ns["metadata"]["name"], err)
 
     async def _finalize(self, ns: Obj) -> None:
-        finalized = copy.deepcopy(ns)
+        finalized = values.clone(ns)
         spec = finalized.setdefault("spec", {})
         spec["finalizers"] = [f for f in spec.get("finalizers") or () if f != FINALIZER]
         try:

@@ -12,7 +12,6 @@ cluster to find its own.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
 import functools
 import logging
@@ -20,7 +19,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from nodeless.api import errors
+from nodeless.api import errors, values
 from nodeless.client import clients, events, informers
 from nodeless.controllers import ownership
 
@@ -219,7 +218,7 @@ def pod_from_template(template: Obj, owner: Obj) -> Obj:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": pod_meta,
-        "spec": copy.deepcopy(template.get("spec") or {}),
+        "spec": values.clone(template.get("spec") or {}),
     }
 
 

@@ -20,13 +20,12 @@ Upstream's ``pkg/controller/replicaset``, level-triggered:
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
 import logging
 from typing import Any, ClassVar
 
 from nodeless import clocks
-from nodeless.api import errors, selectors
+from nodeless.api import errors, selectors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import ownership, podcontrol
 
@@ -388,7 +387,7 @@ class ReplicaSetController:
         if cached is None:
             self.expectations.forget(key)
             return
-        rs = self._typed(copy.deepcopy(cached))
+        rs = self._typed(values.clone(cached))
         needs_sync = self.expectations.satisfied(key)
         if not needs_sync:
             # Upstream's periodic resync looks again once expectations expire;

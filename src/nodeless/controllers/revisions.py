@@ -24,13 +24,12 @@ so any controller can reuse it:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 
-from nodeless.api import errors, patching, schemas, selectors
+from nodeless.api import errors, patching, schemas, selectors, values
 from nodeless.client import clients
 from nodeless.controllers import ownership
 
@@ -108,7 +107,7 @@ def template_patch(workload: Mapping[str, Any]) -> Obj:
     """The data a StatefulSet or DaemonSet revision stores: a strategic merge
     patch that puts back ``spec.template`` wholesale (``$patch: replace``), so
     that applying it restores the template whatever the workload holds now."""
-    template = copy.deepcopy(dict((workload.get("spec") or {}).get("template") or {}))
+    template = values.clone(dict((workload.get("spec") or {}).get("template") or {}))
     template["$patch"] = "replace"
     return {"spec": {"template": template}}
 
@@ -151,7 +150,7 @@ def new_revision(
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
         "metadata": revision_meta,
-        "data": copy.deepcopy(dict(data)),
+        "data": values.clone(dict(data)),
         "revision": number,
     }
 
@@ -254,7 +253,7 @@ async def create_revision(
     count = collision_count
     while True:
         hash_ = hash_revision(revision.get("data") or {}, count)
-        candidate = copy.deepcopy(revision)
+        candidate = values.clone(revision)
         meta = candidate.setdefault("metadata", {})
         meta["name"] = revision_name(parent_name, hash_)
         meta["namespace"] = namespace

@@ -37,7 +37,6 @@ own writes would delete pods twice and log spurious conflicts).
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import datetime
 import logging
@@ -47,7 +46,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, selectors
+from nodeless.api import errors, selectors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import ownership, revisions
 
@@ -162,7 +161,7 @@ def claims_for(set_: Mapping[str, Any], ordinal: int) -> dict[str, Obj]:
     match_labels = (_spec(set_).get("selector") or {}).get("matchLabels") or {}
     claims: dict[str, Obj] = {}
     for template in _claim_templates(set_):
-        claim = copy.deepcopy(template)
+        claim = values.clone(template)
         claim.pop("status", None)
         meta = claim.setdefault("metadata", {})
         for transient in ("uid", "resourceVersion", "creationTimestamp", "generation"):
@@ -208,7 +207,7 @@ def new_pod(set_: Mapping[str, Any], ordinal: int) -> Obj:
         meta["annotations"] = dict(template_meta["annotations"])
     if template_meta.get("finalizers"):
         meta["finalizers"] = list(template_meta["finalizers"])
-    spec = copy.deepcopy(dict(template.get("spec") or {}))
+    spec = values.clone(dict(template.get("spec") or {}))
     spec["hostname"] = name
     service = _spec(set_).get("serviceName")
     if service:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 from decimal import Decimal
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors
+from nodeless.api import errors, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.instances import nodes, podstatuses
 from nodeless.instances.providers import base
@@ -364,7 +363,7 @@ class InstanceManager:
         if self.recorder is not None:
             self.recorder.record(pod, "Warning", "ProviderCreateFailed", message)
         now = _time(self.clock)
-        status = copy.deepcopy(pod.get("status") or {})
+        status = values.clone(pod.get("status") or {})
         status.update({"phase": "Failed", "reason": "ProviderFailed", "message": message})
         await self._write_pod_status(pod, status)
         await self._write_record_state(
@@ -517,7 +516,7 @@ class InstanceManager:
         message = f"instance {(record.get('spec') or {}).get('instanceID')} no longer exists at the provider"
         if self.recorder is not None:
             self.recorder.record(pod, "Warning", "InstanceNotFound", message)
-        failed = copy.deepcopy(pod.get("status") or {})
+        failed = values.clone(pod.get("status") or {})
         failed.update({"phase": "Failed", "reason": "NotFound", "message": message})
         for c in failed.get("containerStatuses") or []:
             c["ready"] = False
