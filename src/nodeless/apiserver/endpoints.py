@@ -1090,7 +1090,7 @@ class Api:
                         )
                     ],
                 )
-            updated = values.clone(current)
+            updated = current  # the store hands each attempt its own copy
             _set_path(updated, spec_path, replicas)
             updated["metadata"].pop("resourceVersion", None)
             return updated
@@ -1137,7 +1137,7 @@ class Api:
                     target.name,
                     f"pod {target.name} is already assigned to node {current['spec']['nodeName']!r}",
                 )
-            new = values.clone(current)
+            new = current  # the store hands each attempt its own copy
             new["spec"]["nodeName"] = node
             status = new.setdefault("status", {})
             conditions = [
@@ -1235,7 +1235,7 @@ class Api:
 
         def mark(current: dict[str, Any] | None) -> dict[str, Any]:
             assert current is not None
-            pod = values.clone(current)
+            pod = current  # the store hands each attempt its own copy
             if expected_rv:
                 pod["metadata"]["resourceVersion"] = expected_rv
             else:
@@ -1296,7 +1296,7 @@ class Api:
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
             assert current is not None
-            new = values.clone(current)
+            new = current  # the store hands each attempt its own copy
             new.setdefault("spec", {})["finalizers"] = finalizers
             new["metadata"].pop("resourceVersion", None)
             return new
