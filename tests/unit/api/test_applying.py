@@ -632,3 +632,51 @@ def test_decoding_ignores_unknown_element_kinds_and_rejects_malformed_keys() -> 
     )
     with pytest.raises(ValueError):
         applying.decode_fields_v1({"k:{not json": {}})
+
+
+# --- field sets are shared, never changed once built --------------------------------
+
+
+def _set(*paths: tuple[str, ...]) -> applying.FieldSet:
+    return applying.FieldSet(tuple(("f", p) for p in path) for path in paths)
+
+
+def test_a_difference_that_removes_nothing_is_the_set_itself() -> None:
+    fs = _set(("spec", "replicas"), ("metadata", "labels", "app"))
+    assert fs.difference(_set(("status", "phase"))) is fs
+    smaller = fs.difference(_set(("spec", "replicas")))
+    assert smaller is not fs
+    assert list(smaller.paths()) == [(("f", "metadata"), ("f", "labels"), ("f", "app"))]
+    # The operand is untouched.
+    assert fs.has((("f", "spec"), ("f", "replicas")))
+
+
+def test_a_union_with_an_empty_set_is_the_other_set() -> None:
+    fs = _set(("spec", "replicas"))
+    assert fs.union(applying.FieldSet()) is fs
+    assert applying.FieldSet().union(fs) is fs
+
+
+def test_top_level_filters_keep_what_the_per_path_filter_keeps() -> None:
+    fs = _set(
+        ("status", "phase"),
+        ("status", "conditions"),
+        ("spec", "replicas"),
+        ("metadata", "labels", "app"),
+    ).union(_set(("status",)))
+    status = ("f", "status")
+    for inside in (True, False):
+        fast = fs.filtered(applying._TopLevel(status, inside=inside))
+        slow = fs.filtered(lambda path, inside=inside: (path[0] == status) is inside)
+        assert fast == slow
+        assert applying.encode_fields_v1(fast) == applying.encode_fields_v1(slow)
+
+
+def test_field_sets_decoded_from_equal_json_are_one_object() -> None:
+    raw = {"f:spec": {"f:replicas": {}}, "f:metadata": {"f:labels": {".": {}, "f:app": {}}}}
+    first = applying.decode_fields_v1(raw)
+    again = applying.decode_fields_v1(json.loads(json.dumps(raw)))
+    assert first is again
+    assert applying.encode_fields_v1(first) == applying.encode_fields_v1(
+        applying.FieldSet(first.paths())
+    )

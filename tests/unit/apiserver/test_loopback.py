@@ -448,6 +448,10 @@ async def test_watches_share_one_decoded_object_per_change(
     assert a.type == b.type == c.type == "ADDED"
     assert a.object is b.object, "decoded once, shared by the client's watches"
     assert c.object == a.object and c.object is not a.object
+    # What is shared is the watch cache's own object (read-only for everyone).
+    cached = server.store.cacher.cache("core", "configmaps").objects
+    assert any(entry.obj is a.object for entry in cached.values())
+    assert server.store.cacher.verify() == []
 
 
 async def test_an_informer_follows_the_loopback_client(api: loopback.LoopbackApiClient) -> None:

@@ -1,0 +1,25 @@
+"""The cycle collector of nodeless up: full collections on a timer only."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from nodeless.cli import memory
+
+
+async def test_full_collections_run_on_the_timer_and_settings_come_back() -> None:
+    before = gc.get_threshold()
+    collector = memory.CycleCollector(full_every=0.01)
+    collector.start()
+    try:
+        threshold = gc.get_threshold()
+        assert threshold[0] == memory.YOUNG_THRESHOLD
+        assert threshold[2] > 1_000_000  # no automatic full collection
+        full_before = gc.get_stats()[2]["collections"]
+        await asyncio.sleep(0.1)
+        assert gc.get_stats()[2]["collections"] > full_before
+    finally:
+        await collector.stop()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
