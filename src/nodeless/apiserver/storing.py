@@ -45,8 +45,18 @@ def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def rfc3339(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Every write stamps a time; strftime once per second is enough.
+    second = int(t.timestamp())
+    text = _SECONDS.get(second)
+    if text is None:
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        text = _SECONDS[second] = t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return text
 
 
 def rfc3339_micro(t: datetime.datetime) -> str:

@@ -418,6 +418,8 @@ def _walk(
 
 def duplicate_fields(body: bytes) -> list[str]:
     """Paths of duplicated JSON object keys (orjson keeps the last silently)."""
+    if not body:
+        return []
     duplicates: list[tuple[int, str]] = []
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
+import orjson
+
 from nodeless.api import errors
 from nodeless.serverless import annotations as annotations_
 from nodeless.serverless import catalogue as catalogue_
@@ -200,6 +202,36 @@ def pod_causes(
     spec, more than 64 vCPU, a size no spec covers): a pod that merely rounds
     up is fine.
     """
+    spec = pod.get("spec") or {}
+    metadata = pod.get("metadata") or {}
+    try:
+        content = orjson.dumps([spec, metadata.get("annotations")])
+    except TypeError:
+        return _pod_causes(pod, catalogue, zones, path, annotations_path)
+    key = (id(catalogue), tuple(zones), path, annotations_path, content)
+    if _PASSED.get(key) is catalogue:
+        return []
+    found = _pod_causes(pod, catalogue, zones, path, annotations_path)
+    if not found:  # refusals name the pod, so only passes are remembered
+        if len(_PASSED) >= _MAX_PASSED:
+            _PASSED.clear()
+        _PASSED[key] = catalogue
+    return found
+
+
+# Pods that passed, by what the verdict depends on: every pod of a workload
+# is checked alike, at its creation and at its binding.
+_PASSED: dict[tuple[int, tuple[str, ...], str, str, bytes], catalogue_.Catalogue] = {}
+_MAX_PASSED = 4096
+
+
+def _pod_causes(
+    pod: Mapping[str, Any],
+    catalogue: catalogue_.Catalogue,
+    zones: Collection[str],
+    path: str,
+    annotations_path: str,
+) -> list[errors.Cause]:
     spec = pod.get("spec") or {}
     metadata = pod.get("metadata") or {}
     causes = forbidden_pod_features(spec, path)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Literal
 
+import orjson
+
 from nodeless.api import errors
 from nodeless.serverless import annotations as annotations_
 from nodeless.serverless import catalogue as catalogue_
@@ -88,7 +90,7 @@ class Sizing:
     memory_gib: Decimal
     gpus: int
     gpu_type: str | None
-    candidates: list[catalogue_.Spec]
+    candidates: tuple[catalogue_.Spec, ...]  # shared between pods sized alike
     source: Source
 
     @property
@@ -255,6 +257,12 @@ def vcpu_limit_cause(resources: PodResources, path: str = "spec") -> errors.Caus
     )
 
 
+# Sizes already worked out, by what they depend on: the pods of one workload
+# are sized alike, at admission and again by the scheduler.
+_SIZED: dict[tuple[int, str, str, bytes], tuple[catalogue_.Catalogue, Sizing]] = {}
+_MAX_SIZED = 4096
+
+
 def size_pod(
     pod: Mapping[str, Any],
     catalogue: catalogue_.Catalogue,
@@ -269,6 +277,25 @@ def size_pod(
     field the user wrote. Raises a 422 Invalid listing every reason the pod
     cannot be sized.
     """
+    metadata = pod.get("metadata") or {}
+    try:
+        content = orjson.dumps([pod.get("spec"), metadata.get("annotations")])
+    except TypeError:
+        return _size_pod(pod, catalogue, path, annotations_path)
+    key = (id(catalogue), path, annotations_path, content)
+    hit = _SIZED.get(key)
+    if hit is not None and hit[0] is catalogue:
+        return hit[1]
+    sized = _size_pod(pod, catalogue, path, annotations_path)  # failures are not kept
+    if len(_SIZED) >= _MAX_SIZED:
+        _SIZED.clear()
+    _SIZED[key] = (catalogue, sized)
+    return sized
+
+
+def _size_pod(
+    pod: Mapping[str, Any], catalogue: catalogue_.Catalogue, path: str, annotations_path: str
+) -> Sizing:
     metadata = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     name = str(metadata.get("name") or metadata.get("generateName") or "")
@@ -312,7 +339,7 @@ def size_pod(
         memory_gib=memory,
         gpus=gpus,
         gpu_type=gpu_type,
-        candidates=candidates,
+        candidates=tuple(candidates),
         source=source,
     )
 
