@@ -944,6 +944,25 @@ class _Walker:
         self._compare(lhs, rhs, t, (), out)
         return out
 
+    def compare_top_level(self, lhs: Any, rhs: Any, keep: _TopLevel) -> _Comparison:
+        """``compare(...).filtered(keep)`` without walking what ``keep`` drops
+        (a status write compares only status)."""
+        out = _Comparison()
+        left = lhs if isinstance(lhs, dict) else {}
+        right = rhs if isinstance(rhs, dict) else {}
+        root = self.typer.root
+        for key in left.keys() | right.keys():
+            pe = ("f", key)
+            if keep((pe,)):
+                self._compare(
+                    left.get(key, _MISSING),
+                    right.get(key, _MISSING),
+                    self.typer.field(root, key),
+                    (pe,),
+                    out,
+                )
+        return out
+
     def _compare(self, lhs: Any, rhs: Any, t: _Type, path: Path, out: _Comparison) -> None:
         if path and lhs is not _MISSING and rhs is not _MISSING and values.identical(lhs, rhs):
             # Nothing below differs (most of an object, on most writes).
@@ -1349,7 +1368,10 @@ def _update(
     keep: Callable[[Path], bool] | None,
 ) -> _Comparison:
     """Take changed fields away from every other manager; conflicts unless forced."""
-    comparison = walker.compare(old, new, walker.typer.root).filtered(keep)
+    if isinstance(keep, _TopLevel):
+        comparison = walker.compare_top_level(old, new, keep)
+    else:
+        comparison = walker.compare(old, new, walker.typer.root).filtered(keep)
     changed = comparison.modified.union(comparison.added)
     conflicts: dict[str, FieldSet] = {}
     for ident, entry in managers.items():
