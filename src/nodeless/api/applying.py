@@ -378,6 +378,19 @@ class FieldSet:
         assert node is not None
         return path[-1] in node._members
 
+    def issubset(self, other: FieldSet) -> bool:
+        """Every member of this set is one of ``other``."""
+        if not self._members <= other._members:
+            return False
+        for pe, mine in self._children.items():
+            theirs = other._children.get(pe)
+            if theirs is None:
+                if not mine.is_empty():
+                    return False
+            elif not mine.issubset(theirs):
+                return False
+        return True
+
     def is_empty(self) -> bool:
         return not self._members and all(c.is_empty() for c in self._children.values())
 
@@ -393,9 +406,9 @@ class FieldSet:
         return self  # never changed once built
 
     def union(self, other: FieldSet) -> FieldSet:
-        if not other:
+        if not other or other.issubset(self):
             return self
-        if not self:
+        if not self or self.issubset(other):
             return other
         out = FieldSet()
         out._members = self._members | other._members
@@ -1100,6 +1113,7 @@ class _Entry:
         return _identifier(self.manager, self.operation, self.api_version, self.subresource)
 
 
+@functools.lru_cache(maxsize=4096)
 def _identifier(manager: str, operation: str, api_version: str, subresource: str) -> str:
     """Upstream ``BuildManagerIdentifier``: appliers are one manager whatever version they used."""
     parts: dict[str, str] = {}

@@ -254,11 +254,35 @@ def _merge_into(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, A
     return target
 
 
-def merge_patch(obj: Mapping[str, Any], patch: Any) -> dict[str, Any]:
-    """Apply an RFC 7386 merge patch: null deletes, objects merge, anything else replaces."""
+def merge_patch(obj: Mapping[str, Any], patch: Any, *, share: bool = False) -> dict[str, Any]:
+    """Apply an RFC 7386 merge patch: null deletes, objects merge, anything else replaces.
+
+    The result is the caller's to change. With ``share``, only the top level,
+    ``metadata`` and the maps on the patch's paths are new; everything else
+    is ``obj``'s own (for a caller that changes nothing deeper, like a status
+    write, which then copies a few maps instead of the whole object).
+    """
     if not isinstance(patch, Mapping):
         raise errors.bad_request("Invalid JSON Patch")
-    return _merge_into(values.clone(dict(obj)), patch)
+    if not share:
+        return _merge_into(values.clone(dict(obj)), patch)
+    merged = _merge_shared(obj, patch)
+    if isinstance(merged.get("metadata"), dict) and "metadata" not in patch:
+        merged["metadata"] = dict(merged["metadata"])
+    return merged
+
+
+def _merge_shared(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):
+            current = out.get(key)
+            out[key] = _merge_shared(current if isinstance(current, dict) else {}, value)
+        else:
+            out[key] = values.clone(value)
+    return out
 
 
 # --- strategic merge patch ------------------------------------------------------------

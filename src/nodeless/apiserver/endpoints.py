@@ -824,7 +824,8 @@ class Api:
             if kind == "json":
                 new = patching.json_patch(current, patch)
             elif kind == "merge":
-                new = patching.merge_patch(current, patch)
+                # A status write keeps only status from it: copy just what changes.
+                new = patching.merge_patch(current, patch, share=subresource == "status")
             else:
                 new = patching.strategic_merge_patch(current, patch, schema)
             # Only a resourceVersion the patch itself names is a precondition;
