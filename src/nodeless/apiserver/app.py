@@ -196,7 +196,8 @@ class ApiServer:
         await self.backend.close()
 
     async def _bootstrap(self) -> None:
-        """Objects every client assumes: the four namespaces, each with its default ServiceAccount."""
+        """Objects every client assumes: the four namespaces, each with its default
+        ServiceAccount, and the default StorageClass."""
         ns = self.registry.by_kind("", "v1", "Namespace")
         assert ns is not None
         for name in BOOTSTRAP_NAMESPACES:
@@ -208,6 +209,31 @@ class ApiServer:
                     storing.WriteOptions(manager="nodeless"),
                 )
             await self._ensure_service_account(name)
+        await self._default_storage_class()
+
+    async def _default_storage_class(self) -> None:
+        """The ``local-path`` StorageClass, the cluster's default, served by the
+        controller manager's local-path provisioner (directories under the data
+        dir). Created when missing, never overwritten: a user may change it."""
+        storage_class = self.registry.by_kind("storage.k8s.io", "v1", "StorageClass")
+        assert storage_class is not None
+        if await self.store.get_stored(storage_class, "", "local-path") is not None:
+            return
+        body = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": "local-path",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": "nodeless.dev/local-path",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
+        with contextlib.suppress(errors.StatusError):
+            await self.store.create(
+                storage_class, "", body, storing.WriteOptions(manager="nodeless")
+            )
 
     async def _kubernetes_service(self) -> None:
         """The ``kubernetes`` Service in ``default`` and its Endpoints, pointing at

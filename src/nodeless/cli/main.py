@@ -202,7 +202,13 @@ async def start_components(
         scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
         scheduler.start()
         components.running.append(scheduler)
-        controllers = running.ControllerManager(client, clock=clock, recorder=recorder)
+        controllers = running.ControllerManager(
+            client,
+            clock=clock,
+            recorder=recorder,
+            # The local-path provisioner's PersistentVolumes live beside the store.
+            volumes_root=Path(args.data_dir).resolve() / "volumes",
+        )
         await controllers.start()
         components.running.append(controllers)
         led.set()

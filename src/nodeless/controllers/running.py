@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 from nodeless import clocks
@@ -17,9 +18,11 @@ from nodeless.controllers import (
     garbagecollection,
     jobs,
     namespaces,
+    persistentvolumes,
     replicasets,
     serviceaccounts,
     statefulsets,
+    volumeprotection,
 )
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class Runnable(Protocol):
 
 
 # Every controller, in start order; each takes (client, factory, *, clock, recorder).
+# The PersistentVolumeController, which also takes the volumes root, starts last.
 CONTROLLERS: tuple[type[Any], ...] = (
     garbagecollection.GarbageCollectorController,
     namespaces.NamespaceController,
@@ -46,6 +50,8 @@ CONTROLLERS: tuple[type[Any], ...] = (
     endpointslices.EndpointSliceController,
     endpointslices.EndpointsController,
     disruption.DisruptionController,
+    volumeprotection.PVCProtectionController,
+    volumeprotection.PVProtectionController,
 )
 
 
@@ -57,7 +63,11 @@ class ControllerManager:
         clock: clocks.Clock | None = None,
         recorder: events.EventRecorder | None = None,
         enabled: set[str] | None = None,
+        volumes_root: Path | None = persistentvolumes.DEFAULT_VOLUMES_ROOT,
     ) -> None:
+        """``volumes_root`` is where the local-path provisioner makes volume
+        directories (``nodeless up`` is to pass ``<data-dir>/volumes``); None
+        provisions nothing and only binds PersistentVolumes that exist."""
         self.client = client
         self.clock = clock or clocks.SystemClock()
         self.recorder = recorder
@@ -67,6 +77,17 @@ class ControllerManager:
             for cls in CONTROLLERS
             if enabled is None or cls.__name__ in enabled
         ]
+        volumes = persistentvolumes.PersistentVolumeController
+        if enabled is None or volumes.__name__ in enabled:
+            self.controllers.append(
+                volumes(
+                    client,
+                    self.factory,
+                    clock=self.clock,
+                    recorder=recorder,
+                    volumes_root=volumes_root,
+                )
+            )
 
     async def start(self) -> None:
         for controller in self.controllers:
