@@ -169,6 +169,24 @@ def test_files_are_written_where_containerd_reads_them(
     assert sorted(p.name for p in settings.cni_conf_dir.iterdir()) == ["10-nodeless.conflist"]
 
 
+def test_a_registry_host_file_points_containerd_at_a_plain_http_registry(
+    settings: containerd.ContainerdSettings,
+) -> None:
+    path = containerd.write_registry_host(
+        settings, "127.0.0.1:5000", "http://127.0.0.1:5000", skip_verify=True
+    )
+
+    assert path == settings.registry_config_dir / "127.0.0.1:5000" / "hosts.toml"
+    assert tomllib.loads(path.read_text()) == {
+        "server": "http://127.0.0.1:5000",
+        "host": {
+            "http://127.0.0.1:5000": {"capabilities": ["pull", "resolve"], "skip_verify": True}
+        },
+    }
+    with pytest.raises(ValueError):
+        containerd.write_registry_host(settings, "../etc", "http://x")
+
+
 def test_missing_cni_plugins_are_named(tmp_path: Path) -> None:
     settings = containerd.ContainerdSettings(tmp_path, cni_bin_dir=tmp_path / "cni")
     (tmp_path / "cni").mkdir()
@@ -179,6 +197,21 @@ def test_missing_cni_plugins_are_named(tmp_path: Path) -> None:
     assert str(tmp_path / "cni" / "portmap") in missing
     assert str(tmp_path / "cni" / "host-local") in missing
     assert str(tmp_path / "cni" / "bridge") not in missing
+
+
+def test_why_containerd_cannot_run_is_said_in_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = containerd.ContainerdSettings(tmp_path, cni_bin_dir=tmp_path / "no-cni")
+
+    monkeypatch.setattr(containerd.os, "geteuid", lambda: 1000)
+    assert containerd.unavailable_reason(settings) == (
+        "containerd needs root: run as root (or with sudo)"
+    )
+    monkeypatch.setattr(containerd.os, "geteuid", lambda: 0)
+    reason = containerd.unavailable_reason(settings)
+    assert reason.startswith("missing ") and str(tmp_path / "no-cni" / "bridge") in reason
+    assert reason.endswith("run scripts/install-system-packages.sh")
 
 
 async def test_a_too_long_socket_path_is_refused_before_starting(tmp_path: Path) -> None:
@@ -286,6 +319,24 @@ def test_archive_is_an_oci_image_layout(tmp_path: Path) -> None:
     for name, data in blobs.items():
         assert name.removeprefix("blobs/sha256/") == hashlib.sha256(data).hexdigest()
     assert f"blobs/sha256/{image.manifest.digest.removeprefix('sha256:')}" in blobs
+
+
+def test_an_image_can_name_the_user_it_runs_as() -> None:
+    spec = sandboximages.BusyboxImage("nodeless.local/nonroot:1", user="1000:1000")
+
+    config = json.loads(sandboximages.build_image(spec, FAKE_BUSYBOX).config.data)
+
+    plain = json.loads(sandboximages.build_image(sandboximages.BUSYBOX, FAKE_BUSYBOX).config.data)
+    assert config["config"]["User"] == "1000:1000"
+    assert "User" not in plain["config"]
+
+
+@pytest.mark.skipif(not sandboximages.BUSYBOX_PATH.is_file(), reason="busybox is not installed")
+def test_all_applets_of_the_host_busybox_are_listed() -> None:
+    applets = sandboximages.all_applets()
+
+    assert {"sh", "sleep", "env", "id", "cat"} <= set(applets)
+    assert list(applets) == sorted(applets)
 
 
 def test_goarch_uses_go_architecture_names() -> None:

@@ -6,11 +6,21 @@ so a real provider with a real-time clock passes them the same way.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 
 import pytest
 
-from nodeless.instances.providers import base
+from nodeless import clocks
+from nodeless.instances.providers import base, simulated
+from nodeless.instances.providers.cri import backoffs, cgroups, containerd, sandboximages
+from nodeless.instances.providers.cri import provider as cri
 from tests.unit.instances.conftest import (
     AdvancingClock,
     ProviderFactory,
@@ -22,6 +32,117 @@ from tests.unit.instances.conftest import (
 State = base.InstanceState
 FOREVER = ["sleep", "infinity"]
 TERMINAL = (State.SUCCEEDED, State.FAILED, State.EXPIRED)
+
+
+# --- the providers under contract: simulated, and CRI where containerd can run ---
+
+CRI_POD_CIDR = "10.252.0.0/24"
+CRI_BRIDGE = "nltest2"
+CRI_BUSYBOX = "docker.io/library/busybox:1.36"  # what ``pod()`` names, imported locally
+
+
+def _cri_unavailable() -> str:
+    if os.geteuid() != 0:
+        return "containerd needs root"
+    if missing := containerd.missing_binaries():
+        return "missing " + ", ".join(missing) + " (scripts/install-system-packages.sh)"
+    if not sandboximages.BUSYBOX_PATH.is_file():
+        return "busybox-static is not installed"
+    return ""
+
+
+class _RealTimeClock(clocks.SystemClock):
+    """Real providers run on real time: moving the clock means waiting."""
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@pytest.fixture(
+    params=[
+        "simulated",
+        pytest.param("cri", marks=[pytest.mark.integration, pytest.mark.timeout(180)]),
+    ]
+)
+async def provider_factory(request: pytest.FixtureRequest) -> AsyncIterator[ProviderFactory]:
+    """Builds started providers of one kind and closes them after the test.
+    The CRI ones share one containerd per test (its own bridge and pod CIDR)
+    with the pods' image imported under the name the pods use; back-offs
+    are short so that restarts happen within the test's patience."""
+    if request.param == "simulated":
+        made_simulated: list[base.Provider] = []
+
+        def make_simulated(
+            *, zone_capacity: Mapping[str, int] | None = None
+        ) -> tuple[base.Provider, AdvancingClock]:
+            clock = clocks.FakeClock()
+            provider = simulated.SimulatedProvider(clock, zone_capacity=zone_capacity)
+            made_simulated.append(provider)
+            return provider, clock
+
+        yield make_simulated
+        for provider in made_simulated:
+            await provider.close()
+        return
+    if reason := _cri_unavailable():
+        pytest.skip(reason)
+    data_dir = Path(tempfile.mkdtemp(prefix="nl-contract-"))
+    settings = containerd.ContainerdSettings(
+        data_dir / "containerd", pod_cidr=CRI_POD_CIDR, bridge=CRI_BRIDGE
+    )
+    runtime = containerd.Containerd(settings)
+    cgroup_root = f"/nodeless-contract-{uuid.uuid4().hex[:8]}"
+    made: list[cri.CriProvider] = []
+    short = backoffs.BackOffPolicy(0.2, 1.0, reset_after=600.0)
+
+    def make(
+        *, zone_capacity: Mapping[str, int] | None = None
+    ) -> tuple[base.Provider, AdvancingClock]:
+        provider = cri.CriProvider(
+            runtime.client,
+            data_dir / "cri",
+            clocks.SystemClock(),
+            cgroup_root=cgroup_root,
+            zone_capacity=zone_capacity,
+            crash_backoff=short,
+            pull_backoff=short,
+            relist_interval=0.1,
+        )
+        made.append(provider)
+        return provider, _RealTimeClock()
+
+    try:
+        await runtime.start()
+        applets = await asyncio.to_thread(sandboximages.all_applets)
+        await runtime.ensure_image(sandboximages.BusyboxImage(CRI_BUSYBOX, applets=applets))
+        yield make
+    finally:
+        try:
+            for provider in made:
+                for status in await provider.list():
+                    await provider.delete(status.instance_id, 0)
+                for _ in range(600):
+                    if not await provider.list():
+                        break
+                    await asyncio.sleep(0.05)
+                await provider.close()
+        finally:
+            await runtime.stop(remove_pods=True)
+            for tree in cgroups.hierarchies():
+                root = tree.mount / cgroup_root.strip("/")
+                for directory in sorted(
+                    (p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+                ):
+                    directory.rmdir()
+                if root.exists():
+                    root.rmdir()
+            shutil.rmtree(data_dir, ignore_errors=True)
+            await asyncio.to_thread(
+                subprocess.run,
+                ["ip", "link", "delete", CRI_BRIDGE],
+                capture_output=True,
+                check=False,
+            )
 
 
 async def eventually(

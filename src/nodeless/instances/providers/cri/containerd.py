@@ -232,6 +232,29 @@ def render_conflist(settings: ContainerdSettings) -> str:
     return json.dumps(cni_conflist(settings), indent=2) + "\n"
 
 
+def registry_hosts(server: str, *, skip_verify: bool = False) -> dict[str, Any]:
+    """A registry's ``hosts.toml``: pull and resolve from ``server``
+    (``http://HOST:PORT`` for a registry without TLS, as local ones are)."""
+    return {
+        "server": server,
+        "host": {server: {"capabilities": ["pull", "resolve"], "skip_verify": skip_verify}},
+    }
+
+
+def write_registry_host(
+    settings: ContainerdSettings, host: str, server: str, *, skip_verify: bool = False
+) -> Path:
+    """Writes ``certs.d/HOST/hosts.toml`` so that images named ``HOST/...`` are
+    pulled from ``server``; containerd reads it at every pull, no restart
+    needed. Returns the file."""
+    if not host or "/" in host or host in (".", ".."):
+        raise ValueError(f"registry host {host!r} is not a host[:port]")
+    path = settings.registry_config_dir / host / "hosts.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(path, to_toml(registry_hosts(server, skip_verify=skip_verify)))
+    return path
+
+
 def write_files(settings: ContainerdSettings) -> None:
     """Creates the data directory tree and (re)writes config.toml and the
     CNI conflist. Existing ``certs.d`` host files are left alone."""
@@ -310,6 +333,19 @@ def missing_binaries(settings: ContainerdSettings | None = None) -> list[str]:
     bin_dir = settings.cni_bin_dir if settings is not None else DEFAULT_CNI_BIN_DIR
     missing += [str(bin_dir / p) for p in CNI_PLUGINS if not (bin_dir / p).is_file()]
     return sorted(set(missing))
+
+
+def unavailable_reason(settings: ContainerdSettings | None = None) -> str:
+    """Why Nodeless cannot run its containerd on this host, in words for the
+    user ("" when it can): ``nodeless up`` says this when it falls back to
+    the simulated provider."""
+    if os.geteuid() != 0:
+        return "containerd needs root: run as root (or with sudo)"
+    if missing := missing_binaries(settings):
+        return "missing " + ", ".join(missing) + ": run scripts/install-system-packages.sh"
+    if not sandboximages.BUSYBOX_PATH.is_file():
+        return f"{sandboximages.BUSYBOX_PATH} not found: install busybox-static"
+    return ""
 
 
 async def overlay_supported(work_dir: Path) -> bool:

@@ -22,6 +22,7 @@ import json
 import logging
 import platform
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -100,6 +101,7 @@ class BusyboxImage:
     env: Sequence[str] = ("PATH=/bin",)
     applets: Sequence[str] = DEFAULT_APPLETS
     labels: dict[str, str] = field(default_factory=dict)
+    user: str = ""  # the image config's User ("1000", "1000:1000", a name); "" is root
 
     def with_ref(self, ref: str) -> BusyboxImage:
         return dataclasses.replace(self, ref=ref)
@@ -186,6 +188,8 @@ def build_image(spec: BusyboxImage, busybox: bytes, arch: str | None = None) -> 
         container_config["Cmd"] = list(spec.cmd)
     if spec.labels:
         container_config["Labels"] = dict(spec.labels)
+    if spec.user:
+        container_config["User"] = spec.user
     config_doc = {
         "architecture": arch,
         "os": "linux",
@@ -237,6 +241,18 @@ def write_archive(image: OciImage, path: Path) -> Path:
             name = "blobs/sha256/" + blob.digest.removeprefix("sha256:")
             _tar_entry(tar, name, tarfile.REGTYPE, 0o644, blob.data)
     return path
+
+
+def all_applets(path: Path = BUSYBOX_PATH) -> tuple[str, ...]:
+    """Every applet ``path`` was built with (``busybox --list``), for images
+    that should behave like a small distribution rather than a pause process."""
+    try:
+        listed = subprocess.run(
+            [str(path), "--list"], capture_output=True, check=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ImageBuildError(f"{path} --list failed: {e}") from None
+    return tuple(sorted({a for a in listed.split() if a and "/" not in a}))
 
 
 def read_busybox(path: Path = BUSYBOX_PATH) -> bytes:

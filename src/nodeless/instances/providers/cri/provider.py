@@ -1,0 +1,1537 @@
+"""The CRI provider: every instance a real pod sandbox on containerd, as a kubelet runs it.
+
+``create`` answers at once with a Pending instance; one asyncio task per
+instance then does a kubelet's work through the CRI: prepare the pod's
+directories, volumes and cgroup (the instance's size as pod-level limits),
+run the sandbox (its IP comes from CNI), run init containers one by one,
+then all containers, each under its own supervisor that pulls its image
+(pull policy, pull secrets, ``ErrImagePull``/``ImagePullBackOff`` with
+back-off), creates and starts it, waits for it to exit and restarts it as
+the restart policy says, with ``CrashLoopBackOff``.
+
+Status is pushed (``Notifier``) on every change the provider makes, and
+exits are noticed by one relist loop, like the kubelet's PLEG: while any
+container runs it lists the provider's containers every ``relist_interval``
+seconds (0.5 by default; containerd 1.6 has no CRI event stream) and wakes
+the supervisors whose containers have exited. So a push follows every
+container state change within about half a second, at one CRI call per
+interval however many pods there are.
+
+Back-off waits (crash loops, image pulls, create errors) go through the
+injected clock, so tests can run them on a ``FakeClock``; the durations are
+constructor policies, so tests and demos can make them short.
+
+Deletion is Terminating at once; then every running container gets
+``StopContainer`` with the grace period (SIGTERM, SIGKILL when it ends),
+their final states are recorded (143, 137, or whatever the process chose),
+the sandbox is stopped and removed, and the pod's cgroup, volumes and logs
+are removed before the final status goes out and the instance is forgotten.
+
+Restart adoption: everything the provider needs is in the runtime. Each
+sandbox carries the instance's request as an annotation and labels for the
+instance ID, owner and pod; each container its name, attempt and type. A
+new provider (``nodeless up`` restarted) lists them on start and carries on
+supervising what it finds; nothing is created twice, and containerd itself
+refuses a second sandbox of the same pod attempt. ``adopt`` is for records
+whose sandbox is gone from the runtime.
+
+Pods outlive their runtime: while containerd restarts, supervisors wait for
+it to answer again instead of failing pods. containerd 1.6 sometimes reports
+an OOM kill as a plain ``Error`` (the exit outruns the OOM event), so a 137
+exit is checked against the pod cgroup's OOM kill counter.
+
+Kubelet deviations, on purpose: as in the simulated provider, the first
+restart of a crashed container also waits the initial back-off. Probes come
+later: a container without a readinessProbe is ready while it runs, one with
+a readinessProbe is not ready yet. Pull progress Events are not reported
+(the provider protocol carries no Events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import functools
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nodeless import clocks
+from nodeless.instances.providers import base
+from nodeless.instances.providers.cri import (
+    backoffs,
+    cgroups,
+    clients,
+    containerd,
+    imagerefs,
+    logfiles,
+    podconfigs,
+    registryauth,
+    sandboximages,
+)
+from nodeless.instances.providers.cri import runtime_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+State = base.InstanceState
+_T = TypeVar("_T")
+
+# (kind "ConfigMap" | "Secret", namespace, name) -> the object, None if it does not exist
+ObjectLookup = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
+
+DEFAULT_OWNER = "nodeless"
+DEFAULT_CGROUP_ROOT = "/nodeless"
+RELIST_INTERVAL = 0.5
+# How long a failed pull shows ErrImagePull before ImagePullBackOff (the
+# kubelet shows the error until its next pod sync).
+PULL_ERROR_HOLD = 1.0
+MAX_TERMINATION_MESSAGE = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
+
+CONTAINER_CREATING = "ContainerCreating"
+POD_INITIALIZING = "PodInitializing"
+ERR_IMAGE_PULL = "ErrImagePull"
+IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
+INVALID_IMAGE_NAME = "InvalidImageName"
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+CREATE_CONTAINER_ERROR = "CreateContainerError"
+FAILED_CREATE_SANDBOX = "FailedCreatePodSandBox"
+VOLUME_NOT_SUPPORTED = "VolumeNotSupported"
+SANDBOX_LOST = "SandboxLost"
+STATUS_UNKNOWN = "ContainerStatusUnknown"
+OOM_KILLED = "OOMKilled"
+EXIT_SIGKILL = 137
+EXIT_STATUS_UNKNOWN = 137
+_QUIET_REASONS = ("", CONTAINER_CREATING, POD_INITIALIZING)
+
+
+@dataclasses.dataclass(eq=False)
+class _Container:
+    spec: dict[str, Any]
+    init: bool
+    status: base.ContainerStatus
+    crash: backoffs.BackOff
+    retry: backoffs.BackOff  # image pulls and create errors
+    attempt: int = -1  # the latest CRI container's attempt (its restart count)
+    next_attempt: int = 0  # the attempt the next container is created as
+    cri_id: str = ""
+    cri_ids: dict[int, str] = dataclasses.field(default_factory=dict)  # attempt -> id
+    ever_started: bool = False  # has had a container that ran (or failed to start)
+    done: bool = False  # ended for good: the restart policy does not restart it
+    resume: pb.ContainerStatus | None = None  # adopted: its latest CRI container
+
+    @property
+    def name(self) -> str:
+        return self.status.name
+
+    @property
+    def has_readiness_probe(self) -> bool:
+        return isinstance(self.spec.get("readinessProbe"), Mapping)
+
+
+@dataclasses.dataclass(eq=False)
+class _Instance:
+    request: base.InstanceRequest
+    status: base.InstanceStatus
+    paths: podconfigs.PodPaths
+    cgroup: cgroups.PodCgroup
+    init_containers: list[_Container]
+    containers: list[_Container]
+    restart_policy: str
+    sandbox_id: str = ""
+    sandbox_config: pb.PodSandboxConfig | None = None
+    context: podconfigs.PodContext | None = None
+    task: asyncio.Task[None] | None = None
+    teardown: asyncio.Task[None] | None = None
+    grace: int | None = None  # the grace period of the delete in progress
+    holds_capacity: bool = False
+    last_pushed: base.InstanceStatus | None = None
+    oom_kills: int = 0  # the pod cgroup's OOM kill count when last read
+
+    def all_containers(self) -> list[_Container]:
+        return self.init_containers + self.containers
+
+
+class CriProvider:
+    """A ``Provider``, ``Notifier`` and ``LogsCapable`` on a CRI runtime.
+
+    ``client`` is a ``CriClient`` on a running runtime (``containerd``
+    starts one); ``data_dir`` holds pod directories and logs. ``owner`` tells
+    this provider's sandboxes from others' on a shared runtime;
+    ``credentials`` resolves ``imagePullSecrets`` and ``objects`` the
+    ConfigMaps and Secrets containers' environments name (both optional:
+    without them, pods naming such objects wait with
+    ``CreateContainerConfigError``, pulls go without credentials).
+    ``on_close`` runs last in ``close`` (``start_cri_provider`` stops its
+    containerd there).
+    """
+
+    name = "cri"
+
+    def __init__(
+        self,
+        client: clients.CriClient,
+        data_dir: Path,
+        clock: clocks.Clock,
+        *,
+        owner: str = DEFAULT_OWNER,
+        cgroup_root: str = DEFAULT_CGROUP_ROOT,
+        zone_capacity: Mapping[str, int] | None = None,
+        credentials: registryauth.CredentialsLookup | None = None,
+        objects: ObjectLookup | None = None,
+        crash_backoff: backoffs.BackOffPolicy = backoffs.CRASH_LOOP,
+        pull_backoff: backoffs.BackOffPolicy = backoffs.IMAGE_PULL,
+        relist_interval: float = RELIST_INTERVAL,
+        dns: podconfigs.DnsSettings = podconfigs.DnsSettings(),
+        runtime_handler: str = "",
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.client = client
+        self.data_dir = data_dir
+        self.clock = clock
+        self.owner = owner
+        self.cgroup_root = cgroup_root
+        self.zone_capacity = dict(zone_capacity) if zone_capacity is not None else None
+        self.credentials = credentials
+        self.objects = objects
+        self.crash_backoff = crash_backoff
+        self.pull_backoff = pull_backoff
+        self.relist_interval = relist_interval
+        self.dns = dns
+        self.runtime_handler = runtime_handler
+        self._on_close = on_close
+        self._runtime_name = "containerd"
+        self._instances: dict[str, _Instance] = {}
+        self._zone_usage: dict[str, int] = {}
+        self._callbacks: list[base.StatusCallback] = []
+        self._exit_waiters: dict[str, asyncio.Future[None]] = {}
+        self._wake = asyncio.Event()
+        self._relist_task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        """Finds this provider's instances in the runtime and resumes
+        supervising them (it also happens on first use)."""
+        await self._ensure_started()
+
+    async def close(self) -> None:
+        """Stops supervising. Pods keep running: a provider started later on
+        the same runtime adopts them."""
+        self._closed = True
+        tasks = [t for i in self._instances.values() for t in (i.task, i.teardown) if t]
+        if self._relist_task is not None:
+            tasks.append(self._relist_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._relist_task = None
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await on_close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def subscribe(self, callback: base.StatusCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise base.ProviderError("the CRI provider is closed")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                await self._recover()
+            except clients.CriError as e:
+                raise base.ProviderError(f"container runtime at {self.client.address}: {e}") from e
+            self._relist_task = asyncio.create_task(self._relist_loop(), name="cri-relist")
+            self._started = True
+
+    # --- the Provider protocol ---
+
+    async def create(self, request: base.InstanceRequest) -> base.InstanceStatus:
+        """Pending at once; the pod is set up in the background. Idempotent
+        per instance_id (returns the current status)."""
+        await self._ensure_started()
+        existing = self._instances.get(request.instance_id)
+        if existing is not None:
+            return _copy_status(existing.status)
+        limit = None if self.zone_capacity is None else self.zone_capacity.get(request.zone)
+        in_zone = self._zone_usage.get(request.zone, 0)
+        if limit is not None and in_zone >= limit:
+            raise base.CapacityError(
+                f"zone {request.zone} has no capacity left ({in_zone} of {limit} instances in use)"
+            )
+        instance = self._build(request)
+        self._admit(instance)
+        self._push(instance)
+        instance.task = asyncio.create_task(
+            self._lifecycle(instance), name=f"cri-{request.instance_id}"
+        )
+        return _copy_status(instance.status)
+
+    async def delete(self, instance_id: str, grace_period_seconds: int) -> None:
+        """Terminating at once, then stopped with the grace period and
+        removed in the background; an instance already terminal is removed
+        before this returns. Idempotent; a shorter grace period wins."""
+        await self._ensure_started()
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            return
+        grace = max(0, int(grace_period_seconds))
+        if instance.teardown is not None and instance.teardown.done():
+            instance.teardown = None  # an earlier removal failed: try again
+        if instance.teardown is not None:
+            if instance.grace is not None and grace < instance.grace:
+                instance.grace = grace
+                await self._stop_running(instance, grace)
+            if instance.status.state.terminal:
+                await asyncio.shield(instance.teardown)
+            return
+        if instance.status.state.terminal:
+            instance.teardown = asyncio.create_task(self._teardown(instance, 0, report=False))
+            await asyncio.shield(instance.teardown)
+            return
+        instance.grace = grace
+        if instance.status.state is not State.TERMINATING:
+            self._set_state(instance, State.TERMINATING, "", "deleting")
+            self._push(instance)
+        instance.teardown = asyncio.create_task(
+            self._teardown(instance, grace, report=True), name=f"cri-delete-{instance_id}"
+        )
+
+    async def get(self, instance_id: str) -> base.InstanceStatus | None:
+        await self._ensure_started()
+        instance = self._instances.get(instance_id)
+        return None if instance is None else _copy_status(instance.status)
+
+    async def list(self) -> list[base.InstanceStatus]:
+        await self._ensure_started()
+        return [_copy_status(i.status) for i in self._instances.values()]
+
+    async def adopt(
+        self, request: base.InstanceRequest, status: base.InstanceStatus
+    ) -> base.InstanceStatus:
+        """For a record whose instance this provider did not find in the
+        runtime. Found after all (it is the same instance): its status. Gone
+        from the runtime (the host lost its containers): terminal ones stay
+        as they were; a pod whose containers had run under restartPolicy
+        Never fails with ``SandboxLost`` rather than run twice; any other is
+        started again, as a kubelet recreates a vanished sandbox."""
+        await self._ensure_started()
+        existing = self._instances.get(request.instance_id)
+        if existing is not None:
+            return _copy_status(existing.status)
+        instance = self._build(request)
+        self._carry_over(instance, status)
+        policy = instance.restart_policy
+        ran = status.state in (State.RUNNING, State.RESTARTING, State.TERMINATING)
+        if status.state.terminal or (policy == "Never" and ran):
+            self._instances[request.instance_id] = instance
+            if status.state.terminal:
+                instance.status = _copy_status(status)
+            else:
+                instance.status.created_at = status.created_at or instance.status.created_at
+                self._conclude(instance, State.FAILED, SANDBOX_LOST, _SANDBOX_LOST_MESSAGE)
+            return _copy_status(instance.status)
+        self._admit(instance)
+        instance.status.created_at = status.created_at or instance.status.created_at
+        self._push(instance)
+        instance.task = asyncio.create_task(
+            self._lifecycle(instance), name=f"cri-{request.instance_id}"
+        )
+        return _copy_status(instance.status)
+
+    # --- logs ---
+
+    async def logs(
+        self,
+        instance_id: str,
+        container: str,
+        *,
+        follow: bool = False,
+        previous: bool = False,
+        tail_lines: int | None = None,
+        timestamps: bool = False,
+        since: datetime.datetime | None = None,
+        limit_bytes: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The container's log as ``kubectl logs`` prints it; ``follow``
+        streams until the container stops. Raises ``ProviderError`` (with
+        the kubelet's wording) for unknown or not yet started containers."""
+        await self._ensure_started()
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            raise base.ProviderError(f"instance {instance_id} not found")
+        pod = instance.status.pod_name
+        found = [c for c in instance.all_containers() if c.name == container]
+        if not found:
+            raise base.ProviderError(f"container {container} is not valid for pod {pod}")
+        entry = found[0]
+        options = logfiles.LogOptions(tail_lines, since, limit_bytes, timestamps)
+        if previous:
+            path = instance.paths.log_file(entry.name, entry.attempt - 1)
+            if entry.attempt < 1 or not path.exists():
+                raise base.ProviderError(
+                    f'previous terminated container "{container}" in pod "{pod}" not found'
+                )
+            return logfiles.read(path, options)
+        if entry.attempt < 0:
+            reason = entry.status.reason or CONTAINER_CREATING
+            raise base.ProviderError(
+                f'container "{container}" in pod "{pod}" is waiting to start: {reason}'
+            )
+        attempt = entry.attempt
+        path = instance.paths.log_file(entry.name, attempt)
+
+        def running() -> bool:
+            return (
+                self._instances.get(instance_id) is instance
+                and entry.attempt == attempt
+                and entry.status.state == "running"
+            )
+
+        return logfiles.read(path, options, running=running if follow else None)
+
+    # --- building and admitting ---
+
+    def _build(self, request: base.InstanceRequest) -> _Instance:
+        pod = request.pod
+        metadata = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        init_specs, app_specs = podconfigs.container_specs(pod)
+        if not app_specs:
+            raise base.ProviderError(f"pod {request.pod_name} has no containers")
+        names = podconfigs.names(init_specs + app_specs)
+        if len(set(names)) != len(names) or not all(names):
+            raise base.ProviderError(f"pod {request.pod_name}: container names must be unique")
+        try:
+            paths = podconfigs.PodPaths.for_request(self.data_dir, request)
+        except ValueError as e:
+            raise base.ProviderError(f"pod {request.pod_name}: {e}") from None
+        init = [self._container(c, init=True) for c in init_specs]
+        app = [self._container(c, init=False) for c in app_specs]
+        status = base.InstanceStatus(
+            instance_id=request.instance_id,
+            namespace=request.namespace,
+            pod_name=request.pod_name,
+            pod_uid=str(metadata.get("uid", "")),
+            zone=request.zone,
+            state=State.PENDING,
+            reason=CONTAINER_CREATING,
+            created_at=self.clock.now(),
+            init_containers=[c.status for c in init],
+            containers=[c.status for c in app],
+            initialized=not init,
+        )
+        return _Instance(
+            request=request,
+            status=status,
+            paths=paths,
+            cgroup=cgroups.PodCgroup.for_pod(self.cgroup_root, paths.uid),
+            init_containers=init,
+            containers=app,
+            restart_policy=str(spec.get("restartPolicy") or "Always"),
+        )
+
+    def _container(self, spec: dict[str, Any], *, init: bool) -> _Container:
+        status = base.ContainerStatus(
+            name=str(spec.get("name") or ""),
+            image=str(spec.get("image") or ""),
+            state="waiting",
+            reason=CONTAINER_CREATING,
+        )
+        return _Container(
+            spec=spec,
+            init=init,
+            status=status,
+            crash=backoffs.BackOff(self.crash_backoff),
+            retry=backoffs.BackOff(self.pull_backoff),
+        )
+
+    def _admit(self, instance: _Instance) -> None:
+        self._instances[instance.request.instance_id] = instance
+        zone = instance.request.zone
+        self._zone_usage[zone] = self._zone_usage.get(zone, 0) + 1
+        instance.holds_capacity = True
+
+    def _release(self, instance: _Instance) -> None:
+        if instance.holds_capacity:
+            instance.holds_capacity = False
+            self._zone_usage[instance.request.zone] -= 1
+
+    @staticmethod
+    def _carry_over(instance: _Instance, status: base.InstanceStatus) -> None:
+        """Restart counts survive a lost sandbox, as the kubelet's do."""
+        known = {c.name: c for c in status.init_containers + status.containers}
+        for container in instance.all_containers():
+            previous = known.get(container.name)
+            if previous is not None:
+                container.status.restart_count = previous.restart_count
+                ran = previous.state != "waiting" or previous.last_terminated is not None
+                container.next_attempt = previous.restart_count + (1 if ran else 0)
+
+    # --- the instance's life ---
+
+    async def _lifecycle(self, instance: _Instance) -> None:
+        try:
+            if not instance.sandbox_id:
+                try:
+                    volumes = podconfigs.volumes(instance.request.pod)
+                except podconfigs.UnsupportedVolume as e:
+                    self._conclude(instance, State.FAILED, VOLUME_NOT_SUPPORTED, str(e))
+                    return
+                await self._prepare(instance, volumes)
+                await self._run_sandbox(instance)
+            for container in instance.init_containers:
+                if container.done:
+                    continue
+                code = await self._supervise(instance, container)
+                if code != 0:
+                    message = f"init container {container.name} exited with code {code}"
+                    self._conclude(instance, State.FAILED, "Error", message)
+                    await self._stop_sandbox(instance)
+                    return
+                container.status.ready = True
+            if not instance.status.initialized:
+                instance.status.initialized = True
+                for container in instance.containers:
+                    if container.status.reason == POD_INITIALIZING:
+                        container.status.reason = CONTAINER_CREATING
+                self._settle(instance)
+                self._push(instance)
+            async with asyncio.TaskGroup() as group:
+                for container in instance.containers:
+                    if not container.done:
+                        group.create_task(self._supervise(instance, container))
+            if not instance.status.state.terminal:
+                self._conclude_from_containers(instance)
+            await self._stop_sandbox(instance)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("instance %s failed in the provider", instance.request.instance_id)
+            self._conclude(instance, State.FAILED, "ProviderError", str(e))
+            with contextlib.suppress(Exception):
+                await self._stop_sandbox(instance)
+
+    async def _prepare(self, instance: _Instance, volumes: Sequence[podconfigs.EmptyDir]) -> None:
+        """The pod's directories, emptyDir volumes and cgroup."""
+        paths = instance.paths
+        security = (instance.request.pod.get("spec") or {}).get("securityContext") or {}
+        fs_group = security.get("fsGroup")
+        dirs: dict[str, Path] = {}
+
+        def make_dirs() -> None:
+            paths.log_dir.mkdir(parents=True, exist_ok=True)
+            paths.pod_dir.mkdir(parents=True, exist_ok=True)
+            for volume in volumes:
+                directory = paths.empty_dir(volume.name)
+                directory.mkdir(parents=True, exist_ok=True)
+                dirs[volume.name] = directory
+
+        await asyncio.to_thread(make_dirs)
+        for volume in volumes:
+            directory = dirs[volume.name]
+            if volume.medium == "Memory" and not _is_mount(directory):
+                options = "mode=0777" + (f",size={volume.size_limit}" if volume.size_limit else "")
+                await _run("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory))
+            # as the kubelet: world-writable, and owned by the fsGroup when there is one
+            os.chmod(directory, 0o777 | (0o2000 if fs_group is not None else 0))
+            if fs_group is not None:
+                os.chown(directory, -1, int(fs_group))
+        instance.context = podconfigs.PodContext(
+            request=instance.request,
+            paths=paths,
+            owner=self.owner,
+            volume_dirs=dirs,
+        )
+        request = instance.request
+        try:
+            await asyncio.to_thread(
+                instance.cgroup.create,
+                cpus=request.vcpu,
+                memory_bytes=int(request.memory_gib * 2**30),
+            )
+        except OSError as e:
+            log.warning("pod cgroup %s: %s (containers keep their own limits)", instance.cgroup, e)
+
+    async def _run_sandbox(self, instance: _Instance) -> None:
+        request = instance.request
+        attempt = 0
+        retry = backoffs.BackOff(self.pull_backoff)
+        while True:
+            config = podconfigs.sandbox_config(
+                request,
+                instance.paths,
+                owner=self.owner,
+                cgroup_parent=instance.cgroup.path,
+                dns=self.dns,
+                created_at=instance.status.created_at,
+                attempt=attempt,
+            )
+            instance.sandbox_config = config
+            try:
+                await self._shielded(self._run_sandbox_rpc(instance, config))
+                break
+            except clients.CriError as e:
+                log.warning("sandbox of %s: %s", request.instance_id, e)
+                self._set_state(instance, State.PENDING, FAILED_CREATE_SANDBOX, e.details or str(e))
+                self._push(instance)
+                attempt += 1
+                await self.clock.sleep(retry.next())
+        sandbox_id = instance.sandbox_id
+        reply = await self._available(functools.partial(self.client.pod_sandbox_status, sandbox_id))
+        ip = reply.status.network.ip
+        instance.status.ip = ip
+        instance.status.started_at = self.clock.now()
+        hosts = podconfigs.etc_hosts(request.pod, ip, domain=self.dns.domain)
+        await asyncio.to_thread(instance.paths.etc_hosts.write_text, hosts)
+        assert instance.context is not None
+        instance.context = dataclasses.replace(
+            instance.context, pod_ip=ip, etc_hosts=instance.paths.etc_hosts
+        )
+        if instance.init_containers:
+            for container in instance.containers:
+                container.status.reason = POD_INITIALIZING
+        self._settle(instance)
+        self._push(instance)
+
+    async def _run_sandbox_rpc(self, instance: _Instance, config: pb.PodSandboxConfig) -> None:
+        instance.sandbox_id = await self.client.run_pod_sandbox(
+            config, runtime_handler=self.runtime_handler
+        )
+
+    async def _supervise(self, instance: _Instance, container: _Container) -> int:
+        """Runs one container until it ends for good, restarting it as the
+        restart policy says; returns its last exit code."""
+        while True:
+            exited = await self._run_attempt(instance, container)
+            code = await self._record_exit(instance, container, exited)
+            if not self._restarts(instance, container, code):
+                container.done = True
+                if not container.init and all(c.done for c in instance.containers):
+                    self._conclude_from_containers(instance)
+                else:
+                    self._settle(instance)
+                    self._push(instance)
+                return code
+            ran = _seconds_between(exited.started_at, exited.finished_at)
+            delay = container.crash.next(ran)
+            self._enter_crash_loop(instance, container, delay)
+            await self.clock.sleep(delay)
+
+    def _restarts(self, instance: _Instance, container: _Container, code: int) -> bool:
+        policy = instance.restart_policy
+        if container.init:
+            return policy != "Never" and code != 0
+        return policy == "Always" or (policy == "OnFailure" and code != 0)
+
+    async def _run_attempt(self, instance: _Instance, container: _Container) -> pb.ContainerStatus:
+        """One container of the pod from image to exit; returns its final CRI status."""
+        resumed, container.resume = container.resume, None
+        if resumed is not None:
+            if resumed.state == pb.CONTAINER_EXITED:
+                return resumed
+            if resumed.state == pb.CONTAINER_CREATED:
+                await self._start(instance, container)
+            return await self._wait_exit(container)
+        image_ref, image = await self._ensure_image(instance, container)
+        config = await self._configure(instance, container, image_ref, image)
+        await self._create(instance, container, config)
+        await self._start(instance, container)
+        return await self._wait_exit(container)
+
+    # --- images ---
+
+    async def _ensure_image(
+        self, instance: _Instance, container: _Container
+    ) -> tuple[str, pb.Image | None]:
+        """The image per pull policy, retried with back-off; returns the
+        image ID to create the container from and its status."""
+        image = container.status.image
+        try:
+            imagerefs.parse(image)
+        except imagerefs.InvalidImageName as e:
+            message = f'Failed to apply default image tag "{image}": {e}'
+            self._waiting(instance, container, INVALID_IMAGE_NAME, message)
+            await asyncio.Future()  # never pullable: waits until the pod is deleted
+        policy = imagerefs.pull_policy(container.spec)
+        while True:
+            present = await self._available(functools.partial(self.client.image_status, image))
+            if present is not None and policy in (
+                imagerefs.PULL_NEVER,
+                imagerefs.PULL_IF_NOT_PRESENT,
+            ):
+                container.retry.reset()
+                return present.id, present
+            if policy == imagerefs.PULL_NEVER:
+                message = f'Container image "{image}" is not present with pull policy of Never'
+                self._waiting(instance, container, ERR_IMAGE_NEVER_PULL, message)
+                await self.clock.sleep(container.retry.next())
+                continue
+            try:
+                image_id = await self._pull(instance, image)
+            except clients.CriError as e:
+                delay = container.retry.next()
+                self._waiting(instance, container, ERR_IMAGE_PULL, e.details or str(e))
+                hold = min(PULL_ERROR_HOLD, delay)
+                await self.clock.sleep(hold)
+                message = f'Back-off pulling image "{image}"'
+                self._waiting(instance, container, IMAGE_PULL_BACK_OFF, message)
+                await self.clock.sleep(delay - hold)
+                continue
+            container.retry.reset()
+            if container.status.reason in (ERR_IMAGE_PULL, IMAGE_PULL_BACK_OFF):
+                self._waiting(instance, container, CONTAINER_CREATING, "")
+            return image_id, await self._available(
+                functools.partial(self.client.image_status, image_id)
+            )
+
+    async def _pull(self, instance: _Instance, image: str) -> str:
+        """Pulls with each matching pull-secret credential in turn (the
+        kubelet's order), or anonymously when there is none."""
+        auths = await self._credentials(instance, image)
+        if not auths:
+            return await self.client.pull_image(image, sandbox_config=instance.sandbox_config)
+        error: clients.CriError | None = None
+        for auth in auths:
+            try:
+                return await self.client.pull_image(
+                    image, auth=auth, sandbox_config=instance.sandbox_config
+                )
+            except clients.CriError as e:
+                error = e
+        assert error is not None
+        raise error
+
+    async def _credentials(self, instance: _Instance, image: str) -> Sequence[pb.AuthConfig]:
+        secrets = (instance.request.pod.get("spec") or {}).get("imagePullSecrets") or []
+        names = [str(s.get("name")) for s in secrets if isinstance(s, Mapping) and s.get("name")]
+        if not names or self.credentials is None:
+            return []
+        try:
+            configs = await self.credentials(instance.request.namespace, names)
+        except Exception:
+            log.exception("pull secrets of %s could not be read", instance.request.pod_name)
+            return []
+        return registryauth.credentials_for(image, configs)
+
+    # --- containers ---
+
+    async def _configure(
+        self,
+        instance: _Instance,
+        container: _Container,
+        image_ref: str,
+        image: pb.Image | None,
+    ) -> pb.ContainerConfig:
+        assert instance.context is not None
+        attempt = container.next_attempt
+        termination = instance.paths.termination_file(container.name, attempt)
+        while True:
+            try:
+                objects = await self._fetch_objects(instance, container)
+                context = dataclasses.replace(instance.context, objects=objects)
+                config = podconfigs.container_config(
+                    context,
+                    container.spec,
+                    init=container.init,
+                    attempt=attempt,
+                    image_ref=image_ref,
+                    image=image,
+                    termination_file=termination,
+                )
+                break
+            except podconfigs.ConfigError as e:
+                self._waiting(instance, container, e.reason, str(e))
+                await self.clock.sleep(container.retry.next())
+        container.retry.reset()
+        await asyncio.to_thread(_create_termination_file, termination)
+        return config
+
+    async def _fetch_objects(
+        self, instance: _Instance, container: _Container
+    ) -> dict[tuple[str, str], dict[str, Any] | None]:
+        wanted = podconfigs.referenced_objects(container.spec)
+        found: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for kind, name in wanted:
+            obj = None
+            if self.objects is not None:
+                try:
+                    obj = await self.objects(kind, instance.request.namespace, name)
+                except Exception:
+                    log.exception("reading %s %s failed", kind, name)
+            found[(kind, name)] = obj
+        return found
+
+    async def _create(
+        self, instance: _Instance, container: _Container, config: pb.ContainerConfig
+    ) -> None:
+        assert instance.sandbox_config is not None
+        while True:
+            try:
+                await self._shielded(self._create_rpc(instance, container, config))
+                break
+            except clients.CriError as e:
+                self._waiting(instance, container, CREATE_CONTAINER_ERROR, e.details or str(e))
+                await self.clock.sleep(container.retry.next())
+        container.retry.reset()
+        await self._prune(instance, container)
+
+    async def _create_rpc(
+        self, instance: _Instance, container: _Container, config: pb.ContainerConfig
+    ) -> None:
+        assert instance.sandbox_config is not None
+        container_id = await self.client.create_container(
+            instance.sandbox_id, config, instance.sandbox_config
+        )
+        # the restart count is the attempt: it moves when the container is
+        # created, as the kubelet's (read from the runtime) does
+        container.attempt = config.metadata.attempt
+        container.next_attempt = container.attempt + 1
+        container.status.restart_count = container.attempt
+        if container.status.state == "waiting":
+            container.status.reason, container.status.message = CONTAINER_CREATING, ""
+        container.cri_id = container_id
+        container.cri_ids[container.attempt] = container_id
+
+    async def _prune(self, instance: _Instance, container: _Container) -> None:
+        """Keeps the latest container and the one before it (for ``logs
+        --previous``), as the kubelet's garbage collection does."""
+        for attempt in sorted(a for a in container.cri_ids if a < container.attempt - 1):
+            old = container.cri_ids.pop(attempt)
+            with contextlib.suppress(clients.CriError):
+                await self.client.remove_container(old)
+            for path in (
+                instance.paths.log_file(container.name, attempt),
+                instance.paths.termination_file(container.name, attempt),
+            ):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    async def _start(self, instance: _Instance, container: _Container) -> None:
+        try:
+            await self._shielded(self.client.start_container(container.cri_id))
+        except clients.CriError as e:
+            # the container is there and exited (StartError, 128): the exit
+            # is read like any other
+            log.info("container %s of %s did not start: %s", container.name, instance, e)
+            return
+        try:
+            status = (await self.client.container_status(container.cri_id)).status
+        except clients.CriError:
+            return  # running or not, waiting for its exit finds out
+        if status.state == pb.CONTAINER_RUNNING:
+            self._mark_running(container, status)
+            self._settle(instance)
+            self._push(instance)
+
+    def _mark_running(self, container: _Container, cri: pb.ContainerStatus) -> None:
+        status = container.status
+        status.state, status.reason, status.message = "running", "", ""
+        status.exit_code, status.finished_at = None, None
+        status.started_at = _from_ns(cri.started_at) or self.clock.now()
+        status.started = True
+        status.ready = not container.init and not container.has_readiness_probe
+        status.container_id = f"{self._runtime_name}://{cri.id}"
+        status.image_id = cri.image_ref or status.image_id
+        container.ever_started = True
+
+    async def _wait_exit(self, container: _Container) -> pb.ContainerStatus:
+        """Until the relist loop sees the container exited (or gone)."""
+        container_id = container.cri_id
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._exit_waiters[container_id] = future
+        self._wake.set()
+        try:
+            await future
+        finally:
+            if self._exit_waiters.get(container_id) is future:
+                del self._exit_waiters[container_id]
+        try:
+            return await self._available(functools.partial(self._container_status, container_id))
+        except clients.CriError as e:
+            if not e.not_found:
+                raise
+            return pb.ContainerStatus(
+                id=container_id,
+                state=pb.CONTAINER_EXITED,
+                exit_code=EXIT_STATUS_UNKNOWN,
+                reason=STATUS_UNKNOWN,
+                message="The container could not be located in the runtime",
+            )
+
+    async def _record_exit(
+        self, instance: _Instance, container: _Container, cri: pb.ContainerStatus
+    ) -> int:
+        code = int(cri.exit_code)
+        status = container.status
+        message = await self._termination_message(container, cri, code) or cri.message
+        reason = cri.reason or ("Completed" if code == 0 else "Error")
+        if code == EXIT_SIGKILL:
+            # containerd 1.6 may see the exit before the OOM event and say
+            # "Error": the pod cgroup's OOM kill counter tells
+            kills = await asyncio.to_thread(instance.cgroup.oom_kills)
+            if kills > instance.oom_kills and reason != OOM_KILLED:
+                reason = OOM_KILLED
+            instance.oom_kills = max(instance.oom_kills, kills)
+        status.state = "terminated"
+        status.exit_code = code
+        status.reason = reason
+        status.message = message
+        status.started_at = _from_ns(cri.started_at) or status.started_at
+        status.finished_at = _from_ns(cri.finished_at) or self.clock.now()
+        status.started = False
+        status.ready = container.init and code == 0
+        if cri.id:
+            status.container_id = f"{self._runtime_name}://{cri.id}"
+        status.image_id = cri.image_ref or status.image_id
+        container.ever_started = True
+        return code
+
+    async def _termination_message(
+        self, container: _Container, cri: pb.ContainerStatus, code: int
+    ) -> str:
+        """The file at terminationMessagePath, or with
+        ``FallbackToLogsOnError`` the log's tail after a failure."""
+        path = cri.annotations.get(podconfigs.ANNOTATION_TERMINATION_FILE)
+        text = ""
+        if path:
+            text = await asyncio.to_thread(_read_head, Path(path), MAX_TERMINATION_MESSAGE)
+        policy = container.spec.get("terminationMessagePolicy") or "File"
+        if not text and policy == "FallbackToLogsOnError" and code != 0 and cri.log_path:
+            data = await asyncio.to_thread(_read_head, Path(cri.log_path), 1 << 24)
+            records = logfiles.parse(data.encode())[-FALLBACK_LOG_LINES:]
+            text = logfiles.render(records).decode(errors="replace")[-FALLBACK_LOG_BYTES:]
+        return text
+
+    def _enter_crash_loop(self, instance: _Instance, container: _Container, delay: float) -> None:
+        status = container.status
+        status.last_terminated = {
+            "exitCode": status.exit_code,
+            "reason": status.reason,
+            "message": status.message or None,
+            "startedAt": _rfc3339(status.started_at),
+            "finishedAt": _rfc3339(status.finished_at),
+            "containerID": status.container_id,
+        }
+        if status.last_terminated["message"] is None:
+            del status.last_terminated["message"]
+        status.state, status.reason = "waiting", CRASH_LOOP_BACK_OFF
+        status.message = (
+            f"back-off {backoffs.go_duration(delay)} restarting failed "
+            f"container={status.name} pod={instance.status.pod_name}_"
+            f"{instance.status.namespace}({instance.status.pod_uid})"
+        )
+        status.exit_code = None
+        status.started_at = status.finished_at = None
+        status.ready = status.started = False
+        self._settle(instance)
+        self._push(instance)
+
+    def _waiting(
+        self, instance: _Instance, container: _Container, reason: str, message: str
+    ) -> None:
+        status = container.status
+        status.state, status.reason, status.message = "waiting", reason, message
+        status.ready = status.started = False
+        status.exit_code = None
+        status.started_at = status.finished_at = None
+        self._settle(instance)
+        self._push(instance)
+
+    # --- instance state ---
+
+    def _settle(self, instance: _Instance) -> None:
+        """The instance's state from its containers, unless it is ending."""
+        state = instance.status.state
+        if state.terminal or state is State.TERMINATING:
+            return
+        if not instance.status.initialized:
+            trouble = next(
+                (c for c in instance.init_containers if c.status.reason not in _QUIET_REASONS),
+                None,
+            )
+            if trouble is not None:
+                self._set_state(
+                    instance, State.PENDING, trouble.status.reason, trouble.status.message
+                )
+            elif instance.sandbox_id:
+                self._set_state(instance, State.PENDING, POD_INITIALIZING, "")
+            else:  # keeps a sandbox failure's reason until the sandbox is up
+                status = instance.status
+                self._set_state(instance, State.PENDING, status.reason, status.message)
+            return
+        fresh = [c for c in instance.containers if not c.ever_started]
+        if fresh:
+            trouble = next((c for c in fresh if c.status.reason not in _QUIET_REASONS), None)
+            if trouble is not None:
+                self._set_state(
+                    instance, State.PENDING, trouble.status.reason, trouble.status.message
+                )
+            else:
+                self._set_state(instance, State.PENDING, CONTAINER_CREATING, "")
+            return
+        backing_off = [c for c in instance.containers if c.status.reason == CRASH_LOOP_BACK_OFF]
+        if backing_off:
+            message = backing_off[0].status.message
+            self._set_state(instance, State.RESTARTING, CRASH_LOOP_BACK_OFF, message)
+        else:
+            self._set_state(instance, State.RUNNING, "", "")
+
+    def _conclude_from_containers(self, instance: _Instance) -> None:
+        """Every container has ended for good: the instance ended when the
+        last one did (the same moment a provider adopting it later reads)."""
+        failed = [c.status for c in instance.containers if c.status.exit_code != 0]
+        ended = [c.status.finished_at for c in instance.containers if c.status.finished_at]
+        at = max(ended) if ended else None
+        if failed:
+            message = f"container {failed[0].name} exited with code {failed[0].exit_code}"
+            self._conclude(instance, State.FAILED, "Error", message, at)
+        else:
+            self._conclude(instance, State.SUCCEEDED, "Completed", "", at)
+
+    def _conclude(
+        self,
+        instance: _Instance,
+        state: State,
+        reason: str,
+        message: str,
+        at: datetime.datetime | None = None,
+    ) -> None:
+        """A terminal state: capacity is freed and the status pushed."""
+        if instance.status.state.terminal:
+            return
+        self._release(instance)
+        self._set_state(instance, state, reason, message)
+        instance.status.finished_at = at or self.clock.now()
+        for container in instance.containers:
+            container.status.ready = False
+        self._push(instance)
+
+    @staticmethod
+    def _set_state(instance: _Instance, state: State, reason: str, message: str) -> None:
+        instance.status.state = state
+        instance.status.reason = reason
+        instance.status.message = message
+
+    def _push(self, instance: _Instance) -> None:
+        if self._closed:
+            return
+        snapshot = _copy_status(instance.status)
+        if snapshot == instance.last_pushed:
+            return
+        instance.last_pushed = snapshot
+        for callback in self._callbacks:
+            try:
+                callback(_copy_status(snapshot))
+            except Exception:
+                log.exception("status callback failed for %s", instance.request.instance_id)
+
+    # --- stopping and removing ---
+
+    async def _stop_sandbox(self, instance: _Instance) -> None:
+        """A finished pod's sandbox stops (its IP and pause process are
+        released); containers and logs stay until it is deleted."""
+        if not instance.sandbox_id:
+            return
+        try:
+            await self.client.stop_pod_sandbox(instance.sandbox_id)
+        except clients.CriError as e:
+            if not e.not_found:
+                log.warning("stopping the sandbox of %s: %s", instance.request.instance_id, e)
+
+    async def _sandboxes_of(self, instance: _Instance) -> Sequence[str]:
+        """The instance's sandbox and any other the runtime has for it (one
+        whose creation was interrupted)."""
+        found: list[str] = [instance.sandbox_id] if instance.sandbox_id else []
+        labels = {
+            podconfigs.LABEL_INSTANCE: instance.request.instance_id,
+            podconfigs.LABEL_OWNER: self.owner,
+        }
+        for sandbox in await self.client.list_pod_sandbox(labels=labels):
+            if sandbox.id not in found:
+                found.append(sandbox.id)
+        return found
+
+    async def _stop_running(self, instance: _Instance, grace: int) -> None:
+        sandboxes = await self._sandboxes_of(instance)
+        stops = []
+        for sandbox_id in sandboxes:
+            for listed in await self.client.list_containers(pod_sandbox_id=sandbox_id):
+                if listed.state != pb.CONTAINER_EXITED:
+                    stops.append(self._stop_container(listed.id, grace))
+        await asyncio.gather(*stops)
+
+    async def _stop_container(self, container_id: str, grace: int) -> None:
+        try:
+            await self.client.stop_container(container_id, grace)
+        except clients.CriError as e:
+            if not e.not_found:
+                log.warning("stopping container %s: %s", container_id, e)
+
+    async def _teardown(self, instance: _Instance, grace: int, *, report: bool) -> None:
+        """Stops what runs (SIGTERM, SIGKILL after ``grace``), records the
+        final container states, removes the sandbox, cgroup and files, then
+        (``report``) pushes the final status and forgets the instance."""
+        task = instance.task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        instance_id = instance.request.instance_id
+        while True:
+            try:
+                await self._stop_running(instance, grace)
+                if report:
+                    await self._record_stopped(instance)
+                for sandbox_id in await self._sandboxes_of(instance):
+                    for call in (self.client.stop_pod_sandbox, self.client.remove_pod_sandbox):
+                        try:
+                            await call(sandbox_id)
+                        except clients.CriError as e:
+                            if not e.not_found:
+                                raise
+                break
+            except clients.CriError as e:
+                # the runtime is down or failing: keep trying, the pod must go
+                log.warning("removing instance %s: %s; retrying", instance_id, e)
+                await asyncio.sleep(1.0)
+        await self._remove_files(instance)
+        if report:
+            app = [c.status for c in instance.containers]
+            if app and all(s.state == "terminated" and s.exit_code == 0 for s in app):
+                self._conclude(instance, State.SUCCEEDED, "Completed", "deleted")
+            else:
+                self._conclude(instance, State.FAILED, "Error", "deleted")
+        self._release(instance)
+        if self._instances.get(instance_id) is instance:
+            del self._instances[instance_id]
+
+    async def _record_stopped(self, instance: _Instance) -> None:
+        for container in instance.all_containers():
+            if container.status.state != "running" or not container.cri_id:
+                continue
+            try:
+                cri = (await self.client.container_status(container.cri_id)).status
+            except clients.CriError as e:
+                if not e.not_found:
+                    raise
+                continue
+            if cri.state == pb.CONTAINER_EXITED:
+                await self._record_exit(instance, container, cri)
+
+    async def _remove_files(self, instance: _Instance) -> None:
+        try:
+            await self._remove_files_of(instance)
+        except OSError as e:
+            # the pod itself is gone; what is left on disk is only logged
+            log.warning("removing files of %s: %s", instance.request.instance_id, e)
+
+    async def _remove_files_of(self, instance: _Instance) -> None:
+        paths = instance.paths
+        for mount in reversed(_mounts_under(paths.pod_dir)):
+            await _run("umount", mount)
+        left = _mounts_under(paths.pod_dir)
+        if left:
+            log.warning("not removing %s: still mounted %s", paths.pod_dir, left)
+        else:
+            await asyncio.to_thread(shutil.rmtree, paths.pod_dir, True)
+        await asyncio.to_thread(shutil.rmtree, paths.log_dir, True)
+        busy = await asyncio.to_thread(instance.cgroup.remove)
+        if busy:
+            log.warning("pod cgroup directories still busy: %s", busy)
+
+    # --- the relist loop ---
+
+    async def _relist_loop(self) -> None:
+        """Wakes supervisors whose containers have exited: one list of this
+        provider's containers per interval, while any is awaited."""
+        while True:
+            if not self._exit_waiters:
+                self._wake.clear()
+                await self._wake.wait()
+            try:
+                listed = await self.client.list_containers(
+                    labels={podconfigs.LABEL_OWNER: self.owner}
+                )
+            except clients.CriError as e:
+                log.warning("listing containers failed: %s", e)
+                await asyncio.sleep(max(self.relist_interval, 1.0))
+                continue
+            except Exception:
+                # whatever it was, the supervisors depend on this loop: keep going
+                log.exception("listing containers failed")
+                await asyncio.sleep(max(self.relist_interval, 1.0))
+                continue
+            states = {c.id: c.state for c in listed}
+            for container_id, future in list(self._exit_waiters.items()):
+                state = states.get(container_id)
+                if (state is None or state == pb.CONTAINER_EXITED) and not future.done():
+                    future.set_result(None)
+            await asyncio.sleep(self.relist_interval)
+
+    # --- adoption after a restart ---
+
+    async def _recover(self) -> None:
+        """Rebuilds every instance of this provider from the runtime."""
+        version = await self.client.version()
+        self._runtime_name = version.runtime_name or self._runtime_name
+        labels = {podconfigs.LABEL_OWNER: self.owner}
+        sandboxes = sorted(
+            await self.client.list_pod_sandbox(labels=labels), key=lambda s: s.created_at
+        )
+        containers: dict[str, list[pb.Container]] = {}
+        for listed in await self.client.list_containers(labels=labels):
+            containers.setdefault(listed.pod_sandbox_id, []).append(listed)
+        for sandbox in sandboxes:
+            instance_id = sandbox.labels.get(podconfigs.LABEL_INSTANCE, "")
+            if not instance_id or instance_id in self._instances:
+                continue
+            try:
+                request = podconfigs.decode_request(
+                    sandbox.annotations.get(podconfigs.ANNOTATION_REQUEST, "")
+                )
+                instance = self._build(request)
+            except (ValueError, TypeError, base.ProviderError) as e:
+                log.warning(
+                    "sandbox %s is not an instance this provider can adopt: %s", sandbox.id, e
+                )
+                continue
+            await self._restore(instance, sandbox, containers.get(sandbox.id, []))
+            log.info(
+                "adopted instance %s (%s/%s): %s",
+                instance_id,
+                request.namespace,
+                request.pod_name,
+                instance.status.state.value,
+            )
+
+    async def _restore(
+        self, instance: _Instance, sandbox: pb.PodSandbox, listed: Sequence[pb.Container]
+    ) -> None:
+        request = instance.request
+        instance.sandbox_id = sandbox.id
+        instance.oom_kills = await asyncio.to_thread(instance.cgroup.oom_kills)
+        created = sandbox.annotations.get(podconfigs.ANNOTATION_CREATED_AT, "")
+        with contextlib.suppress(ValueError):
+            instance.status.created_at = datetime.datetime.fromisoformat(created)
+        instance.status.started_at = _from_ns(sandbox.created_at)
+        sandbox_status = (await self.client.pod_sandbox_status(sandbox.id)).status
+        instance.status.ip = sandbox_status.network.ip
+        instance.sandbox_config = podconfigs.sandbox_config(
+            request,
+            instance.paths,
+            owner=self.owner,
+            cgroup_parent=instance.cgroup.path,
+            dns=self.dns,
+            created_at=instance.status.created_at,
+            attempt=sandbox.metadata.attempt,
+        )
+        try:
+            volumes = podconfigs.volumes(request.pod)
+        except podconfigs.UnsupportedVolume:
+            volumes = []
+        hosts = instance.paths.etc_hosts
+        instance.context = podconfigs.PodContext(
+            request=request,
+            paths=instance.paths,
+            owner=self.owner,
+            pod_ip=instance.status.ip,
+            volume_dirs={v.name: instance.paths.empty_dir(v.name) for v in volumes},
+            etc_hosts=hosts if hosts.exists() else None,
+        )
+        for container in instance.all_containers():
+            mine = sorted(
+                (
+                    c
+                    for c in listed
+                    if c.labels.get(podconfigs.LABEL_CONTAINER_NAME) == container.name
+                ),
+                key=lambda c: c.metadata.attempt,
+            )
+            if mine:
+                await self._restore_container(instance, container, mine)
+        init_done = all(
+            c.resume is not None
+            and c.resume.state == pb.CONTAINER_EXITED
+            and c.resume.exit_code == 0
+            for c in instance.init_containers
+        )
+        if init_done or any(c.cri_ids for c in instance.containers):
+            instance.status.initialized = True
+            for container in instance.init_containers:
+                container.done, container.resume = True, None
+                container.status.ready = True
+        ready = sandbox.state == pb.SANDBOX_READY
+        self._instances[request.instance_id] = instance
+        app = instance.containers
+        finished = instance.status.initialized and all(
+            c.resume is not None
+            and c.resume.state == pb.CONTAINER_EXITED
+            and not self._restarts(instance, c, int(c.resume.exit_code))
+            for c in app
+        )
+        if not ready and finished:
+            for container in app:
+                assert container.resume is not None
+                await self._record_exit(instance, container, container.resume)
+                container.resume, container.done = None, True
+            self._conclude_quietly(instance)
+            return
+        failed_init = next(
+            (
+                c
+                for c in instance.init_containers
+                if c.resume is not None
+                and c.resume.state == pb.CONTAINER_EXITED
+                and not self._restarts(instance, c, int(c.resume.exit_code))
+                and c.resume.exit_code != 0
+            ),
+            None,
+        )
+        if not ready and failed_init is not None:
+            assert failed_init.resume is not None
+            code = await self._record_exit(instance, failed_init, failed_init.resume)
+            message = f"init container {failed_init.name} exited with code {code}"
+            self._set_state(instance, State.FAILED, "Error", message)
+            instance.status.finished_at = failed_init.status.finished_at or self.clock.now()
+            instance.last_pushed = _copy_status(instance.status)
+            return
+        if not ready:
+            self._set_state(instance, State.FAILED, SANDBOX_LOST, _SANDBOX_LOST_MESSAGE)
+            instance.status.finished_at = self.clock.now()
+            instance.last_pushed = _copy_status(instance.status)
+            return
+        self._admit(instance)
+        self._settle(instance)
+        instance.last_pushed = _copy_status(instance.status)
+        instance.task = asyncio.create_task(
+            self._lifecycle(instance), name=f"cri-{request.instance_id}"
+        )
+
+    def _conclude_quietly(self, instance: _Instance) -> None:
+        """A terminal state found on adoption: nothing changed, nothing to push."""
+        failed = [c.status for c in instance.containers if c.status.exit_code != 0]
+        if failed:
+            message = f"container {failed[0].name} exited with code {failed[0].exit_code}"
+            self._set_state(instance, State.FAILED, "Error", message)
+        else:
+            self._set_state(instance, State.SUCCEEDED, "Completed", "")
+        finished = [c.status.finished_at for c in instance.containers if c.status.finished_at]
+        instance.status.finished_at = max(finished) if finished else self.clock.now()
+        instance.last_pushed = _copy_status(instance.status)
+
+    async def _restore_container(
+        self, instance: _Instance, container: _Container, mine: Sequence[pb.Container]
+    ) -> None:
+        latest = mine[-1]
+        container.cri_ids = {c.metadata.attempt: c.id for c in mine}
+        container.attempt = latest.metadata.attempt
+        container.next_attempt = container.attempt + 1
+        container.cri_id = latest.id
+        container.status.restart_count = latest.metadata.attempt
+        container.crash.resume(latest.metadata.attempt)
+        cri = (await self.client.container_status(latest.id)).status
+        container.resume = cri
+        # a container created but not started yet (its provider stopped in
+        # between) has still run before if this is not its first attempt
+        container.ever_started = latest.metadata.attempt > 0
+        container.status.container_id = f"{self._runtime_name}://{cri.id}"
+        container.status.image_id = cri.image_ref
+        if cri.state == pb.CONTAINER_RUNNING:
+            self._mark_running(container, cri)
+        elif cri.state == pb.CONTAINER_EXITED:
+            container.ever_started = True
+            status = container.status
+            status.state = "terminated"
+            status.exit_code = int(cri.exit_code)
+            status.reason = cri.reason or ("Completed" if cri.exit_code == 0 else "Error")
+            status.started_at = _from_ns(cri.started_at)
+            status.finished_at = _from_ns(cri.finished_at)
+        if len(mine) > 1:
+            try:
+                before = (await self.client.container_status(mine[-2].id)).status
+            except clients.CriError:
+                return
+            container.status.last_terminated = {
+                "exitCode": int(before.exit_code),
+                "reason": before.reason or ("Completed" if before.exit_code == 0 else "Error"),
+                "startedAt": _rfc3339(_from_ns(before.started_at)),
+                "finishedAt": _rfc3339(_from_ns(before.finished_at)),
+                "containerID": f"{self._runtime_name}://{before.id}",
+            }
+
+    # --- helpers ---
+
+    async def _container_status(self, container_id: str) -> pb.ContainerStatus:
+        return (await self.client.container_status(container_id)).status
+
+    @staticmethod
+    async def _available(call: Callable[[], Awaitable[_T]], interval: float = 1.0) -> _T:
+        """``call``, retried while the runtime does not answer (containerd
+        restarting): pods outlive their runtime, so their supervisors wait
+        for it rather than fail the pods."""
+        while True:
+            try:
+                return await call()
+            except clients.CriError as e:
+                if not e.unavailable:
+                    raise
+                log.warning("container runtime unavailable (%s); retrying", e)
+            await asyncio.sleep(interval)
+
+    @staticmethod
+    async def _shielded(coro: Coroutine[Any, Any, _T]) -> _T:
+        """Runs an RPC that creates something to its end even when the
+        caller is cancelled (the pod is being deleted), so that whatever it
+        created is known to the teardown."""
+        task = asyncio.ensure_future(coro)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
+
+
+_SANDBOX_LOST_MESSAGE = "the pod's sandbox is gone from the container runtime"
+
+
+async def start_cri_provider(
+    data_dir: Path,
+    clock: clocks.Clock,
+    *,
+    pod_cidr: str = containerd.DEFAULT_POD_CIDR,
+    external_socket: str | None = None,
+    bridge: str = containerd.DEFAULT_BRIDGE,
+    preload_images: tuple[str, ...] = (),
+    **options: Any,
+) -> CriProvider:
+    """A started provider on the containerd Nodeless manages under
+    ``data_dir/containerd`` (or on the runtime at ``external_socket``), with
+    pod files under ``data_dir/cri``. Its ``close`` stops a managed
+    containerd without removing pods, so the next start adopts them.
+
+    ``preload_images`` are built from the host's busybox and imported under
+    those names (demo images where no registry is reachable). Other keyword
+    arguments go to ``CriProvider``. Raises ``containerd.ContainerdError``
+    saying why when containerd cannot run here (not root, missing binaries).
+    """
+    if external_socket:
+        runtime = containerd.Containerd.external(external_socket)
+    else:
+        settings = containerd.ContainerdSettings(
+            data_dir / "containerd", pod_cidr=pod_cidr, bridge=bridge
+        )
+        runtime = containerd.Containerd(settings)
+    await runtime.start()
+    try:
+        if preload_images:
+            applets = await asyncio.to_thread(sandboximages.all_applets)
+            for ref in preload_images:
+                await runtime.ensure_image(sandboximages.BusyboxImage(ref, applets=applets))
+
+        async def stop_runtime() -> None:
+            await runtime.stop(remove_pods=False)
+
+        provider = CriProvider(
+            runtime.client, data_dir / "cri", clock, on_close=stop_runtime, **options
+        )
+        await provider.start()
+    except BaseException:
+        await runtime.stop()
+        raise
+    return provider
+
+
+# --- module helpers ---
+
+
+def _copy_status(status: base.InstanceStatus) -> base.InstanceStatus:
+    return dataclasses.replace(
+        status,
+        init_containers=[_copy_container(c) for c in status.init_containers],
+        containers=[_copy_container(c) for c in status.containers],
+    )
+
+
+def _copy_container(status: base.ContainerStatus) -> base.ContainerStatus:
+    return dataclasses.replace(
+        status,
+        last_terminated=dict(status.last_terminated) if status.last_terminated else None,
+    )
+
+
+def _from_ns(nanoseconds: int) -> datetime.datetime | None:
+    if nanoseconds <= 0:
+        return None
+    return datetime.datetime.fromtimestamp(nanoseconds / 1e9, datetime.UTC)
+
+
+def _seconds_between(start_ns: int, end_ns: int) -> float | None:
+    if start_ns <= 0 or end_ns <= 0:
+        return None
+    return max(0.0, (end_ns - start_ns) / 1e9)
+
+
+def _rfc3339(moment: datetime.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _create_termination_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    path.chmod(0o666)  # writable by a container running as any user
+
+
+def _read_head(path: Path, limit: int) -> str:
+    try:
+        with path.open("rb") as f:
+            return f.read(limit).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _mount_points() -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split()[1] for line in lines if len(line.split()) > 1]
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path``, in mount order."""
+    prefix = str(path) + "/"
+    return [m for m in _mount_points() if m == str(path) or m.startswith(prefix)]
+
+
+def _is_mount(path: Path) -> bool:
+    return str(path) in _mount_points()
+
+
+async def _run(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise OSError(f"{' '.join(args)} failed: {err.decode(errors='replace').strip()}")

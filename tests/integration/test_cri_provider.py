@@ -1,0 +1,1132 @@
+"""The CRI provider on real containerd, runc and CNI, pulling from real registries.
+
+Each test runs its own containerd on a private bridge and pod CIDR (so a
+Nodeless running on this machine is not disturbed) and its providers under a
+cgroup root of their own; every instance is deleted through the provider
+afterwards, then containerd is stopped with whatever is left removed. Images
+come from local ``docker-registry`` processes (one open, one with htpasswd
+authentication) started once per module and fed with images built here from
+the host's busybox. Back-offs run on a ``FakeClock`` where a test follows
+them step by step, or on short policies elsewhere: nothing waits 10 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodeless import clocks
+from nodeless.instances.providers import base
+from nodeless.instances.providers.cri import (
+    backoffs,
+    cgroups,
+    containerd,
+    podconfigs,
+    registryauth,
+    registrypush,
+    sandboximages,
+)
+from nodeless.instances.providers.cri import provider as cri
+from nodeless.instances.providers.cri import runtime_pb2 as pb
+
+POD_CIDR = "10.251.0.0/24"
+BRIDGE = "nltest1"
+REGISTRY = shutil.which("docker-registry")
+State = base.InstanceState
+SHORT = backoffs.BackOffPolicy(0.2, 1.0, reset_after=600.0)
+USER, PASSWORD = "alice", "s3cret"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root"),
+    pytest.mark.skipif(
+        bool(containerd.missing_binaries()),
+        reason="missing "
+        + ", ".join(containerd.missing_binaries())
+        + " (scripts/install-system-packages.sh)",
+    ),
+    pytest.mark.skipif(
+        not sandboximages.BUSYBOX_PATH.is_file(), reason="busybox-static is not installed"
+    ),
+    pytest.mark.skipif(REGISTRY is None, reason="docker-registry is not installed"),
+]
+
+
+class Recorder:
+    """Every pushed status, in order."""
+
+    def __init__(self) -> None:
+        self.statuses: list[base.InstanceStatus] = []
+
+    def __call__(self, status: base.InstanceStatus) -> None:
+        self.statuses.append(status)
+
+    def states(self, instance_id: str) -> list[base.InstanceState]:
+        """The states ``instance_id`` went through, repeats folded."""
+        states: list[base.InstanceState] = []
+        for status in self.statuses:
+            if status.instance_id == instance_id and (not states or states[-1] != status.state):
+                states.append(status.state)
+        return states
+
+    def last(self, instance_id: str) -> base.InstanceStatus:
+        return [s for s in self.statuses if s.instance_id == instance_id][-1]
+
+
+# --- registries ---
+
+
+@dataclass
+class Registry:
+    host: str
+    process: subprocess.Popen[bytes]
+
+    def image(self, repository: str) -> str:
+        return f"{self.host}/{repository}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _htpasswd(user: str, password: str) -> str:
+    """A bcrypt htpasswd line (the only kind docker-registry accepts), from
+    the system's crypt(3); cost 4 keeps each authenticated request cheap."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    return f"{user}:{hashed}\n"
+
+
+def _start_registry(root: Path, *, auth: bool) -> Registry:
+    assert REGISTRY is not None
+    root.mkdir(parents=True)
+    port = _free_port()
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: warn",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {root / 'data'}",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+        "  secret: nodeless-test",
+    ]
+    if auth:
+        (root / "htpasswd").write_text(_htpasswd(USER, PASSWORD))
+        lines += [
+            "auth:",
+            "  htpasswd:",
+            "    realm: nodeless-test",
+            f"    path: {root / 'htpasswd'}",
+        ]
+    (root / "config.yml").write_text("\n".join(lines) + "\n")
+    with (root / "registry.log").open("ab") as out:
+        process = subprocess.Popen(
+            [REGISTRY, "serve", str(root / "config.yml")], stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                break
+        except urllib.error.HTTPError as e:
+            if e.code == 401:
+                break
+            raise
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError((root / "registry.log").read_text()) from None
+            time.sleep(0.05)
+    return Registry(f"127.0.0.1:{port}", process)
+
+
+def _stop_registry(registry: Registry) -> None:
+    registry.process.terminate()
+    try:
+        registry.process.wait(10)
+    except subprocess.TimeoutExpired:
+        registry.process.kill()
+        registry.process.wait()
+
+
+@pytest.fixture(scope="module")
+def applets() -> tuple[str, ...]:
+    return sandboximages.all_applets()
+
+
+@pytest.fixture(scope="module")
+def registries(
+    tmp_path_factory: pytest.TempPathFactory, applets: tuple[str, ...]
+) -> Iterator[tuple[Registry, Registry]]:
+    """An open registry with ``busybox:1`` and ``nonroot:1`` (user 1000), and
+    one requiring a password with ``private/busybox:1``."""
+    root = tmp_path_factory.mktemp("registries")
+    busybox = sandboximages.read_busybox()
+    open_registry = _start_registry(root / "open", auth=False)
+    private = _start_registry(root / "private", auth=True)
+    try:
+        image = sandboximages.build_image(
+            sandboximages.BusyboxImage("busybox", cmd=("sh",), applets=applets), busybox
+        )
+        nonroot = sandboximages.build_image(
+            sandboximages.BusyboxImage("nonroot", cmd=("sh",), applets=applets, user="1000"),
+            busybox,
+        )
+
+        async def push() -> None:
+            await registrypush.push(image, open_registry.host, "busybox", "1")
+            await registrypush.push(nonroot, open_registry.host, "nonroot", "1")
+            await registrypush.push(
+                image, private.host, "private/busybox", "1", username=USER, password=PASSWORD
+            )
+
+        asyncio.run(push())
+        yield open_registry, private
+    finally:
+        _stop_registry(open_registry)
+        _stop_registry(private)
+
+
+# --- containerd and providers ---
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+
+
+@dataclass
+class Cri:
+    """One containerd for one test, and the providers made on it."""
+
+    runtime: containerd.Containerd
+    data_dir: Path
+    registry: Registry
+    private: Registry
+    cgroup_root: str
+    providers: list[cri.CriProvider] = field(default_factory=list)
+
+    def provider(self, clock: clocks.Clock | None = None, **options: Any) -> cri.CriProvider:
+        options.setdefault("crash_backoff", SHORT)
+        options.setdefault("pull_backoff", SHORT)
+        options.setdefault("relist_interval", 0.1)
+        made = cri.CriProvider(
+            self.runtime.client,
+            self.data_dir / "cri",
+            clock or clocks.SystemClock(),
+            cgroup_root=self.cgroup_root,
+            **options,
+        )
+        self.providers.append(made)
+        return made
+
+    def pod_cgroup(self, controller: str, uid: str) -> Path:
+        return Path("/sys/fs/cgroup") / controller / self.cgroup_root.strip("/") / f"pod{uid}"
+
+
+@pytest.fixture
+async def crienv(registries: tuple[Registry, Registry]) -> AsyncIterator[Cri]:
+    data_dir = Path(tempfile.mkdtemp(prefix="nl-crip-"))
+    settings = containerd.ContainerdSettings(
+        data_dir / "containerd", pod_cidr=POD_CIDR, bridge=BRIDGE
+    )
+    runtime = containerd.Containerd(settings)
+    open_registry, private = registries
+    env = Cri(runtime, data_dir, open_registry, private, f"/nodeless-test-{uuid.uuid4().hex[:8]}")
+    try:
+        await runtime.start()
+        for registry in registries:
+            containerd.write_registry_host(
+                settings, registry.host, f"http://{registry.host}", skip_verify=True
+            )
+        yield env
+    finally:
+        try:
+            for made in reversed(env.providers):
+                if made.closed:
+                    continue
+                for status in await made.list():
+                    await made.delete(status.instance_id, 0)
+                await until(_emptied(made), timeout=30)
+                await made.close()
+        finally:
+            await runtime.stop(remove_pods=True)
+            for tree in cgroups.hierarchies():
+                root = tree.mount / env.cgroup_root.strip("/")
+                if root.exists():
+                    for sub in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                        if sub.is_dir():
+                            sub.rmdir()
+                    root.rmdir()
+            if not _mounts_under(data_dir):
+                shutil.rmtree(data_dir, ignore_errors=True)
+            await asyncio.to_thread(
+                subprocess.run, ["ip", "link", "delete", BRIDGE], capture_output=True, check=False
+            )
+
+
+def _emptied(made: cri.CriProvider) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not await made.list()
+
+    return check
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    """Waits (real time) until ``check`` holds; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def status_is(
+    made: cri.CriProvider, instance_id: str, predicate: Callable[[base.InstanceStatus], bool]
+) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        status = await made.get(instance_id)
+        return status is not None and predicate(status)
+
+    return check
+
+
+async def current(made: cri.CriProvider, instance_id: str) -> base.InstanceStatus:
+    status = await made.get(instance_id)
+    assert status is not None
+    return status
+
+
+def pod(
+    name: str,
+    containers: Sequence[dict[str, Any]],
+    *,
+    init: Sequence[dict[str, Any]] = (),
+    restart_policy: str = "Always",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": f"uid-{name}-{uuid.uuid4().hex[:6]}",
+            "labels": {"app": name},
+        },
+        "spec": {
+            "restartPolicy": restart_policy,
+            "nodeName": "nodeless-zone-a",
+            "serviceAccountName": "default",
+            "initContainers": list(init),
+            "containers": list(containers),
+            **spec,
+        },
+    }
+
+
+def container(name: str, image: str, script: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": image, "command": ["sh", "-c", script], **extra}
+
+
+def request(
+    instance_id: str, manifest: dict[str, Any], *, vcpu: float = 0.25, memory_gib: float = 0.5
+) -> base.InstanceRequest:
+    return base.InstanceRequest(
+        instance_id=instance_id,
+        pod=manifest,
+        zone="zone-a",
+        spec_name=f"{vcpu}-{memory_gib}Gi",
+        vcpu=vcpu,
+        memory_gib=memory_gib,
+    )
+
+
+def cri_id(status: base.ContainerStatus) -> str:
+    return status.container_id.split("://", 1)[1]
+
+
+async def read_logs(made: cri.CriProvider, instance_id: str, name: str, **options: Any) -> bytes:
+    return b"".join([chunk async for chunk in await made.logs(instance_id, name, **options)])
+
+
+# --- running ---
+
+
+async def test_pod_pulled_from_the_local_registry_runs_with_an_ip_in_the_cidr_and_logs(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    recorder = Recorder()
+    made.subscribe(recorder)
+    image = crienv.registry.image("busybox:1")
+    manifest = pod(
+        "web", [container("app", image, "echo hello; sleep 0.2; echo oops >&2; sleep 1000")]
+    )
+
+    created = await made.create(request("i-web", manifest))
+    await until(status_is(made, "i-web", lambda s: s.state is State.RUNNING))
+
+    status = await current(made, "i-web")
+    assert all(isinstance(made, p) for p in (base.Provider, base.Notifier, base.LogsCapable))
+    assert created.state is State.PENDING
+    assert recorder.states("i-web") == [State.PENDING, State.RUNNING]
+    assert ipaddress.ip_address(status.ip) in ipaddress.ip_network(POD_CIDR)
+    [app] = status.containers
+    assert (app.state, app.ready, app.started, app.restart_count) == ("running", True, True, 0)
+    assert app.container_id.startswith("containerd://")
+    assert app.image_id.startswith(f"{crienv.registry.host}/busybox@sha256:")
+    assert await crienv.runtime.client.image_status(image) is not None
+    await until(lambda: _has_logs(made, "i-web", "app"))
+    assert await read_logs(made, "i-web", "app") == b"hello\noops\n"
+    assert await read_logs(made, "i-web", "app", tail_lines=1) == b"oops\n"
+    timestamped = await read_logs(made, "i-web", "app", timestamps=True)
+    assert [line.split(b" ", 1)[1] for line in timestamped.splitlines()] == [b"hello", b"oops"]
+    [sandbox] = await crienv.runtime.client.list_pod_sandbox()
+    assert sandbox.labels[podconfigs.LABEL_INSTANCE] == "i-web"
+    assert sandbox.metadata.uid == status.pod_uid
+
+
+async def _has_logs(made: cri.CriProvider, instance_id: str, name: str) -> bool:
+    return (await read_logs(made, instance_id, name)).count(b"\n") >= 2
+
+
+async def test_followed_logs_stream_until_the_container_exits(crienv: Cri) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    script = "for i in 1 2 3; do echo line $i; sleep 0.3; done"
+    await made.create(
+        request("i-logs", pod("logs", [container("app", image, script)], restart_policy="Never"))
+    )
+    await until(status_is(made, "i-logs", lambda s: s.containers[0].state != "waiting"))
+
+    followed = await read_logs(made, "i-logs", "app", follow=True)
+
+    assert followed == b"line 1\nline 2\nline 3\n"
+    assert (await current(made, "i-logs")).state is State.SUCCEEDED
+
+
+async def test_missing_image_goes_from_err_image_pull_to_image_pull_back_off(
+    crienv: Cri,
+) -> None:
+    clock = clocks.FakeClock()
+    made = crienv.provider(clock, pull_backoff=backoffs.IMAGE_PULL)
+    recorder = Recorder()
+    made.subscribe(recorder)
+    missing = crienv.registry.image("missing:1")
+    await made.create(request("i-pull", pod("pull", [container("app", missing, "true")])))
+
+    def reason_is(reason: str) -> Callable[[], Awaitable[bool]]:
+        return status_is(made, "i-pull", lambda s: s.containers[0].reason == reason)
+
+    await until(reason_is(cri.ERR_IMAGE_PULL))
+    failed = await current(made, "i-pull")
+    await clock.advance(cri.PULL_ERROR_HOLD)
+    await until(reason_is(cri.IMAGE_PULL_BACK_OFF))
+    backing_off = await current(made, "i-pull")
+    await clock.advance(backoffs.IMAGE_PULL.initial - cri.PULL_ERROR_HOLD)
+    await until(reason_is(cri.ERR_IMAGE_PULL))
+    await clock.advance(cri.PULL_ERROR_HOLD)
+    await until(reason_is(cri.IMAGE_PULL_BACK_OFF))
+
+    assert failed.state is State.PENDING
+    assert failed.reason == cri.ERR_IMAGE_PULL
+    assert "not found" in failed.containers[0].message
+    assert backing_off.containers[0].message == f'Back-off pulling image "{missing}"'
+    reasons = [s.containers[0].reason for s in recorder.statuses]
+    assert reasons[-4:] == [
+        cri.ERR_IMAGE_PULL,
+        cri.IMAGE_PULL_BACK_OFF,
+        cri.ERR_IMAGE_PULL,
+        cri.IMAGE_PULL_BACK_OFF,
+    ]
+    assert all(s.state is State.PENDING for s in recorder.statuses)
+
+
+async def test_pull_policy_never_waits_for_an_image_that_is_not_present(crienv: Cri) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    manifest = pod("never", [container("app", image, "true", imagePullPolicy="Never")])
+
+    await made.create(request("i-never", manifest))
+    await until(
+        status_is(made, "i-never", lambda s: s.containers[0].reason == cri.ERR_IMAGE_NEVER_PULL)
+    )
+
+    status = await current(made, "i-never")
+    assert status.state is State.PENDING
+    assert "is not present with pull policy of Never" in status.containers[0].message
+    assert await crienv.runtime.client.image_status(image) is None
+
+
+async def test_private_registry_needs_the_pull_secret(crienv: Cri) -> None:
+    host = crienv.private.host
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    secret = {
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {
+            ".dockerconfigjson": base64.b64encode(
+                json.dumps({"auths": {host: {"auth": auth}}}).encode()
+            ).decode()
+        },
+    }
+    asked: list[tuple[str, tuple[str, ...]]] = []
+
+    async def credentials(namespace: str, names: Sequence[str]) -> list[registryauth.DockerConfig]:
+        asked.append((namespace, tuple(names)))
+        return [registryauth.docker_config_from_secret(secret)] if "regcred" in names else []
+
+    made = crienv.provider(credentials=credentials)
+    image = crienv.private.image("private/busybox:1")
+    anonymous = pod("anon", [container("app", image, "sleep 1000")])
+    with_secret = pod(
+        "authed",
+        [container("app", image, "sleep 1000")],
+        imagePullSecrets=[{"name": "regcred"}],
+    )
+
+    recorder = Recorder()
+    made.subscribe(recorder)
+
+    await made.create(request("i-anon", anonymous))
+    await made.create(request("i-authed", with_secret))
+    await until(status_is(made, "i-authed", lambda s: s.state is State.RUNNING))
+    await until(lambda: _pushed_reason(recorder, "i-anon", cri.ERR_IMAGE_PULL))
+
+    [refused, *_] = [
+        s.containers[0]
+        for s in recorder.statuses
+        if s.instance_id == "i-anon" and s.containers[0].reason == cri.ERR_IMAGE_PULL
+    ]
+    assert "401 Unauthorized" in refused.message
+    assert asked == [("default", ("regcred",))]
+
+
+async def _pushed_reason(recorder: Recorder, instance_id: str, reason: str) -> bool:
+    return any(
+        s.instance_id == instance_id and s.containers[0].reason == reason for s in recorder.statuses
+    )
+
+
+async def test_init_containers_run_in_order_before_the_app_container(crienv: Cri) -> None:
+    made = crienv.provider()
+    recorder = Recorder()
+    made.subscribe(recorder)
+    image = crienv.registry.image("busybox:1")
+    shared = [{"name": "work", "mountPath": "/work"}]
+    manifest = pod(
+        "ordered",
+        [container("app", image, "cat /work/order; sleep 1000", volumeMounts=shared)],
+        init=[
+            container("first", image, "sleep 0.3; echo first >> /work/order", volumeMounts=shared),
+            container("second", image, "echo second >> /work/order", volumeMounts=shared),
+        ],
+        volumes=[{"name": "work", "emptyDir": {}}],
+    )
+
+    await made.create(request("i-init", manifest))
+    await until(status_is(made, "i-init", lambda s: s.state is State.RUNNING))
+    await until(lambda: _has_logs(made, "i-init", "app"))
+
+    status = await current(made, "i-init")
+    assert status.initialized
+    assert [(c.name, c.state, c.exit_code, c.reason, c.ready) for c in status.init_containers] == [
+        ("first", "terminated", 0, "Completed", True),
+        ("second", "terminated", 0, "Completed", True),
+    ]
+    assert await read_logs(made, "i-init", "app") == b"first\nsecond\n"
+    first, second = status.init_containers
+    assert first.finished_at is not None and second.started_at is not None
+    assert first.finished_at <= second.started_at
+    initializing = [s for s in recorder.statuses if s.ip and not s.initialized]
+    assert initializing and all(s.state is State.PENDING for s in initializing)
+    assert all(s.containers[0].reason == cri.POD_INITIALIZING for s in initializing)
+
+
+async def test_container_exiting_3_under_never_fails_with_reason_error_and_its_message(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    manifest = pod(
+        "job",
+        [
+            container("file", image, "echo 'disk full' > /dev/termination-log; exit 3"),
+            container(
+                "fallback",
+                image,
+                "echo last words; exit 1",
+                terminationMessagePolicy="FallbackToLogsOnError",
+            ),
+        ],
+        restart_policy="Never",
+    )
+
+    await made.create(request("i-job", manifest))
+    await until(status_is(made, "i-job", lambda s: s.state.terminal))
+
+    status = await current(made, "i-job")
+    assert status.state is State.FAILED
+    assert status.finished_at is not None
+    by_name = {c.name: c for c in status.containers}
+    assert (by_name["file"].state, by_name["file"].exit_code, by_name["file"].reason) == (
+        "terminated",
+        3,
+        "Error",
+    )
+    assert by_name["file"].message == "disk full\n"
+    assert (by_name["fallback"].exit_code, by_name["fallback"].message) == (1, "last words\n")
+    assert all(c.restart_count == 0 and not c.ready for c in status.containers)
+    # a finished pod's sandbox is stopped (its IP released), its containers kept for logs
+    await until(lambda: _sandboxes_are(crienv, pb.SANDBOX_NOTREADY))
+    assert len(await crienv.runtime.client.list_containers()) == 2
+
+
+async def _sandboxes_are(env: Cri, state: int) -> bool:
+    sandboxes = await env.runtime.client.list_pod_sandbox()
+    return bool(sandboxes) and all(s.state == state for s in sandboxes)
+
+
+async def test_restart_always_backs_off_in_crash_loop_with_a_growing_restart_count(
+    crienv: Cri,
+) -> None:
+    clock = clocks.FakeClock()
+    made = crienv.provider(clock, crash_backoff=backoffs.CRASH_LOOP)
+    recorder = Recorder()
+    made.subscribe(recorder)
+    image = crienv.registry.image("busybox:1")
+    script = 'echo "run $(cat /proc/uptime)"; exit 1'
+    await made.create(request("i-crash", pod("crash", [container("app", image, script)])))
+
+    def waiting_after(restarts: int) -> Callable[[], Awaitable[bool]]:
+        return status_is(
+            made,
+            "i-crash",
+            lambda s: (
+                s.containers[0].reason == cri.CRASH_LOOP_BACK_OFF
+                and s.containers[0].restart_count == restarts
+            ),
+        )
+
+    await until(waiting_after(0))
+    first = await current(made, "i-crash")
+    await clock.advance(10)
+    await until(waiting_after(1))
+    second = await current(made, "i-crash")
+    await clock.advance(20)
+    await until(waiting_after(2))
+    third = await current(made, "i-crash")
+
+    assert first.state is State.RESTARTING
+    assert first.reason == cri.CRASH_LOOP_BACK_OFF
+    assert first.containers[0].message.startswith("back-off 10s restarting failed container=app")
+    assert second.containers[0].message.startswith("back-off 20s")
+    assert third.containers[0].message.startswith("back-off 40s")
+    last = third.containers[0].last_terminated
+    assert last is not None
+    assert (last["exitCode"], last["reason"]) == (1, "Error")
+    counts = [s.containers[0].restart_count for s in recorder.statuses]
+    assert counts == sorted(counts)
+    assert not any(s.state.terminal for s in recorder.statuses)
+    current_log = await read_logs(made, "i-crash", "app")
+    previous_log = await read_logs(made, "i-crash", "app", previous=True)
+    assert current_log.startswith(b"run ") and previous_log.startswith(b"run ")
+    assert current_log != previous_log
+    # the kubelet keeps the latest container and the one before it
+    containers = await crienv.runtime.client.list_containers()
+    assert sorted(c.metadata.attempt for c in containers) == [1, 2]
+
+
+async def test_delete_kills_what_ignores_sigterm_after_the_grace_period_and_removes_all(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    recorder = Recorder()
+    made.subscribe(recorder)
+    image = crienv.registry.image("busybox:1")
+    manifest = pod(
+        "stubborn",
+        [
+            container(
+                "app",
+                image,
+                "trap '' TERM; sleep 1000",
+                volumeMounts=[
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "memory", "mountPath": "/memory"},
+                ],
+            )
+        ],
+        volumes=[
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "memory", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        ],
+    )
+    await made.create(request("i-del", manifest))
+    await until(status_is(made, "i-del", lambda s: s.state is State.RUNNING))
+    running = await current(made, "i-del")
+    uid = running.pod_uid
+    memory_dir = (
+        crienv.data_dir / "cri" / "pods" / uid / "volumes" / "kubernetes.io~empty-dir" / "memory"
+    )
+    assert str(memory_dir) in _mounts_under(crienv.data_dir)
+    assert crienv.pod_cgroup("memory", uid).is_dir()
+
+    await made.delete("i-del", 1)
+    terminating = await current(made, "i-del")
+    await made.delete("i-del", 1)  # idempotent
+    await until(lambda: _gone(made, "i-del"))
+
+    assert terminating.state is State.TERMINATING
+    assert recorder.states("i-del")[-2:] == [State.TERMINATING, State.FAILED]
+    final = recorder.last("i-del")
+    [app] = final.containers
+    assert (app.state, app.exit_code, app.reason) == ("terminated", 137, "Error")
+    assert final.finished_at is not None
+    assert [s.state for s in recorder.statuses].count(State.TERMINATING) == 1
+    assert await crienv.runtime.client.list_pod_sandbox() == []
+    assert await crienv.runtime.client.list_containers() == []
+    for controller in ("memory", "cpu", "pids"):
+        assert not crienv.pod_cgroup(controller, uid).exists()
+    assert _mounts_under(crienv.data_dir / "cri") == []
+    assert not (crienv.data_dir / "cri" / "pods" / uid).exists()
+    assert list((crienv.data_dir / "cri" / "logs").iterdir()) == []
+
+
+async def _gone(made: cri.CriProvider, instance_id: str) -> bool:
+    return await made.get(instance_id) is None
+
+
+async def test_delete_stops_a_process_that_exits_on_sigterm_with_its_code(crienv: Cri) -> None:
+    made = crienv.provider()
+    recorder = Recorder()
+    made.subscribe(recorder)
+    image = crienv.registry.image("busybox:1")
+    script = "trap 'exit 143' TERM; sleep 1000 & wait"
+    await made.create(request("i-term", pod("polite", [container("app", image, script)])))
+    await until(status_is(made, "i-term", lambda s: s.state is State.RUNNING))
+
+    await made.delete("i-term", 60)
+    await until(lambda: _gone(made, "i-term"))
+
+    [app] = recorder.last("i-term").containers
+    assert app.exit_code == 143
+
+
+async def test_env_values_field_refs_and_resource_refs_are_visible_in_the_container(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+
+    def field(path: str) -> dict[str, Any]:
+        return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    def resource(name: str, divisor: str) -> dict[str, Any]:
+        return {"valueFrom": {"resourceFieldRef": {"resource": name, "divisor": divisor}}}
+
+    env = [
+        {"name": "NAME", "value": "world"},
+        {"name": "GREETING", "value": "hello $(NAME) $$(NAME)"},
+        {"name": "POD_NAME", **field("metadata.name")},
+        {"name": "POD_NAMESPACE", **field("metadata.namespace")},
+        {"name": "POD_UID", **field("metadata.uid")},
+        {"name": "POD_IP", **field("status.podIP")},
+        {"name": "HOST_IP", **field("status.hostIP")},
+        {"name": "APP", **field("metadata.labels['app']")},
+        {"name": "NODE", **field("spec.nodeName")},
+        {"name": "SERVICE_ACCOUNT", **field("spec.serviceAccountName")},
+        {"name": "CPU_MILLIS", **resource("limits.cpu", "1m")},
+        {"name": "MEMORY_MI", **resource("limits.memory", "1Mi")},
+    ]
+    manifest = pod(
+        "envy",
+        [
+            container(
+                "app",
+                image,
+                "echo $GREETING; sleep 1000",
+                env=env,
+                workingDir="/tmp",
+                resources={"limits": {"memory": "64Mi"}},
+            )
+        ],
+    )
+    await made.create(request("i-env", manifest))
+    await until(status_is(made, "i-env", lambda s: s.state is State.RUNNING))
+    status = await current(made, "i-env")
+
+    result = await crienv.runtime.client.exec_sync(cri_id(status.containers[0]), ["env"])
+    seen = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
+    pwd = await crienv.runtime.client.exec_sync(cri_id(status.containers[0]), ["pwd"])
+
+    assert {k: seen.get(k) for k in [v["name"] for v in env]} == {
+        "NAME": "world",
+        "GREETING": "hello world $(NAME)",
+        "POD_NAME": "envy",
+        "POD_NAMESPACE": "default",
+        "POD_UID": status.pod_uid,
+        "POD_IP": status.ip,
+        "HOST_IP": status.ip,
+        "APP": "envy",
+        "NODE": "nodeless-zone-a",
+        "SERVICE_ACCOUNT": "default",
+        "CPU_MILLIS": "250",
+        "MEMORY_MI": "64",
+    }
+    assert pwd.stdout == b"/tmp\n"
+
+
+async def test_memory_and_cpu_limits_are_in_the_pod_and_container_cgroups(crienv: Cri) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    manifest = pod(
+        "sized",
+        [
+            container("small", image, "sleep 1000", resources={"limits": {"memory": "64Mi"}}),
+            container("big", image, "sleep 1000"),
+        ],
+    )
+    await made.create(request("i-sized", manifest, vcpu=0.5, memory_gib=0.5))
+    await until(status_is(made, "i-sized", lambda s: s.state is State.RUNNING))
+    status = await current(made, "i-sized")
+    small, big = status.containers
+    pod_memory = crienv.pod_cgroup("memory", status.pod_uid)
+    pod_cpu = crienv.pod_cgroup("cpu", status.pod_uid)
+
+    inside = await crienv.runtime.client.exec_sync(
+        cri_id(small), ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    )
+
+    assert int(inside.stdout) == 64 * 2**20
+    assert int((pod_memory / cri_id(small) / "memory.limit_in_bytes").read_text()) == 64 * 2**20
+    assert int((pod_memory / cri_id(big) / "memory.limit_in_bytes").read_text()) == 2**29
+    assert int((pod_memory / "memory.limit_in_bytes").read_text()) == 2**29
+    assert int((pod_cpu / "cpu.cfs_quota_us").read_text()) == 50_000
+    assert int((pod_cpu / cri_id(big) / "cpu.cfs_quota_us").read_text()) == 50_000
+    assert int((pod_cpu / cri_id(big) / "cpu.cfs_period_us").read_text()) == 100_000
+
+
+async def test_a_container_over_its_memory_limit_is_oom_killed(crienv: Cri) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    hungry = container(
+        "hungry",
+        image,
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        resources={"limits": {"memory": "16Mi"}},
+    )
+    await made.create(request("i-oom", pod("hungry", [hungry], restart_policy="Never")))
+    await until(status_is(made, "i-oom", lambda s: s.state.terminal))
+
+    status = await current(made, "i-oom")
+    [app] = status.containers
+    assert status.state is State.FAILED
+    assert (app.state, app.reason, app.exit_code) == ("terminated", "OOMKilled", 137)
+
+
+async def test_security_context_user_and_read_only_root_apply_and_non_root_is_checked(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    nonroot_image = crienv.registry.image("nonroot:1")
+    locked = pod(
+        "locked",
+        [
+            container(
+                "app",
+                image,
+                "sleep 1000",
+                securityContext={
+                    "runAsUser": 1234,
+                    "runAsGroup": 5678,
+                    "readOnlyRootFilesystem": True,
+                    "allowPrivilegeEscalation": False,
+                },
+            )
+        ],
+    )
+    root_refused = pod(
+        "rooted",
+        [container("app", image, "sleep 1000")],
+        securityContext={"runAsNonRoot": True},
+    )
+    nonroot = pod(
+        "nonroot",
+        [container("app", nonroot_image, "sleep 1000")],
+        securityContext={"runAsNonRoot": True},
+    )
+
+    for instance_id, manifest in (
+        ("i-locked", locked),
+        ("i-root", root_refused),
+        ("i-nonroot", nonroot),
+    ):
+        await made.create(request(instance_id, manifest))
+    await until(status_is(made, "i-locked", lambda s: s.state is State.RUNNING))
+    await until(status_is(made, "i-nonroot", lambda s: s.state is State.RUNNING))
+    await until(
+        status_is(
+            made,
+            "i-root",
+            lambda s: s.containers[0].reason == podconfigs.CREATE_CONTAINER_CONFIG_ERROR,
+        )
+    )
+
+    exec_sync = crienv.runtime.client.exec_sync
+    locked_id = cri_id((await current(made, "i-locked")).containers[0])
+    ids = await exec_sync(locked_id, ["id", "-u"])
+    groups = await exec_sync(locked_id, ["id", "-g"])
+    write = await exec_sync(locked_id, ["touch", "/probe"])
+    no_new_privs = await exec_sync(locked_id, ["grep", "NoNewPrivs", "/proc/self/status"])
+    nonroot_id = cri_id((await current(made, "i-nonroot")).containers[0])
+    nonroot_uid = await exec_sync(nonroot_id, ["id", "-u"])
+    refused = await current(made, "i-root")
+
+    assert (ids.stdout, groups.stdout) == (b"1234\n", b"5678\n")
+    assert write.exit_code != 0 and b"Read-only file system" in write.stderr
+    assert no_new_privs.stdout.split() == [b"NoNewPrivs:", b"1"]
+    assert nonroot_uid.stdout == b"1000\n"
+    assert refused.state is State.PENDING
+    assert "runAsNonRoot and image will run as root" in refused.containers[0].message
+
+
+async def test_unsupported_volume_fails_the_instance_with_volume_not_supported(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    manifest = pod(
+        "configured",
+        [container("app", image, "sleep 1000")],
+        volumes=[{"name": "config", "configMap": {"name": "settings"}}],
+    )
+
+    await made.create(request("i-vol", manifest))
+    await until(status_is(made, "i-vol", lambda s: s.state.terminal))
+
+    status = await current(made, "i-vol")
+    assert status.state is State.FAILED
+    assert status.reason == cri.VOLUME_NOT_SUPPORTED
+    assert 'volume "config" (configMap) is not supported yet' in status.message
+    assert await crienv.runtime.client.list_pod_sandbox() == []
+
+
+# --- adoption ---
+
+
+async def test_a_second_provider_adopts_the_running_instance_without_a_second_sandbox(
+    crienv: Cri,
+) -> None:
+    first = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    script = "while [ ! -f /tmp/done ]; do sleep 0.1; done; echo finished"
+    manifest = pod("durable", [container("app", image, script)], restart_policy="Never")
+    created = request("i-durable", manifest)
+    await first.create(created)
+    await until(status_is(first, "i-durable", lambda s: s.state is State.RUNNING))
+    before = await current(first, "i-durable")
+    await first.close()
+
+    second = crienv.provider()
+    recorder = Recorder()
+    second.subscribe(recorder)
+    await second.start()
+    [listed] = await second.list()
+    again = await second.create(created)
+    adopted = await second.adopt(created, before)
+    sandboxes = await crienv.runtime.client.list_pod_sandbox()
+    await crienv.runtime.client.exec_sync(cri_id(before.containers[0]), ["touch", "/tmp/done"])
+    await until(status_is(second, "i-durable", lambda s: s.state.terminal))
+    finished = await current(second, "i-durable")
+
+    assert listed.state is State.RUNNING
+    assert (listed.ip, listed.pod_uid, listed.created_at) == (
+        before.ip,
+        before.pod_uid,
+        before.created_at,
+    )
+    assert listed.containers[0].container_id == before.containers[0].container_id
+    assert listed.containers[0].started_at == before.containers[0].started_at
+    assert again == listed and adopted == listed
+    assert len(sandboxes) == 1
+    assert finished.state is State.SUCCEEDED
+    assert recorder.states("i-durable") == [State.SUCCEEDED]
+    assert await read_logs(second, "i-durable", "app") == b"finished\n"
+
+
+async def test_adopted_instances_keep_their_results_and_restart_counts(crienv: Cri) -> None:
+    first = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    job = pod("job", [container("app", image, "echo done")], restart_policy="Never")
+    crashing = pod("crashing", [container("app", image, "exit 2")])
+    await first.create(request("i-job", job))
+    await first.create(request("i-crashing", crashing))
+    await until(status_is(first, "i-job", lambda s: s.state is State.SUCCEEDED))
+    await until(status_is(first, "i-crashing", lambda s: s.containers[0].restart_count >= 1))
+    await until(lambda: _sandboxes_stopped(crienv, 1))
+    finished = await current(first, "i-job")
+    await first.close()
+    counted = (await current(first, "i-crashing")).containers[0].restart_count
+
+    second = crienv.provider()
+    job_again = await current(second, "i-job")
+    crashing_again = await current(second, "i-crashing")
+    await until(
+        status_is(second, "i-crashing", lambda s: s.containers[0].restart_count > counted + 1)
+    )
+
+    assert (job_again.state, job_again.finished_at) == (State.SUCCEEDED, finished.finished_at)
+    assert job_again.containers[0].exit_code == 0
+    assert await read_logs(second, "i-job", "app") == b"done\n"
+    assert crashing_again.containers[0].restart_count >= counted
+    assert crashing_again.state in (State.RUNNING, State.RESTARTING)
+    assert len(await crienv.runtime.client.list_pod_sandbox()) == 2
+
+
+async def _sandboxes_stopped(env: Cri, count: int) -> bool:
+    sandboxes = await env.runtime.client.list_pod_sandbox()
+    return sum(s.state == pb.SANDBOX_NOTREADY for s in sandboxes) == count
+
+
+async def test_supervision_carries_on_across_a_containerd_restart(crienv: Cri) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    script = "while [ ! -f /tmp/done ]; do sleep 0.1; done; exit 4"
+    manifest = pod("patient", [container("app", image, script)], restart_policy="Never")
+    await made.create(request("i-patient", manifest))
+    await until(status_is(made, "i-patient", lambda s: s.state is State.RUNNING))
+    running = await current(made, "i-patient")
+    assert crienv.runtime.settings is not None
+
+    await crienv.runtime.stop()  # pods keep running in their shims
+    await asyncio.sleep(0.5)  # the provider meets an absent runtime for a while
+    crienv.runtime = containerd.Containerd(crienv.runtime.settings)
+    await crienv.runtime.start()
+    await crienv.runtime.client.exec_sync(cri_id(running.containers[0]), ["touch", "/tmp/done"])
+    await until(status_is(made, "i-patient", lambda s: s.state.terminal))
+
+    [app] = (await current(made, "i-patient")).containers
+    assert (app.state, app.exit_code, app.container_id) == (
+        "terminated",
+        4,
+        running.containers[0].container_id,
+    )
+
+
+async def test_an_instance_whose_sandbox_is_gone_is_started_again_on_adopt(crienv: Cri) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    manifest = pod("phoenix", [container("app", image, "sleep 1000")])
+    last = base.InstanceStatus(
+        instance_id="i-phoenix",
+        namespace="default",
+        pod_name="phoenix",
+        pod_uid=manifest["metadata"]["uid"],
+        zone="zone-a",
+        state=State.RUNNING,
+        containers=[base.ContainerStatus(name="app", image=image, restart_count=2)],
+    )
+
+    adopted = await made.adopt(request("i-phoenix", manifest), last)
+    await until(status_is(made, "i-phoenix", lambda s: s.state is State.RUNNING))
+
+    assert adopted.state is State.PENDING
+    assert (await current(made, "i-phoenix")).containers[0].restart_count == 2
+    assert len(await crienv.runtime.client.list_pod_sandbox()) == 1
+
+
+async def test_a_restarted_provider_and_containerd_adopt_the_pods_they_left_running() -> None:
+    """``nodeless up --provider cri`` stopped and started again: the
+    provider's ``close`` stops its containerd but not the pods, and the next
+    start finds them, unchanged, without creating anything."""
+    data_dir = Path(tempfile.mkdtemp(prefix="nl-up-"))
+    bridge, cidr = "nltest3", "10.253.0.0/24"
+    cgroup_root = f"/nodeless-test-{uuid.uuid4().hex[:8]}"
+    demo_image = "registry.local/nodeless/httpd:1.0"
+    options: dict[str, Any] = {"pod_cidr": cidr, "bridge": bridge, "cgroup_root": cgroup_root}
+    manifest = pod("demo", [container("web", demo_image, "echo up; sleep 1000")])
+    try:
+        first = await cri.start_cri_provider(
+            data_dir, clocks.SystemClock(), preload_images=(demo_image,), **options
+        )
+        await first.create(request("i-demo", manifest))
+        await until(status_is(first, "i-demo", lambda s: s.state is State.RUNNING))
+        before = await current(first, "i-demo")
+        socket_path = data_dir / "containerd" / "containerd.sock"
+        await first.close()
+        containerd_gone = not socket_path.exists() or not _answers(socket_path)
+
+        second = await cri.start_cri_provider(data_dir, clocks.SystemClock(), **options)
+        try:
+            [after] = await second.list()
+            sandboxes = await second.client.list_pod_sandbox()
+            logs = await read_logs(second, "i-demo", "web")
+            await second.delete("i-demo", 0)
+            await until(lambda: _gone(second, "i-demo"))
+        finally:
+            await second.close()
+    finally:
+        settings = containerd.ContainerdSettings(
+            data_dir / "containerd", pod_cidr=cidr, bridge=bridge
+        )
+        cleaner = containerd.Containerd(settings)
+        await cleaner.start()
+        await cleaner.stop(remove_pods=True)
+        for tree in cgroups.hierarchies():
+            root = tree.mount / cgroup_root.strip("/")
+            for sub in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if sub.is_dir():
+                    sub.rmdir()
+            if root.exists():
+                root.rmdir()
+        if not _mounts_under(data_dir):
+            shutil.rmtree(data_dir, ignore_errors=True)
+        await asyncio.to_thread(
+            subprocess.run, ["ip", "link", "delete", bridge], capture_output=True, check=False
+        )
+
+    assert containerd_gone
+    assert (after.state, after.ip) == (State.RUNNING, before.ip)
+    assert after.containers[0].container_id == before.containers[0].container_id
+    assert len(sandboxes) == 1
+    assert logs == b"up\n"
+
+
+def _answers(socket_path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
