@@ -9,7 +9,8 @@ mkdir -p "$DATA"
 DATA=$(cd "$DATA" && pwd)
 log="$DATA/nodeless.log"
 
-PROVIDER=${PROVIDER:-simulated}
+# cri: real pods on a containerd Nodeless runs (as root; else it falls back to simulated).
+PROVIDER=${PROVIDER:-cri}
 ZONES=${ZONES:-zone-a,zone-b}
 "$BIN/nodeless" up --data-dir "$DATA" --listen "$LISTEN" --provider "$PROVIDER" --zones "$ZONES" >"$log" 2>&1 &
 pid=$!
@@ -21,8 +22,6 @@ for _ in $(seq 1 100); do
 done
 cat "$log"
 export KUBECONFIG="$DATA/kubeconfig"
-echo "Note: instances run on the simulated provider (no containers yet: the containerd provider"
-echo "comes next), and there is no Deployment controller yet, so the demo applies bare Pods."
 "$BIN/kubectl" apply -f examples/
 cat <<MSG
 

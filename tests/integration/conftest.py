@@ -52,11 +52,16 @@ class Cluster:
 
 
 def start_cluster(
-    data_dir: Path, port: int | None = None, provider: str = "none", zones: tuple[str, ...] = ()
+    data_dir: Path,
+    port: int | None = None,
+    provider: str = "none",
+    zones: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
 ) -> Cluster:
     """`nodeless up` on `data_dir` (a fresh port unless given); waits for its `ready` line."""
     port = port or free_port()
     extra = ["--zones", ",".join(zones)] if zones else []
+    extra += options
     log = open(data_dir.parent / f"{data_dir.name}.log", "a")
     # Every test cluster checks at exit that no component wrote to the watch
     # cache's shared objects (exit status 70 if one did).

@@ -277,7 +277,8 @@ async def crienv(registries: tuple[Registry, Registry]) -> AsyncIterator[Cri]:
                 await until(_emptied(made), timeout=30)
                 await made.close()
         finally:
-            await runtime.stop(remove_pods=True)
+            # env.runtime: a test may have restarted containerd under a new object.
+            await env.runtime.stop(remove_pods=True)
             for tree in cgroups.hierarchies():
                 root = tree.mount / env.cgroup_root.strip("/")
                 if root.exists():

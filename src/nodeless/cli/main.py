@@ -15,19 +15,27 @@ from pathlib import Path
 from typing import Any
 
 from nodeless import __version__, clocks
+from nodeless.api import errors
 from nodeless.apiserver import app, certificates, endpoints, loopback
 from nodeless.cli import memory
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
 from nodeless.instances import managing, nodes
-from nodeless.instances.providers import simulated
+from nodeless.instances.providers import base, simulated
+from nodeless.instances.providers.cri import containerd as cri_containerd
+from nodeless.instances.providers.cri import provider as cri_provider
+from nodeless.instances.providers.cri import registryauth
 from nodeless.scheduler import scheduling
 from nodeless.serverless import catalogue
 from nodeless.storage import compacting, sqlite
 
 log = logging.getLogger("nodeless")
 
-PROVIDERS = ("none", "simulated")
+PROVIDERS = ("none", "simulated", "cri")
+SECRETS = clients.ResourceRef("", "v1", "secrets", True, "Secret")
+CONFIGMAPS = clients.ResourceRef("", "v1", "configmaps", True, "ConfigMap")
+# Images examples/ uses, built from the host's busybox where no registry is reachable.
+DEMO_IMAGES = ("registry.local/nodeless/httpd:1.0", "registry.local/nodeless/busybox:1.36")
 # Exit status when NODELESS_CHECK_CACHE found a component writing to shared objects.
 CACHE_CORRUPTED = 70
 
@@ -61,8 +69,25 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--provider",
         choices=PROVIDERS,
-        default="simulated",
-        help="instance provider: simulated (clock-driven, no containers) or none (serve the API alone)",
+        default="cri",
+        help="instance provider: cri (real pods on a containerd Nodeless runs; falls back to "
+        "simulated where it cannot), simulated (clock-driven, no containers) or none "
+        "(serve the API alone)",
+    )
+    up.add_argument(
+        "--pod-cidr",
+        default="10.88.0.0/16",
+        help="cri: the pods' network (CNI bridge and host-local IPAM)",
+    )
+    up.add_argument(
+        "--pod-bridge",
+        default="nodeless0",
+        help="cri: the host bridge the pods' network uses (one per --pod-cidr)",
+    )
+    up.add_argument(
+        "--cri-socket",
+        default=None,
+        help="cri: use the CRI runtime at this socket instead of starting containerd",
     )
     up.add_argument(
         "--zones", default="zone-a", help="comma-separated zone names, one virtual node each"
@@ -111,6 +136,9 @@ async def up(args: argparse.Namespace) -> int:
     kubeconfig = data_dir / "kubeconfig"
     certificates.write_kubeconfig(server.pki, kubeconfig, server.url)
     components = None
+    if args.provider == "cri" and (why := cri_containerd.unavailable_reason()):
+        print(f"nodeless: not running pods on containerd: {why}; using the simulated provider")
+        args.provider = "simulated"
     if args.provider != "none":
         components = await start_components(args, server.api, zones, server.catalogue, stop)
     print(
@@ -175,13 +203,6 @@ async def start_components(
     recorder = events.EventRecorder(client, "nodeless", clock)
     recorder.start()
     components = Components(client, recorder)
-    provider = simulated.SimulatedProvider(
-        clock,
-        start_latency=args.sim_start_latency,
-        pull_latency=args.sim_pull_latency,
-        failure_rate=args.sim_failure_rate,
-        zone_capacity={z.name: z.max_instances for z in zones},
-    )
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     elector = leaderelection.LeaderElector(
         client, "nodeless-controller-manager", identity, clock=clock
@@ -190,6 +211,8 @@ async def start_components(
     led = asyncio.Event()
 
     async def lead() -> None:
+        # The leader runs the instances: only it starts the provider (and containerd).
+        provider = await start_provider(args, client, zones, clock)
         virtual_nodes = nodes.VirtualNodes(client, zones, provider.name, clock)
         await virtual_nodes.register()
         virtual_nodes.start()
@@ -225,6 +248,56 @@ async def start_components(
     if components.task.done():
         components.task.result()
     return components
+
+
+async def start_provider(
+    args: argparse.Namespace,
+    client: clients.ApiClient,
+    zones: list[nodes.Zone],
+    clock: clocks.Clock,
+) -> base.Provider:
+    capacity = {z.name: z.max_instances for z in zones}
+    if args.provider == "cri":
+
+        async def pull_secrets(namespace: str, names: list[str]) -> list[dict[str, Any]]:
+            docs = []
+            for name in names:
+                with contextlib.suppress(errors.StatusError, registryauth.CredentialsError):
+                    secret = await client.get(SECRETS, namespace, name)
+                    docs.append(registryauth.docker_config_from_secret(secret))
+            return docs
+
+        async def api_objects(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            try:
+                return await client.get(
+                    CONFIGMAPS if kind == "ConfigMap" else SECRETS, namespace, name
+                )
+            except errors.StatusError as err:
+                if err.code == 404:
+                    return None
+                raise
+
+        try:
+            return await cri_provider.start_cri_provider(
+                Path(args.data_dir).resolve(),
+                clock,
+                pod_cidr=args.pod_cidr,
+                bridge=args.pod_bridge,
+                external_socket=args.cri_socket,
+                zone_capacity=capacity,
+                credentials=pull_secrets,
+                objects=api_objects,
+                preload_images=DEMO_IMAGES,
+            )
+        except cri_containerd.ContainerdError as err:
+            print(f"nodeless: cannot run pods on containerd ({err}); using the simulated provider")
+    return simulated.SimulatedProvider(
+        clock,
+        start_latency=args.sim_start_latency,
+        pull_latency=args.sim_pull_latency,
+        failure_rate=args.sim_failure_rate,
+        zone_capacity=capacity,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
