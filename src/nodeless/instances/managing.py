@@ -223,6 +223,13 @@ class InstanceManager:
         """
         running = {s.instance_id: s for s in await self.provider.list()}
         adopt = getattr(self.provider, "adopt", None)
+        known = {(r.get("spec") or {}).get("instanceID", "") for r in self.records.objects()}
+        for instance_id in running.keys() - known:
+            # Records are written before instances are created, so an instance
+            # no record names belonged to a pod deleted (with its record) while
+            # we were down: it would leak.
+            log.info("deleting instance %s: no pod or record claims it", instance_id)
+            await self.provider.delete(instance_id, 0)
         for record in self.records.objects():
             key = clients.key_of(record)
             spec = record.get("spec") or {}

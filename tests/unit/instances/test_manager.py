@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from nodeless import clocks
+from nodeless.client import clients
+from nodeless.instances import managing
 from nodeless.instances.providers import base, simulated
 from nodeless.storage import sqlite
 from tests.unit.scheduler import (
@@ -450,3 +452,49 @@ async def test_adopted_instances_keep_being_managed(tmp_path: Path) -> None:
         await wait_for(record_gone, what="record deleted")
     finally:
         await second.stop()
+
+
+class KeepingProvider(simulated.SimulatedProvider):
+    """A provider whose instances outlive the manager, as containerd's do."""
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_instance_whose_pod_went_while_down_is_deleted_on_restart(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "state.db"
+    clock = clocks.FakeClock()
+    provider = KeepingProvider(clock)
+    first = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock, provider=provider).start()
+    try:
+        await first.create_pod(pod_manifest("gone"))
+        pod = await first.wait_phase("gone", "Running")
+        instance_id = annotation(pod, "nodeless.dev/instance-id")
+    finally:
+        await first.stop()
+    # While no manager runs, the pod and its record are removed.
+    offline = Cluster(
+        backend=sqlite.SqliteBackend(db), clock=clock, provider=provider, manager=False
+    )
+    await offline.start()
+    try:
+        await offline.client.delete(
+            PODS, NAMESPACE, "gone", clients.DeleteOptions(grace_period_seconds=0)
+        )
+        await offline.client.delete(managing.INSTANCES, NAMESPACE, "gone")
+    finally:
+        await offline.stop()
+    assert instance_id in {s.instance_id for s in await provider.list()}
+
+    again = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock, provider=provider).start()
+    try:
+
+        async def released() -> bool:
+            await clock.advance(1)
+            return instance_id not in {s.instance_id for s in await provider.list()}
+
+        await wait_for(released, what="the orphaned instance deleted")
+    finally:
+        await again.stop()
