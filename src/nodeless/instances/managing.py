@@ -155,6 +155,9 @@ class InstanceManager:
         # States pushed since the pod's last status write: each gets its Event
         # even when one write covers several (Pending and Running at once).
         self._passed: dict[str, list[base.InstanceStatus]] = {}
+        # Instances started whose record is not written yet: the next sync
+        # writes it with the state the instance has reached by then.
+        self._unrecorded: dict[str, Obj] = {}
         self._final: dict[str, base.InstanceStatus] = {}
         self._adopted = False
         self.pods.add_handlers(
@@ -225,9 +228,19 @@ class InstanceManager:
         adopt = getattr(self.provider, "adopt", None)
         known = {(r.get("spec") or {}).get("instanceID", "") for r in self.records.objects()}
         for instance_id in running.keys() - known:
-            # Records are written before instances are created, so an instance
-            # no record names belonged to a pod deleted (with its record) while
-            # we were down: it would leak.
+            status = running[instance_id]
+            key = f"{status.namespace}/{status.pod_name}"
+            pod = self.pods.get(key)
+            if (
+                pod is not None
+                and self._ours(pod)
+                and (pod.get("metadata") or {}).get("uid") == status.pod_uid
+            ):
+                # Started just before a crash, before its record was written.
+                self._unrecorded[key] = self._record_body(pod)
+                self.latest[key] = status
+                continue
+            # Its pod was deleted (with its record) while we were down.
             log.info("deleting instance %s: no pod or record claims it", instance_id)
             await self.provider.delete(instance_id, 0)
         for record in self.records.objects():
@@ -266,6 +279,22 @@ class InstanceManager:
             pod = None if record is None else pod
             if record is None:
                 return
+        unrecorded = self._unrecorded.get(key)
+        if unrecorded is not None and record is None:
+            if pod is None or (unrecorded.get("spec") or {}).get("podUID") != (
+                pod.get("metadata") or {}
+            ).get("uid"):
+                # The pod went before its instance was recorded: no record to delete.
+                self._unrecorded.pop(key, None)
+                await self.provider.delete((unrecorded.get("spec") or {}).get("instanceID", ""), 0)
+                self._forget(key)
+                return
+            record = await self._write_record(key, unrecorded)
+            if record is None:
+                return
+            started = self.latest.get(key)
+            if started is not None:
+                self._announce(pod, record, started)
         if pod is None or (
             record is not None
             and (record.get("spec") or {}).get("podUID") != (pod.get("metadata") or {}).get("uid")
@@ -301,7 +330,8 @@ class InstanceManager:
             self.latest[key] = status
         return status
 
-    async def _create(self, key: str, pod: Obj) -> None:
+    def _record_body(self, pod: Obj) -> Obj:
+        """The Instance record of a pod's instance, before it is stored."""
         meta = pod.get("metadata") or {}
         notes = meta.get("annotations") or {}
         instance_id = (
@@ -311,8 +341,7 @@ class InstanceManager:
         spec_name = pod_annotations.read(notes, pod_annotations.INSTANCE_SPEC) or ""
         spec = self.specs.find(spec_name) if spec_name else None
         zone = nodes.zone_of_node((pod.get("spec") or {}).get("nodeName", "")) or ""
-        now = _time(self.clock)
-        record: Obj = {
+        return {
             "apiVersion": "nodeless.dev/v1",
             "kind": "Instance",
             "metadata": {
@@ -344,27 +373,59 @@ class InstanceManager:
                 "hourlyPrice": str(spec.hourly_price if spec else Decimal(0)),
                 "provider": self.provider.name,
             },
-            "status": {"state": base.InstanceState.SCHEDULING.value, "lastTransitionTime": now},
+            "status": {
+                "state": base.InstanceState.SCHEDULING.value,
+                "lastTransitionTime": _time(self.clock),
+            },
         }
+
+    async def _create(self, key: str, pod: Obj) -> None:
+        """Start the pod's instance; its record is written by the next sync.
+
+        The record waits so that it is written once with the state the
+        instance has reached (a busy manager finds most already Running),
+        not once per state. A crash in between loses nothing: instance ids
+        come from the pod, creation is idempotent, and ``adopt`` records an
+        instance whose pod is still ours (and deletes one whose pod went).
+        """
+        body = self._record_body(pod)
         try:
-            record = await self.client.create(
+            status = await self.provider.create(self._request(pod, body))
+        except base.ProviderError as err:
+            record = await self._write_record(key, body, started=False)
+            if record is not None:
+                await self._provider_failed(pod, record, str(err))
+            return
+        self.latest[key] = status
+        self._unrecorded[key] = body
+        self.controller.queue.add(key)
+
+    async def _write_record(self, key: str, body: Obj, *, started: bool = True) -> Obj | None:
+        """Store the record of an instance, with the state it has now."""
+        record = dict(body)
+        if started:
+            status = self.latest.get(key)
+            if status is None:
+                status = await self.provider.get((body.get("spec") or {}).get("instanceID", ""))
+            if status is not None:
+                saved = _status_to_record(status)
+                saved["lastTransitionTime"] = _time(self.clock)
+                record["status"] = saved
+        try:
+            stored = await self.client.create(
                 INSTANCES, record, clients.WriteOptions(field_manager=MANAGER)
             )
         except errors.StatusError as err:
-            if err.code == 409:
-                return  # a record exists; the informer will bring it
-            raise
-        request = self._request(pod, record)
-        try:
-            status = await self.provider.create(request)
-        except base.ProviderError as err:
-            await self._provider_failed(pod, record, str(err))
-            return
-        self.latest[key] = status
-        # Its status is written by the next sync of this key (the informers
-        # bring the new record, the provider pushes): by then a busy manager
-        # often finds the instance already Running, one write instead of two.
-        self.controller.queue.add(key)
+            if err.code != 409:
+                log.warning("cannot record instance of %s: %s", key, err.message)
+                return None
+            stored = await self.client.get(
+                INSTANCES,
+                (body.get("metadata") or {}).get("namespace", ""),
+                (body.get("metadata") or {}).get("name", ""),
+            )
+        self._unrecorded.pop(key, None)
+        return stored
 
     async def _provider_failed(self, pod: Obj, record: Obj, message: str) -> None:
         if self.recorder is not None:
@@ -493,12 +554,15 @@ class InstanceManager:
         """The pod is gone (or replaced by a new pod of the same name)."""
         instance_id = (record.get("spec") or {}).get("instanceID", "")
         await self.provider.delete(instance_id, 0)
+        self._forget(key)
+        await self._delete_record(record)
+
+    def _forget(self, key: str) -> None:
         self._deleting.discard(key)
         self.latest.pop(key, None)
         self._final.pop(key, None)
         self._announced.pop(key, None)
         self._passed.pop(key, None)
-        await self._delete_record(record)
 
     async def _vanished(self, pod: Obj, record: Obj) -> None:
         state = (record.get("status") or {}).get("state")

@@ -498,3 +498,43 @@ async def test_an_instance_whose_pod_went_while_down_is_deleted_on_restart(
         await wait_for(released, what="the orphaned instance deleted")
     finally:
         await again.stop()
+
+
+async def test_an_instance_started_just_before_a_crash_is_recorded_not_replaced(
+    tmp_path: Path,
+) -> None:
+    """Records are written after the instance starts: one lost in a crash is
+    written on restart for the instance that runs, which keeps running."""
+    db = tmp_path / "state.db"
+    clock = clocks.FakeClock()
+    provider = KeepingProvider(clock)
+    first = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock, provider=provider).start()
+    try:
+        await first.create_pod(pod_manifest("kept"))
+        pod = await first.wait_phase("kept", "Running")
+        instance_id = annotation(pod, "nodeless.dev/instance-id")
+    finally:
+        await first.stop()
+    [before] = [s for s in await provider.list() if s.instance_id == instance_id]
+    offline = Cluster(
+        backend=sqlite.SqliteBackend(db), clock=clock, provider=provider, manager=False
+    )
+    await offline.start()
+    try:
+        await offline.client.delete(managing.INSTANCES, NAMESPACE, "kept")  # as if never written
+    finally:
+        await offline.stop()
+
+    again = await Cluster(backend=sqlite.SqliteBackend(db), clock=clock, provider=provider).start()
+    try:
+
+        async def recorded() -> list[dict[str, Any]]:
+            return [r for r in await again.records() if r["spec"]["instanceID"] == instance_id]
+
+        [record] = await wait_for(recorded, what="the record written again")
+        assert record["status"]["state"] == "Running"
+        [after] = [s for s in await provider.list() if s.instance_id == instance_id]
+        assert after.started_at == before.started_at  # the same instance, not a new one
+        assert phase_of(await again.pod("kept")) == "Running"
+    finally:
+        await again.stop()
