@@ -12,7 +12,7 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,120 @@ def status_response(err: errors.StatusError) -> web.Response:
     return json_response(err.to_status(), err.code, headers)
 
 
+@dataclass(frozen=True)
+class PodLogOptions:
+    """A pods/log request's options (upstream ``PodLogOptions``), validated;
+    ``since`` is absolute, from ``sinceTime`` or ``sinceSeconds``."""
+
+    container: str = ""
+    follow: bool = False
+    previous: bool = False
+    timestamps: bool = False
+    tail_lines: int | None = None
+    since: datetime.datetime | None = None
+    limit_bytes: int | None = None
+
+
+# Serves pods/log: (namespace, pod name, options with the container resolved)
+# -> the log's bytes. Raises ``errors.StatusError`` (before the first chunk)
+# for what has no log, in the kubelet's words. Registered by whatever runs
+# the instances; the apiserver itself knows no provider.
+LogsSource = Callable[[str, str, PodLogOptions], Awaitable[AsyncIterator[bytes]]]
+
+LOG_CONTENT_TYPE = "text/plain"
+_LOG_DISCONNECT_POLL = 1.0
+
+
+def parse_log_options(query: MultiMapping[str], name: str, now: datetime.datetime) -> PodLogOptions:
+    """The options of ``GET pods/{name}/log``, checked as upstream's
+    ``ValidatePodLogOptions`` checks them (422 ``PodLogOptions "name" is
+    invalid``); malformed numbers and times are 400s."""
+    tail_lines = requests.int_param("tailLines", query.get("tailLines"))
+    limit_bytes = requests.int_param("limitBytes", query.get("limitBytes"))
+    since_seconds = requests.int_param("sinceSeconds", query.get("sinceSeconds"))
+    since_time: datetime.datetime | None = None
+    raw_time = query.get("sinceTime")
+    if raw_time:
+        try:
+            since_time = datetime.datetime.fromisoformat(raw_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.bad_request(f"invalid value for sinceTime: {raw_time!r}") from None
+        if since_time.tzinfo is None:
+            raise errors.bad_request(f"invalid value for sinceTime: {raw_time!r}")
+    causes: list[errors.Cause] = []
+    if tail_lines is not None and tail_lines < 0:
+        causes.append(
+            errors.Cause(
+                "FieldValueInvalid",
+                f"Invalid value: {tail_lines}: must be greater than or equal to 0",
+                "tailLines",
+            )
+        )
+    if limit_bytes is not None and limit_bytes < 1:
+        causes.append(
+            errors.Cause(
+                "FieldValueInvalid",
+                f"Invalid value: {limit_bytes}: must be greater than 0",
+                "limitBytes",
+            )
+        )
+    if since_seconds is not None and since_time is not None:
+        causes.append(
+            errors.Cause(
+                "FieldValueForbidden",
+                "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified",
+                "",
+            )
+        )
+    elif since_seconds is not None and since_seconds < 1:
+        causes.append(
+            errors.Cause(
+                "FieldValueInvalid",
+                f"Invalid value: {since_seconds}: must be greater than 0",
+                "sinceSeconds",
+            )
+        )
+    if causes:
+        raise errors.invalid("PodLogOptions", "", name, causes)
+    since = since_time
+    if since_seconds is not None:
+        since = now - datetime.timedelta(seconds=since_seconds)
+    return PodLogOptions(
+        container=query.get("container", ""),
+        follow=requests.bool_param(query.get("follow")),
+        previous=requests.bool_param(query.get("previous")),
+        timestamps=requests.bool_param(query.get("timestamps")),
+        tail_lines=tail_lines,
+        since=since,
+        limit_bytes=limit_bytes,
+    )
+
+
+def log_container(pod: dict[str, Any], container: str) -> str:
+    """The container a log request reads, as upstream's ``validateContainer``
+    picks it: the only one when none is named; a 400 otherwise."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    name = meta.get("name", "")
+    apps = [str(c.get("name", "")) for c in spec.get("containers") or []]
+    every = [
+        str(c.get("name", ""))
+        for key in ("initContainers", "containers", "ephemeralContainers")
+        for c in spec.get(key) or []
+    ]
+    if not container:
+        if len(apps) == 1:
+            return apps[0]
+        if not apps:
+            raise errors.bad_request(f"a container name must be specified for pod {name}")
+        raise errors.bad_request(
+            f"a container name must be specified for pod {name}, choose one of: [{' '.join(every)}]"
+        )
+    if container not in every:
+        raise errors.bad_request(f"container {container} is not valid for pod {name}")
+    return container
+
+
 def _wants_table(accept: str) -> bool:
     return TABLE_MARKER in accept and "g=meta.k8s.io" in accept
 
@@ -135,6 +249,8 @@ class Api:
     tokens: serviceaccounts.TokenIssuer = field(
         default_factory=serviceaccounts.TokenIssuer.ephemeral
     )
+    # Set once something runs the pods (``cli.main``); None: no pod has a log.
+    logs_source: LogsSource | None = None
 
     @property
     def clock(self) -> Callable[[], datetime.datetime]:
@@ -967,7 +1083,13 @@ class Api:
             return await self._token(request, resource, target)
         elif sub.name == "finalize" and method == "PUT":
             return await self._finalize(request, resource, target)
-        elif sub.name in ("log", "exec", "attach", "portforward", "proxy"):
+        elif sub.name == "log":
+            if method != "GET":
+                raise errors.method_not_allowed(
+                    "the server does not allow this method on the requested resource"
+                )
+            return await self._pod_log(request, resource, target)
+        elif sub.name in ("exec", "attach", "portforward", "proxy"):
             await self.store.get(resource, target.namespace, target.name)
             raise errors.StatusError(
                 400,
@@ -977,6 +1099,74 @@ class Api:
         raise errors.method_not_allowed(
             "the server does not allow this method on the requested resource"
         )
+
+    async def _pod_log(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.StreamResponse:
+        """``GET pods/{name}/log``: the container's log as text; with
+        ``follow`` streamed until the container ends or the client goes."""
+        options = parse_log_options(request.query, target.name, self.clock())
+        pod = await self.store.get(resource, target.namespace, target.name)
+        options = dataclasses.replace(options, container=log_container(pod, options.container))
+        response = web.StreamResponse(
+            headers={"Content-Type": LOG_CONTENT_TYPE, "Cache-Control": "no-cache, private"}
+        )
+        if not (pod.get("spec") or {}).get("nodeName"):
+            # Upstream: a pod not yet on a node has no log location, an empty log.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        source = self.logs_source
+        if source is None:
+            raise errors.bad_request(
+                "log is not available: this Nodeless server runs without an instance provider"
+            )
+        stream = await source(target.namespace, target.name, options)
+        if options.follow:
+            response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            await self._pump_log(request, response, stream)
+            await response.write_eof()
+        except ConnectionResetError:
+            log.debug("log client for %s/%s went away", target.namespace, target.name)
+        except Exception:
+            # The status line is sent: a failure now can only end the stream.
+            log.exception("reading the log of pod %s/%s failed", target.namespace, target.name)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        return response
+
+    async def _pump_log(
+        self, request: web.Request, response: web.StreamResponse, stream: AsyncIterator[bytes]
+    ) -> None:
+        """Copies ``stream`` to the client, ending early when the client has
+        gone (noticed within a second even while the log is silent) or the
+        server shuts down."""
+
+        async def copy() -> None:
+            async for chunk in stream:
+                if chunk:
+                    await response.write(chunk)
+
+        task = asyncio.create_task(copy())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=_LOG_DISCONNECT_POLL)
+                if done:
+                    task.result()
+                    return
+                transport = request.transport
+                if transport is None or transport.is_closing() or self.shutting_down.is_set():
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _scale_paths(self, resource: kinds.Resource) -> dict[str, str]:
         if resource.custom:

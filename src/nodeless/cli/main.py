@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,24 @@ async def start_components(
         )
         await manager.start()
         components.running.append(manager)
+
+        async def pod_logs(
+            namespace: str, name: str, options: endpoints.PodLogOptions
+        ) -> AsyncIterator[bytes]:
+            return await manager.logs(
+                namespace,
+                name,
+                options.container,
+                follow=options.follow,
+                previous=options.previous,
+                timestamps=options.timestamps,
+                tail_lines=options.tail_lines,
+                since=options.since,
+                limit_bytes=options.limit_bytes,
+            )
+
+        # pods/log reads what this process's instances printed.
+        api.logs_source = pod_logs
         scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
         scheduler.start()
         components.running.append(scheduler)

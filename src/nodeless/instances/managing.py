@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -256,6 +258,62 @@ class InstanceManager:
                 status = await adopt(self._request(pod, record), last)
                 self.latest[key] = status
         self._adopted = True
+
+    # --- logs ----------------------------------------------------------------------
+
+    async def logs(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        *,
+        follow: bool = False,
+        previous: bool = False,
+        timestamps: bool = False,
+        tail_lines: int | None = None,
+        since: datetime.datetime | None = None,
+        limit_bytes: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The log of a container of the pod's instance, read by the provider.
+        What has no log is a 400 in the kubelet's words: a pod without an
+        instance yet is waiting to start (ContainerCreating)."""
+        if not isinstance(self.provider, base.LogsCapable):
+            raise errors.bad_request(
+                f"log is not available: the {self.provider.name} instance provider "
+                "does not serve container logs"
+            )
+        key = f"{namespace}/{name}"
+        pod = self.pods.get(key)
+        uid = ((pod or {}).get("metadata") or {}).get("uid")
+        instance_id = ""
+        record = self.records.get(key) or self._unrecorded.get(key)
+        if record is not None and (record.get("spec") or {}).get("podUID") == uid:
+            instance_id = (record.get("spec") or {}).get("instanceID", "")
+        if not instance_id:
+            latest = self.latest.get(key)
+            if latest is not None and latest.pod_uid == uid:
+                instance_id = latest.instance_id
+        if not instance_id:
+            if previous:
+                raise errors.bad_request(
+                    f'previous terminated container "{container}" in pod "{name}" not found'
+                )
+            raise errors.bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+            )
+        try:
+            return await self.provider.logs(
+                instance_id,
+                container,
+                follow=follow,
+                previous=previous,
+                tail_lines=tail_lines,
+                timestamps=timestamps,
+                since=since,
+                limit_bytes=limit_bytes,
+            )
+        except base.ProviderError as err:
+            raise errors.bad_request(str(err)) from None
 
     # --- sync ----------------------------------------------------------------------
 

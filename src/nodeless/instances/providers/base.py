@@ -162,6 +162,9 @@ class LogsCapable(Protocol):
         follow: bool = False,
         previous: bool = False,
         tail_lines: int | None = None,
+        timestamps: bool = False,
+        since: datetime.datetime | None = None,
+        limit_bytes: int | None = None,
     ) -> AsyncIterator[bytes]: ...
 
 

@@ -38,7 +38,8 @@ resets when a container had run for 10 minutes before exiting. While init
 containers run the state stays Pending even when one is backing off (the pod
 is ``Init:CrashLoopBackOff``, phase Pending); ``initialized`` tells the two
 apart. Native sidecars (init containers with ``restartPolicy: Always``) run
-as ordinary init containers.
+as ordinary init containers. Simulated containers print nothing: their logs
+are empty, with the kubelet's errors for containers that have no log yet.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import itertools
 import logging
 import math
 import random
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from nodeless import clocks
@@ -260,6 +261,52 @@ class SimulatedProvider:
 
     async def list(self) -> list[base.InstanceStatus]:
         return [_copy_status(i.status) for i in self._instances.values()]
+
+    async def logs(
+        self,
+        instance_id: str,
+        container: str,
+        *,
+        follow: bool = False,
+        previous: bool = False,
+        tail_lines: int | None = None,
+        timestamps: bool = False,
+        since: datetime.datetime | None = None,
+        limit_bytes: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """``LogsCapable``: an empty log (nothing runs, so nothing printed);
+        ``follow`` lasts while the container runs. Raises ``ProviderError``
+        with the kubelet's wording where a kubelet has no log to give."""
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            raise base.ProviderError(f"instance {instance_id} not found")
+        pod = instance.status.pod_name
+        found = [c for c in instance.all_containers() if c.status.name == container]
+        if not found:
+            raise base.ProviderError(f"container {container} is not valid for pod {pod}")
+        entry = found[0]
+        status = entry.status
+        if previous:
+            if not status.last_terminated:
+                raise base.ProviderError(
+                    f'previous terminated container "{container}" in pod "{pod}" not found'
+                )
+            return _silent_log(None)
+        if status.state == "waiting" and not status.last_terminated:
+            reason = status.reason or "ContainerCreating"
+            raise base.ProviderError(
+                f'container "{container}" in pod "{pod}" is waiting to start: {reason}'
+            )
+        restarts = status.restart_count
+
+        def running() -> bool:
+            return (
+                self._instances.get(instance_id) is instance
+                and status.restart_count == restarts
+                and entry.running
+            )
+
+        return _silent_log(running if follow else None)
 
     # --- beyond the protocol ---
 
@@ -734,6 +781,18 @@ class SimulatedProvider:
 
 
 # --- module helpers ---
+
+
+async def _silent_log(
+    running: Callable[[], bool] | None, interval: float = 0.5
+) -> AsyncIterator[bytes]:
+    """A simulated container's log: nothing, until it stops (when followed)."""
+    while running is not None:
+        if not running():
+            break
+        await asyncio.sleep(interval)
+    if False:  # an async generator that yields nothing
+        yield b""
 
 
 def _copy_status(status: base.InstanceStatus) -> base.InstanceStatus:

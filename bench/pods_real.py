@@ -1,0 +1,715 @@
+"""N real pods through `nodeless up --provider cri`, timed from the apply of a
+Deployment of N replicas to ALL of them Running as seen through one watch on
+pods, beside the same N sandboxes + containers created directly over the CRI
+(RunPodSandbox + CreateContainer + StartContainer, same image, same command)
+against a containerd this script starts itself, in the same run.
+
+    .venv/bin/python bench/pods_real.py                  # 100 pods
+    .venv/bin/python bench/pods_real.py --quick          # 20 pods, fits a minute
+    .venv/bin/python bench/pods_real.py --pods 500 [--concurrency 4]
+
+The image is the locally built `registry.local/nodeless/busybox:1.36` (`nodeless
+up` builds and imports it at start; the baseline imports the same build), so
+no pull is timed. The baseline runs first, on its own containerd, bridge and
+pod CIDR; its pods are removed and its containerd stopped before `nodeless up`
+starts, on another bridge and CIDR, in a temporary data directory. The
+baseline's concurrency (--concurrency, default 4 as in performance.md) is the
+number of pods created over the CRI at once; Nodeless creates the Deployment's
+pods as its controllers and instance manager do.
+
+Everything started is removed at the end, failed or not: the Deployment (and
+its pods, waited for), `nodeless up` (SIGTERM), the baseline's pods and
+containerd, any pod or containerd left behind on either data directory, both
+bridges (`ip link del`) and the temporary directory.
+
+Needs root and containerd (scripts/install-system-packages.sh); without them
+it says why and prints a JSON line with "met": null.
+
+Prints a short summary, then one JSON line (see ../shared/reference/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from nodeless.client import kubeconfigs
+from nodeless.instances.providers.cri import clients, containerd, sandboximages
+from nodeless.instances.providers.cri import runtime_pb2 as pb
+
+BIN = Path(sys.executable).parent
+IMAGE = "registry.local/nodeless/busybox:1.36"
+SCRIPT = "trap 'exit 0' TERM; sleep 3600 & wait"
+COMMAND = ["sh", "-c", SCRIPT]
+NAMESPACE = "bench"
+TARGET_RATIO = 1.10
+TARGET_SIZES = (100, 500)  # performance.md sets the ratio target at these N
+
+NODELESS_CIDR = "10.93.0.0/16"
+NODELESS_BRIDGE = "nlbench0"
+BASELINE_CIDR = "10.94.0.0/16"
+BASELINE_BRIDGE = "nlbench1"
+
+
+# --- small helpers (pod_startup.py imports these too) ---
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def tls_from_kubeconfig(path: Path) -> tuple[ssl.SSLContext, str]:
+    """The server URL and TLS (CA + client certificate) of the kubeconfig nodeless up wrote."""
+    credentials = kubeconfigs.load(path)
+    ctx = credentials.ssl_context()
+    assert ctx is not None
+    return ctx, credentials.server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line names ``text`` (a containerd names its
+    config file, its shims name its socket)."""
+    found = []
+    needle = os.fsencode(text)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+
+
+def remove_tree(path: Path) -> str:
+    """Deletes ``path`` unless something is still mounted under it (never
+    delete through a mount); returns why it was kept, or ""."""
+    if mounts := mounts_under(path):
+        return f"kept {path}: {len(mounts)} mounts still under it"
+    shutil.rmtree(path, ignore_errors=True)
+    return ""
+
+
+def delete_bridge(name: str) -> None:
+    subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+
+
+def bridge_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+async def remove_leftovers(settings: containerd.ContainerdSettings) -> bool:
+    """If a containerd or a shim of ``settings`` is still alive (a run that
+    failed half-way, a `nodeless up` that had to be killed): adopt that
+    containerd, or start it once more, and stop it removing every pod.
+    Returns whether there was anything to remove."""
+    if not processes_mentioning(str(settings.data_dir)):
+        return False
+    runtime = containerd.Containerd(settings)
+    try:
+        await runtime.start()
+    finally:
+        await runtime.stop(remove_pods=True)
+    return True
+
+
+def unavailable() -> str:
+    return containerd.unavailable_reason()
+
+
+# --- nodeless up ---
+
+
+@dataclass
+class Cluster:
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    log: Path
+    output: list[str] = field(default_factory=list)
+
+
+def start_cluster(
+    data_dir: Path, log: Path, pod_cidr: str, bridge: str, timeout: float = 180.0
+) -> Cluster:
+    """`nodeless up --provider cri` on its own data dir, port, pod CIDR and
+    bridge; returns once it prints `ready`, and fails if it fell back to the
+    simulated provider."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(BIN / "nodeless"),
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--provider",
+        "cri",
+        "--pod-cidr",
+        pod_cidr,
+        "--pod-bridge",
+        bridge,
+    ]
+    with log.open("w") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+    cluster = Cluster(proc, data_dir, log)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:
+        # Reads stdout to its end so that nodeless up never blocks on a full pipe.
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            cluster.output.append(line.rstrip("\n"))
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    fell_back = ""
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            line = None
+        if line is None:
+            break
+        if "simulated provider" in line:
+            fell_back = line.strip()
+        if " ready:" in line:
+            if fell_back:
+                break
+            return cluster
+        if time.monotonic() >= deadline:
+            break
+    stop_cluster(cluster)
+    why = fell_back or "no `ready` line"
+    raise RuntimeError(
+        f"nodeless up --provider cri did not start ({why}); its log:\n"
+        + log.read_text(errors="replace")[-3000:]
+    )
+
+
+def stop_cluster(cluster: Cluster, grace: float = 60.0) -> float:
+    t0 = time.perf_counter()
+    if cluster.proc.poll() is None:
+        cluster.proc.send_signal(signal.SIGTERM)
+        try:
+            cluster.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            cluster.proc.kill()
+            cluster.proc.wait()
+    return time.perf_counter() - t0
+
+
+def cluster_settings(data_dir: Path, pod_cidr: str, bridge: str) -> containerd.ContainerdSettings:
+    """The containerd settings `nodeless up` uses on ``data_dir`` (as
+    start_cri_provider makes them), to remove what it may leave behind."""
+    return containerd.ContainerdSettings(data_dir / "containerd", pod_cidr=pod_cidr, bridge=bridge)
+
+
+# --- the API ---
+
+
+def pod_spec() -> dict[str, Any]:
+    return {
+        "terminationGracePeriodSeconds": 5,
+        "containers": [{"name": "main", "image": IMAGE, "command": COMMAND}],
+    }
+
+
+def session_for(ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=0),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+async def ensure_namespace(session: aiohttp.ClientSession, server: str) -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    async with session.post(f"{server}/api/v1/namespaces", json=body) as resp:
+        if resp.status not in (201, 409):
+            raise RuntimeError(f"creating namespace: {resp.status} {await resp.text()}")
+
+
+async def list_pods(
+    session: aiohttp.ClientSession, server: str, selector: str, limit: int = 0
+) -> dict[str, Any]:
+    params = {"labelSelector": selector}
+    if limit:
+        params["limit"] = str(limit)
+    async with session.get(f"{server}/api/v1/namespaces/{NAMESPACE}/pods", params=params) as r:
+        if r.status != 200:
+            raise RuntimeError(f"listing pods: {r.status} {await r.text()}")
+        body: dict[str, Any] = await r.json()
+    return body
+
+
+async def watch_pods(
+    session: aiohttp.ClientSession,
+    server: str,
+    selector: str,
+    revision: str,
+    on_event: Callable[[str, dict[str, Any], float], bool],
+    errors: list[str],
+) -> None:
+    """One watch on the pods matching ``selector`` from ``revision`` (reopened
+    from the last revision seen only if the server ends the stream); calls
+    ``on_event(type, pod, seen_at)`` for each event until it returns True."""
+    url = f"{server}/api/v1/namespaces/{NAMESPACE}/pods"
+    params = {
+        "watch": "1",
+        "resourceVersion": revision,
+        "allowWatchBookmarks": "true",
+        "labelSelector": selector,
+    }
+    while True:
+        async with session.get(
+            url, params=params, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)
+        ) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"watch: {resp.status} {await resp.text()}")
+            buffer = b""
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                now = time.perf_counter()
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = orjson.loads(line)
+                    kind = str(event.get("type"))
+                    obj = event.get("object") or {}
+                    meta = obj.get("metadata") or {}
+                    if meta.get("resourceVersion"):
+                        params["resourceVersion"] = meta["resourceVersion"]
+                    if kind == "ERROR":
+                        errors.append(str(obj.get("message")))
+                        if obj.get("code") == 410:
+                            raise RuntimeError(f"watch expired: {obj.get('message')}")
+                        continue
+                    if kind == "BOOKMARK":
+                        continue
+                    if on_event(kind, obj, now):
+                        return
+        errors.append("watch ended by the server: reopened")
+
+
+async def wait_pods_gone(
+    session: aiohttp.ClientSession, server: str, selector: str, timeout: float
+) -> int:
+    """Polls until no pod matches ``selector``; returns how many are left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = len((await list_pods(session, server, selector)).get("items") or [])
+        if left == 0 or time.monotonic() >= deadline:
+            return left
+        await asyncio.sleep(0.5)
+
+
+# --- the baseline: the CRI directly ---
+
+
+def sandbox_config(name: str, log_root: Path) -> pb.PodSandboxConfig:
+    uid = str(uuid.uuid4())
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=NAMESPACE),
+        hostname=name,
+        log_directory=str(log_root / f"{NAMESPACE}_{name}_{uid}"),
+        labels={
+            "io.kubernetes.pod.name": name,
+            "io.kubernetes.pod.namespace": NAMESPACE,
+            "io.kubernetes.pod.uid": uid,
+        },
+        linux=pb.LinuxPodSandboxConfig(
+            security_context=pb.LinuxSandboxSecurityContext(
+                namespace_options=pb.NamespaceOption(pid=pb.CONTAINER)
+            )
+        ),
+    )
+
+
+def container_config() -> pb.ContainerConfig:
+    return pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="main"),
+        image=pb.ImageSpec(image=IMAGE),
+        command=COMMAND,
+        log_path="main/0.log",
+    )
+
+
+async def cri_pod(client: clients.CriClient, name: str, log_root: Path) -> None:
+    """One pod the way a kubelet starts it once the image is there:
+    RunPodSandbox, CreateContainer, StartContainer."""
+    config = sandbox_config(name, log_root)
+    sandbox_id = await client.run_pod_sandbox(config)
+    container_id = await client.create_container(sandbox_id, container_config(), config)
+    await client.start_container(container_id)
+
+
+async def with_runtime(
+    settings: containerd.ContainerdSettings,
+    work: Callable[[containerd.Containerd], Awaitable[Any]],
+) -> Any:
+    """Starts containerd on ``settings`` with the bench image imported, runs
+    ``work(runtime)``, then removes every pod and stops containerd, whatever
+    happened."""
+    runtime = containerd.Containerd(settings)
+    try:
+        await runtime.start()
+        applets = await asyncio.to_thread(sandboximages.all_applets)
+        await runtime.ensure_image(sandboximages.BusyboxImage(IMAGE, applets=applets))
+        return await work(runtime)
+    finally:
+        await runtime.stop(remove_pods=True)
+
+
+# --- this benchmark ---
+
+
+@dataclass
+class NodelessRun:
+    seconds: float | None = None
+    apply_s: float | None = None  # the POST of the Deployment
+    first_running_s: float | None = None
+    running: int = 0
+    failed: int = 0
+    events: int = 0
+    watch_errors: list[str] = field(default_factory=list)
+    leftover: dict[str, int] = field(default_factory=dict)
+    pods_left_after_delete: int | None = None
+    delete_s: float | None = None
+
+
+async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespace) -> NodelessRun:
+    result = NodelessRun()
+    name = "bench-real"
+    selector = f"app={name}"
+    labels = {"app": name}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": args.pods,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec()},
+        },
+    }
+    deployments = f"{server}/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
+    running: set[str] = set()
+    failed: set[str] = set()
+    started = 0.0
+
+    def on_event(kind: str, pod: dict[str, Any], now: float) -> bool:
+        result.events += 1
+        pod_name = (pod.get("metadata") or {}).get("name", "")
+        phase = (pod.get("status") or {}).get("phase")
+        if kind == "DELETED":
+            running.discard(pod_name)
+            return False
+        if phase == "Running":
+            if not running and result.first_running_s is None:
+                result.first_running_s = now - started
+            running.add(pod_name)
+            if len(running) >= args.pods:
+                result.seconds = now - started
+                return True
+        else:
+            running.discard(pod_name)
+            if phase == "Failed":
+                failed.add(pod_name)
+        return False
+
+    async with session_for(ctx) as session:
+        await ensure_namespace(session, server)
+        revision = str(
+            (await list_pods(session, server, selector, 1))["metadata"]["resourceVersion"]
+        )
+        watcher = asyncio.create_task(
+            watch_pods(session, server, selector, revision, on_event, result.watch_errors)
+        )
+        try:
+            started = time.perf_counter()
+            async with session.post(deployments, json=body) as resp:
+                if resp.status != 201:
+                    raise RuntimeError(
+                        f"creating the Deployment: {resp.status} {await resp.text()}"
+                    )
+            result.apply_s = time.perf_counter() - started
+            try:
+                await asyncio.wait_for(asyncio.shield(watcher), timeout=args.timeout)
+            except TimeoutError:
+                pods = (await list_pods(session, server, selector)).get("items") or []
+                for pod in pods:
+                    phase = (pod.get("status") or {}).get("phase") or "-"
+                    result.leftover[phase] = result.leftover.get(phase, 0) + 1
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            result.running, result.failed = len(running), len(failed)
+            # Clean up: the Deployment, its ReplicaSet and pods, waited for.
+            t0 = time.perf_counter()
+            with contextlib.suppress(Exception):
+                async with session.delete(
+                    f"{deployments}/{name}", json={"propagationPolicy": "Foreground"}
+                ) as resp:
+                    await resp.read()
+                result.pods_left_after_delete = await wait_pods_gone(
+                    session, server, selector, timeout=max(60.0, args.pods * 1.0)
+                )
+                result.delete_s = time.perf_counter() - t0
+    return result
+
+
+@dataclass
+class BaselineRun:
+    seconds: float | None = None
+    started: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def run_baseline(
+    settings: containerd.ContainerdSettings, args: argparse.Namespace
+) -> BaselineRun:
+    result = BaselineRun()
+    log_root = settings.data_dir.parent / "baseline-pods"
+
+    async def work(runtime: containerd.Containerd) -> BaselineRun:
+        names = iter(f"base-{i:04d}" for i in range(args.pods))
+
+        async def worker() -> None:
+            for name in names:
+                try:
+                    await cri_pod(runtime.client, name, log_root)
+                    result.started += 1
+                except clients.CriError as e:
+                    result.errors.append(f"{name}: {e}")
+
+        t0 = time.perf_counter()
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(args.concurrency))), timeout=args.timeout
+        )
+        if result.started == args.pods:
+            result.seconds = time.perf_counter() - t0
+        return result
+
+    await with_runtime(settings, work)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=None, help="pods (default 100)")
+    parser.add_argument("--quick", action="store_true", help="20 pods (fits a minute)")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="baseline: pods created over CRI at once"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many s")
+    parser.add_argument("--pod-cidr", default=NODELESS_CIDR, help="nodeless up's pod CIDR")
+    parser.add_argument("--pod-bridge", default=NODELESS_BRIDGE, help="nodeless up's bridge")
+    parser.add_argument("--baseline-cidr", default=BASELINE_CIDR, help="the baseline's pod CIDR")
+    parser.add_argument("--baseline-bridge", default=BASELINE_BRIDGE, help="the baseline's bridge")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir and logs")
+    args = parser.parse_args()
+    if args.pods is not None and args.quick:
+        parser.error("--quick sets --pods 20: give one or the other")
+    args.pods = args.pods if args.pods is not None else (20 if args.quick else 100)
+    if args.pods <= 0 or args.concurrency <= 0:
+        parser.error("--pods and --concurrency must be positive")
+    if args.pod_bridge == args.baseline_bridge or args.pod_cidr == args.baseline_cidr:
+        parser.error("nodeless and the baseline need different bridges and CIDRs")
+    params = {"pods": args.pods, "concurrency": args.concurrency, "image": IMAGE}
+    result: dict[str, Any] = {
+        "bench": "pods_real",
+        "params": params,
+        "nodeless": None,
+        "baseline": None,
+        "unit": "s",
+        "ratio": None,
+        "target": f"ratio <= {TARGET_RATIO:.2f}",
+        "met": None,
+    }
+
+    if why := unavailable():
+        print(f"pods_real: skipped: {why}")
+        print(json.dumps({**result, "skipped": why}))
+        return 0
+    for bridge in (args.pod_bridge, args.baseline_bridge):
+        if bridge_exists(bridge):
+            print(f"pods_real: bridge {bridge} exists already (another run?): choose another")
+            print(json.dumps({**result, "skipped": f"bridge {bridge} exists"}))
+            return 1
+
+    load_before = os.getloadavg()[0]  # a shared machine: how busy it was
+    workdir = Path(tempfile.mkdtemp(prefix="nlb-"))
+    base_settings = containerd.ContainerdSettings(
+        workdir / "containerd", pod_cidr=args.baseline_cidr, bridge=args.baseline_bridge
+    )
+    data = workdir / "data"
+    log = workdir / "nodeless.log"
+    node_settings = cluster_settings(data, args.pod_cidr, args.pod_bridge)
+    baseline = BaselineRun()
+    nodeless = NodelessRun()
+    errors: list[str] = []
+    stop_s: float | None = None
+    notes: list[str] = []
+    print(f"pods_real: {args.pods} pods of {IMAGE}; baseline CRI concurrency {args.concurrency}")
+    try:
+        try:
+            baseline = asyncio.run(run_baseline(base_settings, args))
+        except Exception as e:
+            errors.append(f"baseline: {e!r}")
+        print(
+            f"  baseline (direct CRI): {baseline.started}/{args.pods} pods in "
+            f"{fmt(baseline.seconds)} s"
+        )
+        cluster: Cluster | None = None
+        try:
+            cluster = start_cluster(data, log, args.pod_cidr, args.pod_bridge)
+            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
+            nodeless = asyncio.run(run_nodeless(server, ctx, args))
+            if cluster.proc.poll() is not None:
+                errors.append(f"nodeless up exited with {cluster.proc.returncode}")
+        except Exception as e:
+            errors.append(f"nodeless: {e!r}")
+        finally:
+            if cluster is not None:
+                stop_s = stop_cluster(cluster)
+    finally:
+        for settings in (node_settings, base_settings):
+            try:
+                if asyncio.run(remove_leftovers(settings)):
+                    notes.append(f"removed pods left on {settings.data_dir}")
+            except Exception as e:
+                errors.append(f"cleaning up {settings.data_dir}: {e!r}")
+        for bridge in (args.pod_bridge, args.baseline_bridge):
+            delete_bridge(bridge)
+        if args.keep:
+            notes.append(f"data and logs kept in {workdir}")
+        elif kept := remove_tree(workdir):
+            notes.append(kept)
+
+    ratio = (
+        nodeless.seconds / baseline.seconds
+        if nodeless.seconds is not None and baseline.seconds
+        else None
+    )
+    met: bool | None = None  # n/a: the baseline could not be measured
+    if ratio is not None:
+        met = ratio <= TARGET_RATIO
+    elif baseline.seconds is not None:
+        met = False  # nodeless did not get every pod Running
+    print(
+        f"  nodeless (apply -> all Running on the watch): {nodeless.running}/{args.pods} pods in "
+        f"{fmt(nodeless.seconds)} s (first Running at {fmt(nodeless.first_running_s)} s; "
+        f"Deployment POST {fmt(nodeless.apply_s and nodeless.apply_s * 1000, '.0f')} ms; "
+        f"{nodeless.events} watch events)"
+        + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
+        + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
+    )
+    per_s = {
+        "nodeless": args.pods / nodeless.seconds if nodeless.seconds else None,
+        "baseline": args.pods / baseline.seconds if baseline.seconds else None,
+    }
+    print(
+        f"  pods/s: nodeless {fmt(per_s['nodeless'], '.1f')}, baseline {fmt(per_s['baseline'], '.1f')}"
+        f"  [performance.md: direct CRI about 13 pods/s on 2 cores]"
+    )
+    print(
+        f"  ratio nodeless/baseline: {fmt(ratio)}  target <= {TARGET_RATIO:.2f}"
+        + (
+            f" (set at N={' and '.join(map(str, TARGET_SIZES))})"
+            if args.pods not in TARGET_SIZES
+            else ""
+        )
+        + f": {'met' if met else ('NOT met' if met is False else 'n/a')}"
+    )
+    print(
+        f"  clean-up: Deployment deleted, pods gone in {fmt(nodeless.delete_s, '.1f')} s "
+        f"(left: {nodeless.pods_left_after_delete}); nodeless up stopped in {fmt(stop_s, '.1f')} s"
+    )
+    for line in notes:
+        print(f"  {line}")
+    for line in errors:
+        print(f"  ERROR {line}")
+    for line in baseline.errors[:5]:
+        print(f"  baseline error: {line}")
+    result.update(
+        {
+            "nodeless": rounded(nodeless.seconds),
+            "baseline": rounded(baseline.seconds),
+            "ratio": rounded(ratio),
+            "met": met,
+            "target_sizes": list(TARGET_SIZES),
+            "nodeless_pods_per_s": rounded(per_s["nodeless"], 1),
+            "baseline_pods_per_s": rounded(per_s["baseline"], 1),
+            "nodeless_first_running_s": rounded(nodeless.first_running_s),
+            "nodeless_running": nodeless.running,
+            "nodeless_failed": nodeless.failed,
+            "baseline_started": baseline.started,
+            "baseline_errors": len(baseline.errors),
+            "watch_events": nodeless.events,
+            "delete_s": rounded(nodeless.delete_s, 1),
+            "pods_left_after_delete": nodeless.pods_left_after_delete,
+            "stop_s": rounded(stop_s, 1),
+            "loadavg_1m_before": rounded(load_before, 2),
+            **({"at_timeout": nodeless.leftover} if nodeless.leftover else {}),
+            **({"errors": errors} if errors else {}),
+        }
+    )
+    print(json.dumps(result))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
