@@ -1,6 +1,8 @@
 """`nodeless up --provider cri` end to end with kubectl: a Deployment's pods
 run as real containers with IPs from the pod network, and a restarted
-`nodeless up` adopts them (same instances, same IPs, nothing started twice)."""
+`nodeless up` adopts them (same instances, same IPs, nothing started twice).
+Readiness comes from an exec probe, so `kubectl rollout status` waits on it,
+and the kubelet's Events (Created, Started) are on the pods."""
 
 from __future__ import annotations
 
@@ -34,7 +36,10 @@ spec:
       containers:
       - name: main
         image: registry.local/nodeless/busybox:1.36
-        command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+        command: ["sh", "-c", "trap 'exit 0' TERM; touch /tmp/ready; sleep 3600 & wait"]
+        readinessProbe:
+          exec: {command: ["cat", "/tmp/ready"]}
+          periodSeconds: 1
 """
 
 
@@ -101,6 +106,14 @@ def test_a_deployment_runs_real_pods_that_survive_a_restart(data_dir: Path) -> N
         assert len({ip for ip, _ in before.values()}) == 2
         containers = shims(data_dir)
         assert containers, "each pod is a real sandbox with its shim"
+        name = sorted(before)[0]
+        events = json.loads(
+            cluster.kubectl(
+                "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
+            ).stdout
+        )
+        reasons = {e["reason"] for e in events["items"]}
+        assert {"Scheduled", "Created", "Started"} <= reasons, reasons
     except BaseException:
         stop_cluster(cluster)
         raise

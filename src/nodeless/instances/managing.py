@@ -170,6 +170,8 @@ class InstanceManager:
         )
         if isinstance(provider, base.Notifier):
             provider.subscribe(self._pushed)
+        if isinstance(provider, base.EventsCapable):
+            provider.subscribe_events(self._provider_event)
         self._poller: base.PollingAdapter | None = None
 
     # --- feeding the queue -----------------------------------------------------
@@ -195,6 +197,16 @@ class InstanceManager:
             # final status: that status is still written before the pod goes.
             self._final[key] = status
         self.controller.queue.add(key)
+
+    def _provider_event(self, event: base.InstanceEvent) -> None:
+        """Records what the provider saw happen in a pod (pulls, probes,
+        kills) on the pod, as a kubelet would; pods gone or replaced are skipped."""
+        if self.recorder is None:
+            return
+        pod = self.pods.get(f"{event.namespace}/{event.pod_name}")
+        if pod is None or (pod.get("metadata") or {}).get("uid") != event.pod_uid:
+            return
+        self.recorder.record(pod, event.type, event.reason, event.message)
 
     # --- lifecycle -----------------------------------------------------------------
 

@@ -124,6 +124,23 @@ class CapacityError(ProviderError):
 StatusCallback = Callable[[InstanceStatus], None]
 
 
+@dataclass(frozen=True)
+class InstanceEvent:
+    """Something a kubelet reports as an Event of the pod (an image pulled,
+    a container started, a probe failed); ``type`` is Normal or Warning."""
+
+    instance_id: str
+    namespace: str
+    pod_name: str
+    pod_uid: str
+    type: str
+    reason: str
+    message: str
+
+
+EventCallback = Callable[[InstanceEvent], None]
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str
@@ -150,6 +167,14 @@ class Notifier(Protocol):
     """Providers that push: every status change is passed to the callback."""
 
     def subscribe(self, callback: StatusCallback) -> None: ...
+
+
+@runtime_checkable
+class EventsCapable(Protocol):
+    """Providers that tell what happens inside an instance as a kubelet's
+    Events tell it; the instance manager records them on the pod."""
+
+    def subscribe_events(self, callback: EventCallback) -> None: ...
 
 
 @runtime_checkable

@@ -61,6 +61,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
+
 from nodeless import clocks
 from nodeless.instances.providers import base
 from nodeless.instances.providers.cri import (
@@ -71,6 +73,7 @@ from nodeless.instances.providers.cri import (
     imagerefs,
     logfiles,
     podconfigs,
+    probing,
     registryauth,
     sandboximages,
 )
@@ -126,14 +129,15 @@ class _Container:
     ever_started: bool = False  # has had a container that ran (or failed to start)
     done: bool = False  # ended for good: the restart policy does not restart it
     resume: pb.ContainerStatus | None = None  # adopted: its latest CRI container
+    probe_killed: bool = False  # this attempt was killed by a liveness or startup probe
 
     @property
     def name(self) -> str:
         return self.status.name
 
     @property
-    def has_readiness_probe(self) -> bool:
-        return isinstance(self.spec.get("readinessProbe"), Mapping)
+    def probes(self) -> dict[str, probing.Probe]:
+        return {} if self.init else probing.probes(self.spec)
 
 
 @dataclasses.dataclass(eq=False)
@@ -211,6 +215,7 @@ class CriProvider:
         self._instances: dict[str, _Instance] = {}
         self._zone_usage: dict[str, int] = {}
         self._callbacks: list[base.StatusCallback] = []
+        self._event_callbacks: list[base.EventCallback] = []
         self._exit_waiters: dict[str, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
         self._relist_task: asyncio.Task[None] | None = None
@@ -246,6 +251,9 @@ class CriProvider:
 
     def subscribe(self, callback: base.StatusCallback) -> None:
         self._callbacks.append(callback)
+
+    def subscribe_events(self, callback: base.EventCallback) -> None:
+        self._event_callbacks.append(callback)
 
     async def _ensure_started(self) -> None:
         if self._started:
@@ -312,6 +320,10 @@ class CriProvider:
         if instance.status.state is not State.TERMINATING:
             self._set_state(instance, State.TERMINATING, "", "deleting")
             self._push(instance)
+            for container in instance.all_containers():
+                if container.status.state == "running":
+                    message = f"Stopping container {container.name}"
+                    self._event(instance, "Normal", "Killing", message)
         instance.teardown = asyncio.create_task(
             self._teardown(instance, grace, report=True), name=f"cri-delete-{instance_id}"
         )
@@ -641,6 +653,8 @@ class CriProvider:
         policy = instance.restart_policy
         if container.init:
             return policy != "Never" and code != 0
+        if container.probe_killed:  # the kubelet restarts it whatever it exited with
+            return policy != "Never"
         return policy == "Always" or (policy == "OnFailure" and code != 0)
 
     async def _run_attempt(self, instance: _Instance, container: _Container) -> pb.ContainerStatus:
@@ -651,12 +665,123 @@ class CriProvider:
                 return resumed
             if resumed.state == pb.CONTAINER_CREATED:
                 await self._start(instance, container)
-            return await self._wait_exit(container)
+            return await self._running(instance, container)
+        container.probe_killed = False
         image_ref, image = await self._ensure_image(instance, container)
         config = await self._configure(instance, container, image_ref, image)
         await self._create(instance, container, config)
         await self._start(instance, container)
-        return await self._wait_exit(container)
+        return await self._running(instance, container)
+
+    async def _running(self, instance: _Instance, container: _Container) -> pb.ContainerStatus:
+        """Waits for the container's exit while its probes run."""
+        probes = container.probes
+        if not probes:
+            return await self._wait_exit(container)
+        prober = asyncio.create_task(
+            self._probe(instance, container, probes), name=f"probe-{container.cri_id}"
+        )
+        try:
+            return await self._wait_exit(container)
+        finally:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
+
+    # --- probes ---
+
+    async def _probe(
+        self, instance: _Instance, container: _Container, probes: Mapping[str, probing.Probe]
+    ) -> None:
+        """The kubelet's probe workers for one container attempt: startup
+        first (liveness and readiness wait for it), then liveness and
+        readiness side by side. A failed liveness or startup probe kills the
+        container, which then restarts as its restart policy says."""
+        try:
+            startup = probes.get(probing.STARTUP)
+            if startup is not None:
+                if not await self._probe_loop(instance, container, startup):
+                    return
+                container.status.started = True
+                container.status.ready = probing.READINESS not in probes
+                self._push(instance)
+            async with asyncio.TaskGroup() as group:
+                for kind in (probing.LIVENESS, probing.READINESS):
+                    if kind in probes:
+                        group.create_task(self._probe_loop(instance, container, probes[kind]))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("probing %s of %s failed", container.name, instance)
+
+    async def _probe_loop(
+        self, instance: _Instance, container: _Container, probe: probing.Probe
+    ) -> bool:
+        """Probes every period; returns True once a startup probe succeeds,
+        False once a liveness or startup probe has failed and the container
+        was killed (readiness probes run until cancelled)."""
+        outcome = probing.Outcome(probe)
+        container_id = container.cri_id
+        started = container.status.started_at
+        if probe.initial_delay and started is not None:
+            elapsed = (self.clock.now() - started).total_seconds()
+            await self.clock.sleep(max(0.0, probe.initial_delay - elapsed))
+
+        async def run_exec(command: Sequence[str], timeout: int) -> tuple[int, bytes]:
+            try:
+                reply = await self.client.exec_sync(
+                    container_id, command, exec_timeout=timeout, timeout=timeout + 5
+                )
+            except clients.CriError as e:
+                if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise TimeoutError from None
+                return -1, e.details.encode()
+            return int(reply.exit_code), bytes(reply.stdout) + bytes(reply.stderr)
+
+        while True:
+            result = await probing.check(
+                probe, pod_ip=instance.status.ip, container=container.spec, exec_runner=run_exec
+            )
+            if container.cri_id != container_id or container.status.state != "running":
+                return False
+            if not result.success:
+                self._event(
+                    instance,
+                    "Warning",
+                    "Unhealthy",
+                    f"{probe.kind} probe failed: {result.message}".rstrip(),
+                )
+            changed = outcome.add(result)
+            if probe.kind == probing.READINESS:
+                if changed and container.status.ready != outcome.healthy:
+                    container.status.ready = bool(outcome.healthy)
+                    self._push(instance)
+            elif outcome.healthy is True and probe.kind == probing.STARTUP:
+                return True
+            elif outcome.healthy is False:
+                await self._kill_unhealthy(instance, container, probe)
+                return False
+            await self.clock.sleep(probe.period)
+
+    async def _kill_unhealthy(
+        self, instance: _Instance, container: _Container, probe: probing.Probe
+    ) -> None:
+        """Stops a container its liveness or startup probe gave up on, with
+        the probe's grace period or the pod's."""
+        grace = probe.termination_grace
+        if grace is None:
+            spec = instance.request.pod.get("spec") or {}
+            grace = int(spec.get("terminationGracePeriodSeconds", 30))
+        container.probe_killed = True
+        restart = instance.restart_policy != "Never"
+        will = "will be restarted" if restart else "will not be restarted"
+        self._event(
+            instance,
+            "Normal",
+            "Killing",
+            f"Container {container.name} failed {probe.kind.lower()} probe, {will}",
+        )
+        await self._shielded(self._stop_container(container.cri_id, grace))
 
     # --- images ---
 
@@ -680,23 +805,46 @@ class CriProvider:
                 imagerefs.PULL_IF_NOT_PRESENT,
             ):
                 container.retry.reset()
+                self._event(
+                    instance,
+                    "Normal",
+                    "Pulled",
+                    f'Container image "{image}" already present on machine',
+                )
                 return present.id, present
             if policy == imagerefs.PULL_NEVER:
                 message = f'Container image "{image}" is not present with pull policy of Never'
                 self._waiting(instance, container, ERR_IMAGE_NEVER_PULL, message)
+                self._event(instance, "Warning", "ErrImageNeverPull", message)
                 await self.clock.sleep(container.retry.next())
                 continue
+            self._event(instance, "Normal", "Pulling", f'Pulling image "{image}"')
+            began = self.clock.monotonic()
             try:
                 image_id = await self._pull(instance, image)
             except clients.CriError as e:
                 delay = container.retry.next()
-                self._waiting(instance, container, ERR_IMAGE_PULL, e.details or str(e))
+                detail = e.details or str(e)
+                self._waiting(instance, container, ERR_IMAGE_PULL, detail)
+                self._event(
+                    instance, "Warning", "Failed", f'Failed to pull image "{image}": {detail}'
+                )
+                self._event(instance, "Warning", "Failed", f"Error: {ERR_IMAGE_PULL}")
                 hold = min(PULL_ERROR_HOLD, delay)
                 await self.clock.sleep(hold)
                 message = f'Back-off pulling image "{image}"'
                 self._waiting(instance, container, IMAGE_PULL_BACK_OFF, message)
+                self._event(instance, "Normal", "BackOff", message)
+                self._event(instance, "Warning", "Failed", f"Error: {IMAGE_PULL_BACK_OFF}")
                 await self.clock.sleep(delay - hold)
                 continue
+            took = _go_seconds(self.clock.monotonic() - began)
+            self._event(
+                instance,
+                "Normal",
+                "Pulled",
+                f'Successfully pulled image "{image}" in {took} ({took} including waiting)',
+            )
             container.retry.reset()
             if container.status.reason in (ERR_IMAGE_PULL, IMAGE_PULL_BACK_OFF):
                 self._waiting(instance, container, CONTAINER_CREATING, "")
@@ -791,8 +939,10 @@ class CriProvider:
                 break
             except clients.CriError as e:
                 self._waiting(instance, container, CREATE_CONTAINER_ERROR, e.details or str(e))
+                self._event(instance, "Warning", "Failed", f"Error: {e.details or e}")
                 await self.clock.sleep(container.retry.next())
         container.retry.reset()
+        self._event(instance, "Normal", "Created", f"Created container: {container.name}")
         await self._prune(instance, container)
 
     async def _create_rpc(
@@ -839,6 +989,7 @@ class CriProvider:
         except clients.CriError:
             return  # running or not, waiting for its exit finds out
         if status.state == pb.CONTAINER_RUNNING:
+            self._event(instance, "Normal", "Started", f"Started container {container.name}")
             self._mark_running(container, status)
             self._settle(instance)
             self._push(instance)
@@ -848,8 +999,11 @@ class CriProvider:
         status.state, status.reason, status.message = "running", "", ""
         status.exit_code, status.finished_at = None, None
         status.started_at = _from_ns(cri.started_at) or self.clock.now()
-        status.started = True
-        status.ready = not container.init and not container.has_readiness_probe
+        # with probes, started and ready wait for the startup and readiness probes
+        probes = container.probes
+        status.started = probing.STARTUP not in probes
+        gated = probing.STARTUP in probes or probing.READINESS in probes
+        status.ready = not container.init and not gated
         status.container_id = f"{self._runtime_name}://{cri.id}"
         status.image_id = cri.image_ref or status.image_id
         container.ever_started = True
@@ -934,6 +1088,13 @@ class CriProvider:
         }
         if status.last_terminated["message"] is None:
             del status.last_terminated["message"]
+        self._event(
+            instance,
+            "Warning",
+            "BackOff",
+            f"Back-off restarting failed container {status.name} in pod "
+            f"{instance.status.pod_name}_{instance.status.namespace}({instance.status.pod_uid})",
+        )
         status.state, status.reason = "waiting", CRASH_LOOP_BACK_OFF
         status.message = (
             f"back-off {backoffs.go_duration(delay)} restarting failed "
@@ -1044,6 +1205,25 @@ class CriProvider:
                 callback(_copy_status(snapshot))
             except Exception:
                 log.exception("status callback failed for %s", instance.request.instance_id)
+
+    def _event(self, instance: _Instance, event_type: str, reason: str, message: str) -> None:
+        if self._closed or not self._event_callbacks:
+            return
+        status = instance.status
+        event = base.InstanceEvent(
+            instance.request.instance_id,
+            status.namespace,
+            status.pod_name,
+            status.pod_uid,
+            event_type,
+            reason,
+            message,
+        )
+        for callback in self._event_callbacks:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event callback failed for %s", instance.request.instance_id)
 
     # --- stopping and removing ---
 
@@ -1476,6 +1656,13 @@ def _copy_container(status: base.ContainerStatus) -> base.ContainerStatus:
         status,
         last_terminated=dict(status.last_terminated) if status.last_terminated else None,
     )
+
+
+def _go_seconds(seconds: float) -> str:
+    """A duration as Go prints one to the millisecond (``1.234s``, ``523ms``)."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def _from_ns(nanoseconds: int) -> datetime.datetime | None:
