@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,58 @@ async def test_following_returns_what_is_appended_until_the_writer_stops(tmp_pat
     await writer
 
     assert b"".join(chunks) == b"one\ntwo\nthree\n"
+
+
+async def test_following_carries_on_into_the_new_file_after_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "0.log"
+    path.write_bytes(b"2026-01-01T00:00:01Z stdout F one\n")
+    running = True
+
+    async def rotate_and_write() -> None:
+        nonlocal running
+        await asyncio.sleep(0.05)
+        with path.open("ab") as f:
+            f.write(b"2026-01-01T00:00:02Z stdout F two\n")
+        logfiles.rotate(path, datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+        path.write_bytes(b"2026-01-01T00:00:03Z stdout F three\n")  # the runtime reopened it
+        await asyncio.sleep(0.05)
+        running = False
+
+    writer = asyncio.create_task(rotate_and_write())
+    chunks = [c async for c in logfiles.read(path, running=lambda: running, interval=0.01)]
+    await writer
+
+    assert b"".join(chunks) == b"one\ntwo\nthree\n"
+
+
+def test_rotation_keeps_max_files_with_all_but_the_newest_rotated_gzipped(tmp_path: Path) -> None:
+    path = tmp_path / "0.log"
+    start = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    for minute in range(6):
+        path.write_bytes(f"generation {minute}\n".encode())
+        renamed = logfiles.rotate(path, start + datetime.timedelta(minutes=minute), max_files=3)
+        assert renamed.name == f"0.log.20260101-12{minute:02d}00"
+    path.write_bytes(b"current\n")
+
+    kept = logfiles.rotated(path)
+
+    # with the current file, three files: two rotated, the older one gzipped
+    assert [p.name for p in kept] == ["0.log.20260101-120400.gz", "0.log.20260101-120500"]
+    assert gzip.decompress(kept[0].read_bytes()) == b"generation 4\n"
+    assert kept[1].read_bytes() == b"generation 5\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.log", *[p.name for p in kept]]
+
+
+def test_a_rotation_the_runtime_could_not_follow_is_undone(tmp_path: Path) -> None:
+    path = tmp_path / "1.log"
+    path.write_bytes(b"x" * 100)
+
+    assert logfiles.over_limit(path, 99) and not logfiles.over_limit(path, 100)
+    renamed = logfiles.rotate(path, datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+    logfiles.unrotate(path, renamed)
+
+    assert path.read_bytes() == b"x" * 100
+    assert logfiles.rotated(path) == []
 
 
 # --- back-off ---

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import time
@@ -61,6 +62,14 @@ def hierarchies(mounts: str | None = None) -> list[Hierarchy]:
     return v1 + v2
 
 
+@functools.cache
+def host_hierarchies() -> list[Hierarchy]:
+    """``hierarchies()`` read once: cgroup trees are mounted at boot, while
+    the mount table grows with every container (reading it per pod costs
+    time in proportion to the pods running)."""
+    return hierarchies()
+
+
 def limiting(trees: list[Hierarchy]) -> list[Hierarchy]:
     """The trees limits are written to: on a hybrid host (v1 controllers and a
     v2 tree) runc enforces through the v1 ones."""
@@ -91,7 +100,7 @@ class PodCgroup:
 
     def directories(self, trees: list[Hierarchy] | None = None) -> list[Path]:
         """The pod's directory in every tree (existing or not)."""
-        return [h.mount / self.path.lstrip("/") for h in trees or hierarchies()]
+        return [h.mount / self.path.lstrip("/") for h in trees or host_hierarchies()]
 
     def create(
         self,
@@ -102,7 +111,7 @@ class PodCgroup:
     ) -> None:
         """Creates the pod's cgroup with the instance's limits (0: none).
         Raises ``OSError`` when the limits cannot be written."""
-        trees = limiting(trees if trees is not None else hierarchies())
+        trees = limiting(trees if trees is not None else host_hierarchies())
         quota = cpu_quota(cpus)
         for tree in trees:
             if tree.unified:
@@ -138,7 +147,7 @@ class PodCgroup:
     def oom_kills(self, trees: list[Hierarchy] | None = None) -> int:
         """How many processes the kernel's OOM killer has killed in the pod
         (its containers included: the counter is hierarchical)."""
-        for tree in limiting(trees if trees is not None else hierarchies()):
+        for tree in limiting(trees if trees is not None else host_hierarchies()):
             directory = tree.mount / self.path.lstrip("/")
             if tree.unified:
                 text = _read(directory / "memory.events")

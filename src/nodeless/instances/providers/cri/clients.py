@@ -109,6 +109,9 @@ EXEC_SYNC = Method(_RT, "ExecSync", pb.ExecSyncRequest, pb.ExecSyncResponse)
 EXEC = Method(_RT, "Exec", pb.ExecRequest, pb.ExecResponse)
 ATTACH = Method(_RT, "Attach", pb.AttachRequest, pb.AttachResponse)
 PORT_FORWARD = Method(_RT, "PortForward", pb.PortForwardRequest, pb.PortForwardResponse)
+REOPEN_CONTAINER_LOG = Method(
+    _RT, "ReopenContainerLog", pb.ReopenContainerLogRequest, pb.ReopenContainerLogResponse
+)
 LIST_IMAGES = Method(_IMG, "ListImages", pb.ListImagesRequest, pb.ListImagesResponse)
 IMAGE_STATUS = Method(_IMG, "ImageStatus", pb.ImageStatusRequest, pb.ImageStatusResponse)
 PULL_IMAGE = Method(_IMG, "PullImage", pb.PullImageRequest, pb.PullImageResponse)
@@ -346,6 +349,17 @@ class CriClient:
         await self.call(
             REMOVE_CONTAINER,
             pb.RemoveContainerRequest(container_id=container_id),
+            timeout=timeout,
+        )
+
+    async def reopen_container_log(
+        self, container_id: str, *, timeout: float | None = None
+    ) -> None:
+        """Has the runtime reopen the container's log file (after it was
+        renamed for rotation); fails for a container that is not running."""
+        await self.call(
+            REOPEN_CONTAINER_LOG,
+            pb.ReopenContainerLogRequest(container_id=container_id),
             timeout=timeout,
         )
 

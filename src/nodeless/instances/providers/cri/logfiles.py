@@ -7,15 +7,26 @@ Reading means undoing that: content only (or with its time, for
 ``--timestamps``), newlines where lines were full, and the kubelet's
 options: the last N records, records since a time, at most N bytes, and
 following the file while the container runs.
+
+Rotation is the kubelet's (``container_log_manager``): a log over its size
+limit is renamed ``<n>.log.<YYYYmmdd-HHMMSS>`` and the runtime told to
+reopen it; at most ``max_files`` files per container are kept (the current
+one and its rotated predecessors, all but the newest of them gzipped), so a
+noisy container cannot fill the disk. As the kubelet's, ``kubectl logs``
+reads the current file only; a followed log carries on into the new file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -23,6 +34,10 @@ TAG_PARTIAL = b"P"
 TAG_FULL = b"F"
 FOLLOW_INTERVAL = 0.2  # seconds between looks at a followed file
 READ_CHUNK = 1 << 16
+MAX_SIZE = 10 * 2**20  # the kubelet's containerLogMaxSize
+MAX_FILES = 5  # the kubelet's containerLogMaxFiles
+ROTATED_TIME_FORMAT = "%Y%m%d-%H%M%S"
+GZ = ".gz"
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,94 @@ def _read_from(path: Path, offset: int) -> bytes:
         return b""
 
 
+class _Follower:
+    """Reads a growing log through an open handle, moving on to the file
+    now at ``path`` once the one it holds was rotated away and read to its end."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.file = self._open()
+        if self.file is not None:
+            self.file.seek(offset)
+
+    def _open(self) -> Any:
+        try:
+            return self.path.open("rb")
+        except FileNotFoundError:
+            return None
+
+    def read(self) -> bytes:
+        if self.file is None:
+            self.file = self._open()
+            if self.file is None:
+                return b""
+        data: bytes = self.file.read()
+        if data:
+            return data
+        try:
+            rotated = os.stat(self.path).st_ino != os.fstat(self.file.fileno()).st_ino
+        except FileNotFoundError:
+            return b""
+        if rotated:
+            self.file.close()
+            self.file = self._open()
+            return self.file.read() if self.file is not None else b""
+        return b""
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+# --- rotation ---
+
+
+def rotated(path: Path) -> list[Path]:
+    """The rotated files of the log at ``path``, oldest first."""
+    prefix = path.name + "."
+    found = [p for p in path.parent.glob(prefix + "*") if not p.name.endswith(".tmp")]
+    return sorted(found, key=lambda p: p.name.removesuffix(GZ))
+
+
+def over_limit(path: Path, max_size: int) -> bool:
+    try:
+        return path.stat().st_size > max_size
+    except FileNotFoundError:
+        return False
+
+
+def rotate(path: Path, now: datetime.datetime, max_files: int = MAX_FILES) -> Path:
+    """Makes room for one more rotated file (the oldest beyond ``max_files``
+    go, all but the newest are gzipped) and renames the log; returns its new
+    name. The caller has the runtime reopen the log, or calls ``unrotate``."""
+    older = rotated(path)
+    keep = max(0, max_files - 2)  # the rotated ones kept besides the one made now
+    for extra in older[: max(0, len(older) - keep)]:
+        extra.unlink(missing_ok=True)
+    for kept in older[max(0, len(older) - keep) :]:
+        if not kept.name.endswith(GZ):
+            _gzip(kept)
+    target = path.with_name(f"{path.name}.{now.strftime(ROTATED_TIME_FORMAT)}")
+    if target.exists() or target.with_name(target.name + GZ).exists():
+        target = path.with_name(f"{target.name}-{now.microsecond:06d}")
+    path.rename(target)
+    return target
+
+
+def unrotate(path: Path, renamed: Path) -> None:
+    """Undoes ``rotate``'s rename when the runtime could not reopen the log."""
+    if not path.exists():
+        renamed.rename(path)
+
+
+def _gzip(path: Path) -> None:
+    temporary = path.with_name(path.name + GZ + ".tmp")
+    with path.open("rb") as source, gzip.open(temporary, "wb") as target:
+        shutil.copyfileobj(source, target)
+    temporary.rename(path.with_name(path.name + GZ))
+    path.unlink()
+
+
 async def read(
     path: Path,
     options: LogOptions = LogOptions(),
@@ -137,25 +240,30 @@ async def read(
             return
     if running is None:
         return
-    while True:
-        alive = running()
-        new = await asyncio.to_thread(_read_from, path, offset)
-        complete = new.rfind(b"\n") + 1
-        if complete:
-            offset += complete
-            records = parse(new[:complete])
-            if options.since is not None:
-                records = select(records, LogOptions(since=options.since))
-            chunk = render(records, timestamps=options.timestamps)
-            for piece in _limited(chunk, budget):
-                yield piece
-            if budget is not None:
-                budget -= len(chunk)
-                if budget <= 0:
-                    return
-        if not alive:
-            return
-        await asyncio.sleep(interval)
+    follower = await asyncio.to_thread(_Follower, path, offset)
+    pending = b""
+    try:
+        while True:
+            alive = running()
+            new = pending + await asyncio.to_thread(follower.read)
+            complete = new.rfind(b"\n") + 1
+            pending = new[complete:]
+            if complete:
+                records = parse(new[:complete])
+                if options.since is not None:
+                    records = select(records, LogOptions(since=options.since))
+                chunk = render(records, timestamps=options.timestamps)
+                for piece in _limited(chunk, budget):
+                    yield piece
+                if budget is not None:
+                    budget -= len(chunk)
+                    if budget <= 0:
+                        return
+            if not alive:
+                return
+            await asyncio.sleep(interval)
+    finally:
+        follower.close()
 
 
 def _limited(chunk: bytes, budget: int | None) -> list[bytes]:
