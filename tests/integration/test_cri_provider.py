@@ -930,7 +930,7 @@ async def test_unsupported_volume_fails_the_instance_with_volume_not_supported(
     manifest = pod(
         "configured",
         [container("app", image, "sleep 1000")],
-        volumes=[{"name": "config", "configMap": {"name": "settings"}}],
+        volumes=[{"name": "config", "nfs": {"server": "nfs.example", "path": "/"}}],
     )
 
     await made.create(request("i-vol", manifest))
@@ -939,7 +939,7 @@ async def test_unsupported_volume_fails_the_instance_with_volume_not_supported(
     status = await current(made, "i-vol")
     assert status.state is State.FAILED
     assert status.reason == cri.VOLUME_NOT_SUPPORTED
-    assert 'volume "config" (configMap) is not supported yet' in status.message
+    assert 'volume "config" (nfs) is not supported yet' in status.message
     assert await crienv.runtime.client.list_pod_sandbox() == []
 
 

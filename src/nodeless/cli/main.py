@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeless import __version__, clocks
 from nodeless.api import errors
-from nodeless.apiserver import app, certificates, endpoints, loopback
+from nodeless.apiserver import app, certificates, endpoints, loopback, serviceaccounts
 from nodeless.cli import memory
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
@@ -26,6 +26,7 @@ from nodeless.instances.providers import base, simulated
 from nodeless.instances.providers.cri import containerd as cri_containerd
 from nodeless.instances.providers.cri import provider as cri_provider
 from nodeless.instances.providers.cri import registryauth
+from nodeless.instances.providers.cri import volumefiles as cri_volumefiles
 from nodeless.scheduler import scheduling
 from nodeless.serverless import catalogue
 from nodeless.storage import compacting, sqlite
@@ -35,6 +36,11 @@ log = logging.getLogger("nodeless")
 PROVIDERS = ("none", "simulated", "cri")
 SECRETS = clients.ResourceRef("", "v1", "secrets", True, "Secret")
 CONFIGMAPS = clients.ResourceRef("", "v1", "configmaps", True, "ConfigMap")
+SERVICE_ACCOUNTS = clients.ResourceRef("", "v1", "serviceaccounts", True, "ServiceAccount")
+CLAIMS = clients.ResourceRef("", "v1", "persistentvolumeclaims", True, "PersistentVolumeClaim")
+PERSISTENT_VOLUMES = clients.ResourceRef("", "v1", "persistentvolumes", False, "PersistentVolume")
+# What a pod's volumes may name, by kind (the CRI provider's object lookups).
+VOLUME_OBJECTS = {ref.kind: ref for ref in (CONFIGMAPS, SECRETS, CLAIMS, PERSISTENT_VOLUMES)}
 # Images examples/ uses, built from the host's busybox where no registry is reachable.
 DEMO_IMAGES = ("registry.local/nodeless/httpd:1.0", "registry.local/nodeless/busybox:1.36")
 # Exit status when NODELESS_CHECK_CACHE found a component writing to shared objects.
@@ -213,7 +219,7 @@ async def start_components(
 
     async def lead() -> None:
         # The leader runs the instances: only it starts the provider (and containerd).
-        provider = await start_provider(args, client, zones, clock)
+        provider = await start_provider(args, client, zones, clock, api.tokens)
         virtual_nodes = nodes.VirtualNodes(client, zones, provider.name, clock)
         await virtual_nodes.register()
         virtual_nodes.start()
@@ -274,6 +280,7 @@ async def start_provider(
     client: clients.ApiClient,
     zones: list[nodes.Zone],
     clock: clocks.Clock,
+    token_issuer: serviceaccounts.TokenIssuer | None = None,
 ) -> base.Provider:
     capacity = {z.name: z.max_instances for z in zones}
     if args.provider == "cri":
@@ -287,14 +294,28 @@ async def start_provider(
             return docs
 
         async def api_objects(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            ref = VOLUME_OBJECTS[kind]
             try:
-                return await client.get(
-                    CONFIGMAPS if kind == "ConfigMap" else SECRETS, namespace, name
-                )
+                return await client.get(ref, namespace if ref.namespaced else "", name)
             except errors.StatusError as err:
                 if err.code == 404:
                     return None
                 raise
+
+        async def service_account_token(request: cri_volumefiles.TokenRequest) -> str:
+            # What serviceaccounts/<name>/token answers, signed by the API server's issuer.
+            if token_issuer is None:
+                raise RuntimeError("this API server issues no service account tokens")
+            account = await client.get(SERVICE_ACCOUNTS, request.namespace, request.service_account)
+            token, _ = token_issuer.issue(
+                request.namespace,
+                request.service_account,
+                str((account.get("metadata") or {}).get("uid") or ""),
+                clock.now(),
+                request.expiration_seconds,
+                list(request.audiences),
+            )
+            return token
 
         try:
             return await cri_provider.start_cri_provider(
@@ -306,6 +327,7 @@ async def start_provider(
                 zone_capacity=capacity,
                 credentials=pull_secrets,
                 objects=api_objects,
+                tokens=service_account_token,
                 preload_images=DEMO_IMAGES,
             )
         except cri_containerd.ContainerdError as err:

@@ -216,7 +216,7 @@ def test_etc_hosts_names_the_pod_and_its_host_aliases() -> None:
 # --- volumes ---
 
 
-def test_empty_dirs_are_the_only_volumes_supported_for_now() -> None:
+def test_empty_dirs_are_read_with_their_medium_and_size() -> None:
     pod = make_pod(
         volumes=[
             {"name": "scratch", "emptyDir": {}},
@@ -228,9 +228,142 @@ def test_empty_dirs_are_the_only_volumes_supported_for_now() -> None:
         podconfigs.EmptyDir("scratch"),
         podconfigs.EmptyDir("fast", "Memory", 64 * 2**20),
     ]
-    for source in ({"configMap": {"name": "x"}}, {"hostPath": {"path": "/"}}, {}):
-        with pytest.raises(podconfigs.UnsupportedVolume, match="not supported yet"):
-            podconfigs.volumes(make_pod(volumes=[{"name": "v", **source}]))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"hostPath": {"path": "/"}}, {"nfs": {"server": "x", "path": "/"}}, {}],
+)
+def test_volume_types_this_provider_cannot_mount_are_unsupported(source: dict[str, Any]) -> None:
+    with pytest.raises(podconfigs.UnsupportedVolume, match="not supported yet"):
+        podconfigs.volumes(make_pod(volumes=[{"name": "v", **source}]))
+
+
+def test_config_map_secret_downward_projected_and_claim_volumes_are_read() -> None:
+    pod = make_pod(
+        volumes=[
+            {
+                "name": "config",
+                "configMap": {
+                    "name": "settings",
+                    "items": [{"key": "a", "path": "dir/a.txt", "mode": 0o600}],
+                    "defaultMode": 0o640,
+                    "optional": True,
+                },
+            },
+            {"name": "creds", "secret": {"secretName": "db"}},
+            {
+                "name": "info",
+                "downwardAPI": {
+                    "items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                        {
+                            "path": "cpu",
+                            "resourceFieldRef": {
+                                "containerName": "app",
+                                "resource": "limits.cpu",
+                                "divisor": "1m",
+                            },
+                        },
+                    ]
+                },
+            },
+            {
+                "name": "api",
+                "projected": {
+                    "sources": [
+                        {"serviceAccountToken": {"path": "token", "audience": "vault"}},
+                        {"configMap": {"name": "ca", "items": [{"key": "c", "path": "ca.crt"}]}},
+                    ]
+                },
+            },
+            {"name": "data", "persistentVolumeClaim": {"claimName": "pgdata", "readOnly": True}},
+        ]
+    )
+
+    found = podconfigs.volumes(pod)
+
+    assert found == [
+        podconfigs.FileVolume(
+            "config",
+            "configMap",
+            (
+                podconfigs.ObjectFiles(
+                    "ConfigMap", "settings", (podconfigs.KeyPath("a", "dir/a.txt", 0o600),), True
+                ),
+            ),
+            0o640,
+        ),
+        podconfigs.FileVolume("creds", "secret", (podconfigs.ObjectFiles("Secret", "db"),)),
+        podconfigs.FileVolume(
+            "info",
+            "downwardAPI",
+            (
+                podconfigs.DownwardFiles(
+                    (
+                        podconfigs.FieldFile("labels", field_path="metadata.labels"),
+                        podconfigs.FieldFile(
+                            "cpu", resource="limits.cpu", container_name="app", divisor="1m"
+                        ),
+                    )
+                ),
+            ),
+        ),
+        podconfigs.FileVolume(
+            "api",
+            "projected",
+            (
+                podconfigs.TokenFile("token", "vault", 3600),
+                podconfigs.ObjectFiles("ConfigMap", "ca", (podconfigs.KeyPath("c", "ca.crt"),)),
+            ),
+        ),
+        podconfigs.ClaimVolume("data", "pgdata", read_only=True),
+    ]
+    assert [v.plugin for v in found] == [
+        "kubernetes.io~configmap",
+        "kubernetes.io~secret",
+        "kubernetes.io~downward-api",
+        "kubernetes.io~projected",
+        "kubernetes.io~local-volume",
+    ]
+    assert podconfigs.read_only_volumes(found) == {"config", "creds", "info", "api", "data"}
+    assert [v.name for v in found if isinstance(v, podconfigs.FileVolume) and v.memory] == [
+        "creds",
+        "api",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("volume", "error"),
+    [
+        ({"configMap": {"name": "x", "items": [{"key": "k", "path": "/etc/k"}]}}, "relative"),
+        ({"configMap": {"name": "x", "items": [{"key": "k", "path": "a/../../k"}]}}, "relative"),
+        ({"secret": {"secretName": "x", "items": [{"key": "k", "path": "..data"}]}}, "relative"),
+        ({"secret": {"secretName": "x", "items": [{"key": "", "path": "k"}]}}, "needs a key"),
+        ({"configMap": {"name": "x", "defaultMode": 0o1777}}, "between 0 and 0777"),
+        ({"configMap": {"name": "x", "items": [{"key": "k", "path": "k", "mode": -1}]}}, "mode"),
+        (
+            {"downwardAPI": {"items": [{"path": "x", "fieldRef": {"fieldPath": "spec.os"}}]}},
+            "unsupported fieldPath",
+        ),
+        ({"downwardAPI": {"items": [{"path": "x"}]}}, "needs one of"),
+        ({"projected": {"sources": [{"clusterTrustBundle": {}}]}}, "not supported"),
+        ({"projected": {"sources": [{"serviceAccountToken": {"path": "/t"}}]}}, "relative"),
+        ({"persistentVolumeClaim": {}}, "claimName"),
+    ],
+)
+def test_volumes_that_could_never_be_set_up_are_refused_before_anything_runs(
+    volume: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(podconfigs.UnsupportedVolume, match=error):
+        podconfigs.volumes(make_pod(volumes=[{"name": "v", **volume}]))
+
+
+def test_a_volume_name_used_twice_is_refused() -> None:
+    pod = make_pod(volumes=[{"name": "v", "emptyDir": {}}, {"name": "v", "emptyDir": {}}])
+
+    with pytest.raises(podconfigs.UnsupportedVolume, match="used twice"):
+        podconfigs.volumes(pod)
 
 
 # --- containers ---

@@ -135,6 +135,7 @@ METHODS: tuple[Method[Any, Any], ...] = (
     EXEC,
     ATTACH,
     PORT_FORWARD,
+    REOPEN_CONTAINER_LOG,
     LIST_IMAGES,
     IMAGE_STATUS,
     PULL_IMAGE,

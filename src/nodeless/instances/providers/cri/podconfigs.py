@@ -7,15 +7,23 @@ entrypoint and cmd itself when given them unchanged), working directory,
 environment (plain values, ``$(VAR)`` expansion, ``fieldRef``,
 ``resourceFieldRef``, and ConfigMap/Secret references resolved from objects
 the provider fetched beforehand), security context, resources bounded by the
-instance's size, and mounts (emptyDir volumes, ``/etc/hosts``, the
-termination-message file).
+instance's size, and mounts (``/etc/hosts``, the termination-message file,
+and the pod's volumes: emptyDir, configMap, secret, downwardAPI, projected
+and persistentVolumeClaim, the four that hold files always read-only, as the
+kubelet mounts them; ``subPath`` resolved and kept inside its volume).
+
+``volumes`` reads a pod's volumes into descriptors, checking what the
+kubelet's atomic writer would refuse (item paths absolute, with ``..`` or
+starting with ``..``, modes over 0777) before anything runs; writing their
+files is ``volumefiles``'s work, which needs the API.
 
 Where a pod cannot run as written the functions raise ``ConfigError`` with
 the kubelet's reason (``CreateContainerConfigError``) and a message in its
 words, or ``UnsupportedVolume`` for volume types this provider cannot mount
-yet. The labels and annotations written here are also how a restarted
-provider finds its instances again: the instance's request rides along as a
-sandbox annotation.
+(nfs, hostPath, ...) and volumes it could never set up as written. The
+labels and annotations written here are also how a restarted provider finds
+its instances again: the instance's request rides along as a sandbox
+annotation.
 """
 
 from __future__ import annotations
@@ -27,11 +35,11 @@ import datetime
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from nodeless.instances.providers import base
 from nodeless.instances.providers.cri import cgroups
@@ -143,13 +151,50 @@ class PodPaths:
         return self.log_dir / self.log_path(container, attempt)
 
     def empty_dir(self, volume: str) -> Path:
-        return self.pod_dir / "volumes" / "kubernetes.io~empty-dir" / volume
+        return self.pod_dir / "volumes" / EMPTY_DIR_PLUGIN / volume
 
     def termination_file(self, container: str, attempt: int) -> Path:
         return self.pod_dir / "containers" / container / str(attempt)
 
 
 # --- volumes ---
+
+# The kubelet's volume plugin directories, under ``pods/<uid>/volumes``.
+EMPTY_DIR_PLUGIN = "kubernetes.io~empty-dir"
+CONFIG_MAP_PLUGIN = "kubernetes.io~configmap"
+SECRET_PLUGIN = "kubernetes.io~secret"
+DOWNWARD_API_PLUGIN = "kubernetes.io~downward-api"
+PROJECTED_PLUGIN = "kubernetes.io~projected"
+# A claim's volume is a link to its PersistentVolume's directory.
+CLAIM_PLUGIN = "kubernetes.io~local-volume"
+DEFAULT_FILE_MODE = 0o644
+MAX_FILE_MODE = 0o777
+DEFAULT_TOKEN_EXPIRATION = 3600
+MAX_VOLUME_PATH = 4096
+MAX_VOLUME_PATH_PART = 255
+_FILE_VOLUME_PLUGINS = {
+    "configMap": CONFIG_MAP_PLUGIN,
+    "secret": SECRET_PLUGIN,
+    "downwardAPI": DOWNWARD_API_PLUGIN,
+    "projected": PROJECTED_PLUGIN,
+}
+# The downward API's fields a file may hold (upstream allows the metadata
+# ones; the spec and status ones are the environment's, given here too).
+_DOWNWARD_FIELDS = frozenset(
+    {
+        "metadata.name",
+        "metadata.namespace",
+        "metadata.uid",
+        "metadata.labels",
+        "metadata.annotations",
+        "spec.nodeName",
+        "spec.serviceAccountName",
+        "status.hostIP",
+        "status.hostIPs",
+        "status.podIP",
+        "status.podIPs",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -158,35 +203,298 @@ class EmptyDir:
     medium: str = ""  # "" (disk) or "Memory" (tmpfs)
     size_limit: int | None = None  # bytes
 
+    plugin: ClassVar[str] = EMPTY_DIR_PLUGIN
 
-def volumes(pod: Mapping[str, Any]) -> list[EmptyDir]:
-    """The pod's volumes; raises ``UnsupportedVolume`` for any that is not an
-    emptyDir."""
-    found = []
+
+@dataclass(frozen=True)
+class KeyPath:
+    """One ``items`` entry: an object's key written at ``path``."""
+
+    key: str
+    path: str
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectFiles:
+    """A ConfigMap's or a Secret's keys as files (``items``, or every key)."""
+
+    kind: str  # "ConfigMap" | "Secret"
+    name: str
+    items: tuple[KeyPath, ...] = ()
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class FieldFile:
+    """One downward API file: a ``fieldRef`` or a ``resourceFieldRef``."""
+
+    path: str
+    mode: int | None = None
+    field_path: str = ""
+    resource: str = ""
+    container_name: str = ""
+    divisor: str = ""
+
+
+@dataclass(frozen=True)
+class DownwardFiles:
+    items: tuple[FieldFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    """A projected service account token."""
+
+    path: str
+    audience: str = ""
+    expiration_seconds: int = DEFAULT_TOKEN_EXPIRATION
+
+
+Projection = ObjectFiles | DownwardFiles | TokenFile
+
+
+@dataclass(frozen=True)
+class FileVolume:
+    """A configMap, secret, downwardAPI or projected volume: files the
+    provider writes, one projection after the other (a configMap volume is a
+    projected volume of one ConfigMap)."""
+
+    name: str
+    source: str  # "configMap" | "secret" | "downwardAPI" | "projected"
+    projections: tuple[Projection, ...]
+    default_mode: int = DEFAULT_FILE_MODE
+
+    @property
+    def plugin(self) -> str:
+        return _FILE_VOLUME_PLUGINS[self.source]
+
+    @property
+    def memory(self) -> bool:
+        """Secrets (and projections, which may hold tokens) never touch the
+        disk: the kubelet keeps them on tmpfs."""
+        return self.source in ("secret", "projected")
+
+
+@dataclass(frozen=True)
+class ClaimVolume:
+    """A persistentVolumeClaim volume: the bound PersistentVolume's directory."""
+
+    name: str
+    claim: str
+    read_only: bool = False
+
+    plugin: ClassVar[str] = CLAIM_PLUGIN
+
+
+Volume = EmptyDir | FileVolume | ClaimVolume
+
+
+def volumes(pod: Mapping[str, Any]) -> list[Volume]:
+    """The pod's volumes; raises ``UnsupportedVolume`` for a type this
+    provider cannot mount, and for one it could never set up as written."""
+    found: list[Volume] = []
+    seen: set[str] = set()
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         name = str(volume.get("name") or "")
         if not _SAFE_PATH_PART.fullmatch(name):
             raise UnsupportedVolume(f"volume name {name!r} is not valid")
-        kinds = [k for k in volume if k != "name"]
-        if kinds != ["emptyDir"]:
-            kind = kinds[0] if kinds else "no source"
+        if name in seen:
+            raise UnsupportedVolume(f'volume name "{name}" is used twice')
+        seen.add(name)
+        kinds = [k for k, v in volume.items() if k != "name" and v is not None]
+        if len(kinds) != 1 or kinds[0] not in _VOLUME_READERS:
+            kind = ", ".join(kinds) if kinds else "no source"
             raise UnsupportedVolume(
                 f'volume "{name}" ({kind}) is not supported yet: this provider mounts '
-                "emptyDir volumes only"
+                "emptyDir, configMap, secret, downwardAPI, projected and "
+                "persistentVolumeClaim volumes"
             )
-        source = volume.get("emptyDir") or {}
-        medium = str(source.get("medium") or "")
-        if medium not in ("", "Memory"):
-            raise UnsupportedVolume(f'volume "{name}": emptyDir medium {medium!r} is not supported')
-        limit = source.get("sizeLimit")
-        size = None
-        if limit is not None:
-            try:
-                size = int(quantities.parse(limit))
-            except quantities.QuantityError as e:
-                raise UnsupportedVolume(f'volume "{name}": sizeLimit: {e}') from None
-        found.append(EmptyDir(name, medium, size))
+        source = volume[kinds[0]]
+        if not isinstance(source, Mapping):
+            raise UnsupportedVolume(f'volume "{name}": {kinds[0]} must be an object')
+        found.append(_VOLUME_READERS[kinds[0]](name, source))
     return found
+
+
+def volume_dir(paths: PodPaths, volume: Volume) -> Path:
+    """Where a volume lives on the host (for a claim, the link to its PV's
+    directory)."""
+    return paths.pod_dir / "volumes" / volume.plugin / volume.name
+
+
+def read_only_volumes(found: Sequence[Volume]) -> frozenset[str]:
+    """The volumes every container mounts read-only whatever its mount says:
+    the file volumes (the kubelet's ``ReadOnly`` attribute) and claims marked
+    ``readOnly``."""
+    return frozenset(
+        v.name
+        for v in found
+        if isinstance(v, FileVolume) or (isinstance(v, ClaimVolume) and v.read_only)
+    )
+
+
+def _empty_dir(name: str, source: Mapping[str, Any]) -> EmptyDir:
+    medium = str(source.get("medium") or "")
+    if medium not in ("", "Memory"):
+        raise UnsupportedVolume(f'volume "{name}": emptyDir medium {medium!r} is not supported')
+    limit = source.get("sizeLimit")
+    size = None
+    if limit is not None:
+        try:
+            size = int(quantities.parse(limit))
+        except quantities.QuantityError as e:
+            raise UnsupportedVolume(f'volume "{name}": sizeLimit: {e}') from None
+    return EmptyDir(name, medium, size)
+
+
+def _config_map_volume(name: str, source: Mapping[str, Any]) -> FileVolume:
+    files = _object_files(name, "ConfigMap", source)
+    return FileVolume(name, "configMap", (files,), _default_mode(name, source))
+
+
+def _secret_volume(name: str, source: Mapping[str, Any]) -> FileVolume:
+    files = _object_files(name, "Secret", source, name_key="secretName")
+    return FileVolume(name, "secret", (files,), _default_mode(name, source))
+
+
+def _downward_api_volume(name: str, source: Mapping[str, Any]) -> FileVolume:
+    files = _downward_files(name, source)
+    return FileVolume(name, "downwardAPI", (files,), _default_mode(name, source))
+
+
+def _projected_volume(name: str, source: Mapping[str, Any]) -> FileVolume:
+    projections: list[Projection] = []
+    for entry in source.get("sources") or []:
+        kinds = [k for k, v in (entry or {}).items() if v is not None]
+        if len(kinds) != 1:
+            raise UnsupportedVolume(f'volume "{name}": each projected source needs one type')
+        kind, spec = kinds[0], entry[kinds[0]]
+        if kind == "configMap":
+            projections.append(_object_files(name, "ConfigMap", spec))
+        elif kind == "secret":
+            projections.append(_object_files(name, "Secret", spec))
+        elif kind == "downwardAPI":
+            projections.append(_downward_files(name, spec))
+        elif kind == "serviceAccountToken":
+            projections.append(_token_file(name, spec))
+        else:
+            raise UnsupportedVolume(f'volume "{name}": projected source {kind} is not supported')
+    return FileVolume(name, "projected", tuple(projections), _default_mode(name, source))
+
+
+def _claim_volume(name: str, source: Mapping[str, Any]) -> ClaimVolume:
+    claim = str(source.get("claimName") or "")
+    if not claim:
+        raise UnsupportedVolume(f'volume "{name}": persistentVolumeClaim needs a claimName')
+    return ClaimVolume(name, claim, bool(source.get("readOnly")))
+
+
+_VOLUME_READERS: dict[str, Callable[[str, Mapping[str, Any]], Volume]] = {
+    "emptyDir": _empty_dir,
+    "configMap": _config_map_volume,
+    "secret": _secret_volume,
+    "downwardAPI": _downward_api_volume,
+    "projected": _projected_volume,
+    "persistentVolumeClaim": _claim_volume,
+}
+
+
+def _object_files(
+    volume: str, kind: str, source: Mapping[str, Any], *, name_key: str = "name"
+) -> ObjectFiles:
+    items = []
+    for item in source.get("items") or []:
+        key = str(item.get("key") or "")
+        if not key:
+            raise UnsupportedVolume(f'volume "{volume}": every item needs a key')
+        path = volume_file_path(volume, item.get("path"))
+        items.append(KeyPath(key, path, _mode(volume, item.get("mode"), f"item {key!r} mode")))
+    return ObjectFiles(
+        kind, str(source.get(name_key) or ""), tuple(items), bool(source.get("optional"))
+    )
+
+
+def _downward_files(volume: str, source: Mapping[str, Any]) -> DownwardFiles:
+    items = []
+    for item in source.get("items") or []:
+        path = volume_file_path(volume, item.get("path"))
+        mode = _mode(volume, item.get("mode"), f"item {path!r} mode")
+        field_ref, resource_ref = item.get("fieldRef"), item.get("resourceFieldRef")
+        if (field_ref is None) == (resource_ref is None):
+            raise UnsupportedVolume(
+                f'volume "{volume}": item {path!r} needs one of fieldRef and resourceFieldRef'
+            )
+        if field_ref is not None:
+            field_path = str(field_ref.get("fieldPath") or "")
+            if field_path not in _DOWNWARD_FIELDS and not _FIELD_SUBSCRIPT.fullmatch(field_path):
+                raise UnsupportedVolume(
+                    f'volume "{volume}": item {path!r}: unsupported fieldPath {field_path!r}'
+                )
+            items.append(FieldFile(path, mode, field_path=field_path))
+            continue
+        items.append(
+            FieldFile(
+                path,
+                mode,
+                resource=str(resource_ref.get("resource") or ""),
+                container_name=str(resource_ref.get("containerName") or ""),
+                divisor=str(resource_ref.get("divisor") or ""),
+            )
+        )
+    return DownwardFiles(tuple(items))
+
+
+def _token_file(volume: str, source: Mapping[str, Any]) -> TokenFile:
+    path = volume_file_path(volume, source.get("path"))
+    expiration = source.get("expirationSeconds")
+    if expiration is None:
+        expiration = DEFAULT_TOKEN_EXPIRATION
+    if isinstance(expiration, bool) or not isinstance(expiration, int) or expiration <= 0:
+        raise UnsupportedVolume(
+            f'volume "{volume}": serviceAccountToken expirationSeconds {expiration!r} '
+            "is not a positive number of seconds"
+        )
+    return TokenFile(path, str(source.get("audience") or ""), expiration)
+
+
+def _default_mode(volume: str, source: Mapping[str, Any]) -> int:
+    mode = _mode(volume, source.get("defaultMode"), "defaultMode")
+    return DEFAULT_FILE_MODE if mode is None else mode
+
+
+def _mode(volume: str, value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_FILE_MODE:
+        raise UnsupportedVolume(
+            f'volume "{volume}": {what} {value!r} must be a file mode between 0 and 0777'
+        )
+    return value
+
+
+def volume_file_path(volume: str, value: object) -> str:
+    """A file's path inside a volume, checked as the kubelet's atomic writer
+    checks it: relative, without ``..`` parts, not starting with ``..`` (its
+    own names), within path-length limits. Raises ``UnsupportedVolume``."""
+    path = str(value or "")
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or path.startswith("..")
+        or ".." in parts
+        or len(path) > MAX_VOLUME_PATH
+        or any(len(p) > MAX_VOLUME_PATH_PART for p in parts)
+    ):
+        raise UnsupportedVolume(
+            f'volume "{volume}": file path {path!r} must be a relative path without ".." '
+            'that does not start with ".."'
+        )
+    clean = str(PurePosixPath(path))
+    if clean == ".":
+        raise UnsupportedVolume(f'volume "{volume}": file path {path!r} names no file')
+    return clean
 
 
 # --- the sandbox ---
@@ -406,6 +714,8 @@ class PodContext:
     owner: str
     pod_ip: str = ""
     volume_dirs: Mapping[str, Path] = field(default_factory=dict)
+    # volumes mounted read-only whatever the mount says (``read_only_volumes``)
+    read_only_volumes: frozenset[str] = frozenset()
     etc_hosts: Path | None = None
     # ("ConfigMap" | "Secret", name) -> the object, or None where it does not exist
     objects: Mapping[tuple[str, str], Obj | None] = field(default_factory=dict)
@@ -516,20 +826,34 @@ def container_mounts(
             relative = PurePosixPath(sub_path)
             if relative.is_absolute() or ".." in relative.parts:
                 raise ConfigError(f"subPath {sub_path!r} must be a relative path within the volume")
-            host = host / relative
-            host.mkdir(parents=True, exist_ok=True)
+            host = _sub_path(host, relative, sub_path)
         container_path = str(mount.get("mountPath") or "")
         mounted_paths.add(container_path)
         mounts.append(
             pb.Mount(
                 container_path=container_path,
                 host_path=str(host),
-                readonly=bool(mount.get("readOnly")),
+                readonly=bool(mount.get("readOnly")) or volume in context.read_only_volumes,
             )
         )
     if context.etc_hosts is not None and HOSTS_FILE not in mounted_paths:
         mounts.append(pb.Mount(container_path=HOSTS_FILE, host_path=str(context.etc_hosts)))
     return mounts
+
+
+def _sub_path(volume_dir: Path, relative: PurePosixPath, written: str) -> Path:
+    """A subPath's host path, made a directory when missing. Resolved, so
+    that a symlink cannot lead out of the volume and a configMap key is
+    mounted as the file it is now (which is why the kubelet does not update
+    subPath mounts)."""
+    host = volume_dir / relative
+    if not host.exists() and not host.is_symlink():
+        host.mkdir(parents=True, exist_ok=True)
+    root = volume_dir.resolve()
+    resolved = host.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ConfigError(f"subPath {written!r} leads out of its volume")
+    return resolved
 
 
 # --- environment ---
@@ -640,8 +964,9 @@ def _value_from(
     raise ConfigError(f"unsupported valueFrom: {sorted(value_from)}")
 
 
-def field_value(context: PodContext, path: str) -> str:
-    """The downward API's ``fieldRef`` for environment variables."""
+def field_value(context: PodContext, path: str, use: str = "an environment variable") -> str:
+    """The downward API's ``fieldRef`` (for environment variables, and the
+    single values of downward API files)."""
     pod = context.request.pod
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -661,7 +986,7 @@ def field_value(context: PodContext, path: str) -> str:
         "status.podIPs": context.pod_ip,
     }
     if path not in values:
-        raise ConfigError(f"unsupported fieldRef fieldPath {path!r} for an environment variable")
+        raise ConfigError(f"unsupported fieldRef fieldPath {path!r} for {use}")
     value = values[path]
     return "" if value is None else str(value)
 

@@ -9,6 +9,17 @@ then all containers, each under its own supervisor that pulls its image
 back-off), creates and starts it, waits for it to exit and restarts it as
 the restart policy says, with ``CrashLoopBackOff``.
 
+Volumes are set up before the sandbox runs: emptyDirs (on tmpfs for
+``medium: Memory``), and through ``volumefiles`` the configMap, secret,
+downwardAPI and projected volumes (service account tokens from the
+``tokens`` callback; secrets and projections on tmpfs) written the kubelet's
+atomic way, and persistentVolumeClaim volumes linked to their bound
+PersistentVolume's directory. While one cannot be set up (its object
+missing, its claim unbound) the pod waits in ``ContainerCreating`` and it is
+tried again with back-off, as the kubelet does. A refresh loop rewrites the
+file volumes of running pods where their objects changed, every
+``volume_refresh_interval`` seconds of the injected clock.
+
 Status is pushed (``Notifier``) on every change the provider makes, and
 exits are noticed by one relist loop, like the kubelet's PLEG: while any
 container runs it lists the provider's containers every ``relist_interval``
@@ -25,7 +36,9 @@ Deletion is Terminating at once; then every running container gets
 ``StopContainer`` with the grace period (SIGTERM, SIGKILL when it ends),
 their final states are recorded (143, 137, or whatever the process chose),
 the sandbox is stopped and removed, and the pod's cgroup, volumes and logs
-are removed before the final status goes out and the instance is forgotten.
+are removed before the final status goes out and the instance is forgotten
+(tmpfs volumes are unmounted first; a claim's data stays: the pod only held
+a link to it).
 
 Restart adoption: everything the provider needs is in the runtime. Each
 sandbox carries the instance's request as an annotation and labels for the
@@ -55,6 +68,7 @@ import dataclasses
 import datetime
 import functools
 import logging
+import math
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -70,12 +84,14 @@ from nodeless.instances.providers.cri import (
     cgroups,
     clients,
     containerd,
+    hooks,
     imagerefs,
     logfiles,
     podconfigs,
     probing,
     registryauth,
     sandboximages,
+    volumefiles,
 )
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 
@@ -84,18 +100,24 @@ log = logging.getLogger(__name__)
 State = base.InstanceState
 _T = TypeVar("_T")
 
-# (kind "ConfigMap" | "Secret", namespace, name) -> the object, None if it does not exist
-ObjectLookup = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
+# (kind "ConfigMap" | "Secret" | "PersistentVolumeClaim" | "PersistentVolume",
+# namespace ("" for PersistentVolumes), name) -> the object, None if it does not exist
+ObjectLookup = volumefiles.ObjectLookup
 
 DEFAULT_OWNER = "nodeless"
 DEFAULT_CGROUP_ROOT = "/nodeless"
 RELIST_INTERVAL = 0.5
+LOG_CHECK_INTERVAL = 10.0  # the kubelet's containerLogMonitorInterval
+MIN_GRACE_AFTER_PRE_STOP = 2  # the kubelet's minimumGracePeriodInSeconds
 # How long a failed pull shows ErrImagePull before ImagePullBackOff (the
 # kubelet shows the error until its next pod sync).
 PULL_ERROR_HOLD = 1.0
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
+# How often file volumes of running pods are rewritten where their objects
+# changed (the kubelet's pod resync is a minute).
+VOLUME_REFRESH_INTERVAL = 60.0
 
 CONTAINER_CREATING = "ContainerCreating"
 POD_INITIALIZING = "PodInitializing"
@@ -129,7 +151,7 @@ class _Container:
     ever_started: bool = False  # has had a container that ran (or failed to start)
     done: bool = False  # ended for good: the restart policy does not restart it
     resume: pb.ContainerStatus | None = None  # adopted: its latest CRI container
-    probe_killed: bool = False  # this attempt was killed by a liveness or startup probe
+    killed: bool = False  # this attempt was killed for a failed probe or postStart hook
 
     @property
     def name(self) -> str:
@@ -158,6 +180,7 @@ class _Instance:
     holds_capacity: bool = False
     last_pushed: base.InstanceStatus | None = None
     oom_kills: int = 0  # the pod cgroup's OOM kill count when last read
+    pre_stopped: set[str] = dataclasses.field(default_factory=set)  # CRI IDs whose preStop ran
 
     def all_containers(self) -> list[_Container]:
         return self.init_containers + self.containers
@@ -169,10 +192,14 @@ class CriProvider:
     ``client`` is a ``CriClient`` on a running runtime (``containerd``
     starts one); ``data_dir`` holds pod directories and logs. ``owner`` tells
     this provider's sandboxes from others' on a shared runtime;
-    ``credentials`` resolves ``imagePullSecrets`` and ``objects`` the
-    ConfigMaps and Secrets containers' environments name (both optional:
-    without them, pods naming such objects wait with
-    ``CreateContainerConfigError``, pulls go without credentials).
+    ``credentials`` resolves ``imagePullSecrets``, ``objects`` the
+    ConfigMaps and Secrets containers' environments and volumes name and the
+    claims and PersistentVolumes of their persistentVolumeClaim volumes, and
+    ``tokens`` issues the service account tokens of projected volumes (all
+    optional: without them, pods naming such objects wait with
+    ``CreateContainerConfigError`` or, for volumes, in ``ContainerCreating``;
+    pulls go without credentials). File volumes of running pods are
+    refreshed every ``volume_refresh_interval`` seconds of ``clock``.
     ``on_close`` runs last in ``close`` (``start_cri_provider`` stops its
     containerd there).
     """
@@ -190,11 +217,16 @@ class CriProvider:
         zone_capacity: Mapping[str, int] | None = None,
         credentials: registryauth.CredentialsLookup | None = None,
         objects: ObjectLookup | None = None,
+        tokens: volumefiles.TokenLookup | None = None,
+        volume_refresh_interval: float = VOLUME_REFRESH_INTERVAL,
         crash_backoff: backoffs.BackOffPolicy = backoffs.CRASH_LOOP,
         pull_backoff: backoffs.BackOffPolicy = backoffs.IMAGE_PULL,
         relist_interval: float = RELIST_INTERVAL,
         dns: podconfigs.DnsSettings = podconfigs.DnsSettings(),
         runtime_handler: str = "",
+        log_max_size: int = logfiles.MAX_SIZE,
+        log_max_files: int = logfiles.MAX_FILES,
+        log_check_interval: float = LOG_CHECK_INTERVAL,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
@@ -205,12 +237,18 @@ class CriProvider:
         self.zone_capacity = dict(zone_capacity) if zone_capacity is not None else None
         self.credentials = credentials
         self.objects = objects
+        self.tokens = tokens
+        self.volume_refresh_interval = volume_refresh_interval
         self.crash_backoff = crash_backoff
         self.pull_backoff = pull_backoff
         self.relist_interval = relist_interval
         self.dns = dns
         self.runtime_handler = runtime_handler
         self._on_close = on_close
+        self.log_max_size = log_max_size
+        self.log_max_files = log_max_files
+        self.log_check_interval = log_check_interval
+        self._rotation_task: asyncio.Task[None] | None = None
         self._runtime_name = "containerd"
         self._instances: dict[str, _Instance] = {}
         self._zone_usage: dict[str, int] = {}
@@ -219,6 +257,8 @@ class CriProvider:
         self._exit_waiters: dict[str, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
         self._relist_task: asyncio.Task[None] | None = None
+        self._volume_refresh_task: asyncio.Task[None] | None = None
+        self._volume_locks: dict[str, asyncio.Lock] = {}  # instance ID -> held while writing
         self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
@@ -237,10 +277,16 @@ class CriProvider:
         tasks = [t for i in self._instances.values() for t in (i.task, i.teardown) if t]
         if self._relist_task is not None:
             tasks.append(self._relist_task)
+        if self._volume_refresh_task is not None:
+            tasks.append(self._volume_refresh_task)
+        if self._rotation_task is not None:
+            tasks.append(self._rotation_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._relist_task = None
+        self._volume_refresh_task = None
+        self._rotation_task = None
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
             await on_close()
@@ -269,6 +315,9 @@ class CriProvider:
             except clients.CriError as e:
                 raise base.ProviderError(f"container runtime at {self.client.address}: {e}") from e
             self._relist_task = asyncio.create_task(self._relist_loop(), name="cri-relist")
+            self._rotation_task = asyncio.create_task(
+                self._log_rotation_loop(), name="cri-log-rotation"
+            )
             self._started = True
 
     # --- the Provider protocol ---
@@ -506,11 +555,13 @@ class CriProvider:
             if not instance.sandbox_id:
                 try:
                     volumes = podconfigs.volumes(instance.request.pod)
+                    await self._prepare(instance, volumes)
                 except podconfigs.UnsupportedVolume as e:
                     self._conclude(instance, State.FAILED, VOLUME_NOT_SUPPORTED, str(e))
                     return
-                await self._prepare(instance, volumes)
                 await self._run_sandbox(instance)
+                if volumefiles.needs_pod_ip(volumes):
+                    await self._refresh_volumes(instance)
             for container in instance.init_containers:
                 if container.done:
                     continue
@@ -543,23 +594,25 @@ class CriProvider:
             with contextlib.suppress(Exception):
                 await self._stop_sandbox(instance)
 
-    async def _prepare(self, instance: _Instance, volumes: Sequence[podconfigs.EmptyDir]) -> None:
-        """The pod's directories, emptyDir volumes and cgroup."""
+    async def _prepare(self, instance: _Instance, volumes: Sequence[podconfigs.Volume]) -> None:
+        """The pod's directories, volumes and cgroup; waits while a volume
+        cannot be set up yet (``_set_up_volumes``)."""
         paths = instance.paths
         security = (instance.request.pod.get("spec") or {}).get("securityContext") or {}
         fs_group = security.get("fsGroup")
         dirs: dict[str, Path] = {}
+        empty_dirs = [v for v in volumes if isinstance(v, podconfigs.EmptyDir)]
 
         def make_dirs() -> None:
             paths.log_dir.mkdir(parents=True, exist_ok=True)
             paths.pod_dir.mkdir(parents=True, exist_ok=True)
-            for volume in volumes:
+            for volume in empty_dirs:
                 directory = paths.empty_dir(volume.name)
                 directory.mkdir(parents=True, exist_ok=True)
                 dirs[volume.name] = directory
 
         await asyncio.to_thread(make_dirs)
-        for volume in volumes:
+        for volume in empty_dirs:
             directory = dirs[volume.name]
             if volume.medium == "Memory" and not _is_mount(directory):
                 options = "mode=0777" + (f",size={volume.size_limit}" if volume.size_limit else "")
@@ -568,11 +621,13 @@ class CriProvider:
             os.chmod(directory, 0o777 | (0o2000 if fs_group is not None else 0))
             if fs_group is not None:
                 os.chown(directory, -1, int(fs_group))
+        dirs.update(await self._set_up_volumes(instance, volumes))
         instance.context = podconfigs.PodContext(
             request=instance.request,
             paths=paths,
             owner=self.owner,
             volume_dirs=dirs,
+            read_only_volumes=podconfigs.read_only_volumes(volumes),
         )
         request = instance.request
         try:
@@ -583,6 +638,95 @@ class CriProvider:
             )
         except OSError as e:
             log.warning("pod cgroup %s: %s (containers keep their own limits)", instance.cgroup, e)
+
+    async def _set_up_volumes(
+        self, instance: _Instance, volumes: Sequence[podconfigs.Volume]
+    ) -> dict[str, Path]:
+        """The configMap, secret, downwardAPI, projected and claim volumes,
+        tried again with back-off while one cannot be set up (a missing
+        object, an unbound claim): the pod waits in ``ContainerCreating``,
+        the reason in its containers' messages, as the kubelet's does."""
+        if all(isinstance(v, podconfigs.EmptyDir) for v in volumes):
+            return {}
+        context = podconfigs.PodContext(
+            request=instance.request, paths=instance.paths, owner=self.owner
+        )
+        files = self._volume_files(context)
+        retry = backoffs.BackOff(self.pull_backoff)
+        waited = False
+        while True:
+            try:
+                dirs = await files.set_up(volumes)
+                break
+            except volumefiles.VolumeNotReady as e:
+                waited = True
+                self._volumes_waiting(instance, str(e))
+                await self.clock.sleep(retry.next())
+        if waited:
+            self._volumes_waiting(instance, "")
+        if any(isinstance(v, podconfigs.FileVolume) for v in volumes):
+            self._watch_volumes()
+        return dirs
+
+    def _volume_files(self, context: podconfigs.PodContext) -> volumefiles.PodVolumes:
+        return volumefiles.PodVolumes(
+            context, self.clock, objects=self.objects, tokens=self.tokens, mount_memory=_mount_tmpfs
+        )
+
+    def _volumes_waiting(self, instance: _Instance, message: str) -> None:
+        for container in instance.all_containers():
+            if container.status.state == "waiting":
+                container.status.message = message
+        self._set_state(instance, State.PENDING, CONTAINER_CREATING, message)
+        self._push(instance)
+
+    def _watch_volumes(self) -> None:
+        if self._volume_refresh_task is None and not self._closed:
+            self._volume_refresh_task = asyncio.create_task(
+                self._refresh_volumes_loop(), name="cri-volume-refresh"
+            )
+
+    async def _refresh_volumes_loop(self) -> None:
+        """The kubelet's resync of file volumes: every
+        ``volume_refresh_interval`` seconds, each running pod's configMap,
+        secret, downwardAPI and projected volumes are rewritten where their
+        content changed (``..data`` swapped; subPath mounts keep what they
+        mounted)."""
+        while True:
+            await self.clock.sleep(self.volume_refresh_interval)
+            for instance in list(self._instances.values()):
+                await self._refresh_volumes(instance)
+
+    async def _refresh_volumes(self, instance: _Instance) -> None:
+        context = instance.context
+        if (
+            context is None
+            or not instance.sandbox_id
+            or instance.teardown is not None
+            or instance.status.state.terminal
+        ):
+            return
+        try:
+            found = [
+                v
+                for v in podconfigs.volumes(instance.request.pod)
+                if isinstance(v, podconfigs.FileVolume)
+            ]
+        except podconfigs.UnsupportedVolume:
+            return
+        if not found:
+            return
+        instance_id = instance.request.instance_id
+        async with self._volume_locks.setdefault(instance_id, asyncio.Lock()):
+            if instance.teardown is not None:
+                return
+            try:
+                changed = await self._volume_files(context).refresh(found)
+            except Exception:
+                log.exception("refreshing the volumes of %s failed", instance_id)
+                return
+        if changed:
+            log.info("volumes %s of %s updated", ", ".join(changed), instance_id)
 
     async def _run_sandbox(self, instance: _Instance) -> None:
         request = instance.request
@@ -653,7 +797,7 @@ class CriProvider:
         policy = instance.restart_policy
         if container.init:
             return policy != "Never" and code != 0
-        if container.probe_killed:  # the kubelet restarts it whatever it exited with
+        if container.killed:  # the kubelet restarts it whatever it exited with
             return policy != "Never"
         return policy == "Always" or (policy == "OnFailure" and code != 0)
 
@@ -666,7 +810,7 @@ class CriProvider:
             if resumed.state == pb.CONTAINER_CREATED:
                 await self._start(instance, container)
             return await self._running(instance, container)
-        container.probe_killed = False
+        container.killed = False
         image_ref, image = await self._ensure_image(instance, container)
         config = await self._configure(instance, container, image_ref, image)
         await self._create(instance, container, config)
@@ -727,17 +871,7 @@ class CriProvider:
             elapsed = (self.clock.now() - started).total_seconds()
             await self.clock.sleep(max(0.0, probe.initial_delay - elapsed))
 
-        async def run_exec(command: Sequence[str], timeout: int) -> tuple[int, bytes]:
-            try:
-                reply = await self.client.exec_sync(
-                    container_id, command, exec_timeout=timeout, timeout=timeout + 5
-                )
-            except clients.CriError as e:
-                if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise TimeoutError from None
-                return -1, e.details.encode()
-            return int(reply.exit_code), bytes(reply.stdout) + bytes(reply.stderr)
-
+        run_exec = self._exec_runner(container_id)
         while True:
             result = await probing.check(
                 probe, pod_ip=instance.status.ip, container=container.spec, exec_runner=run_exec
@@ -770,9 +904,8 @@ class CriProvider:
         the probe's grace period or the pod's."""
         grace = probe.termination_grace
         if grace is None:
-            spec = instance.request.pod.get("spec") or {}
-            grace = int(spec.get("terminationGracePeriodSeconds", 30))
-        container.probe_killed = True
+            grace = self._grace(instance)
+        container.killed = True
         restart = instance.restart_policy != "Never"
         will = "will be restarted" if restart else "will not be restarted"
         self._event(
@@ -781,7 +914,7 @@ class CriProvider:
             "Killing",
             f"Container {container.name} failed {probe.kind.lower()} probe, {will}",
         )
-        await self._shielded(self._stop_container(container.cri_id, grace))
+        await self._shielded(self._stop_gracefully(instance, container.cri_id, grace))
 
     # --- images ---
 
@@ -969,8 +1102,10 @@ class CriProvider:
             old = container.cri_ids.pop(attempt)
             with contextlib.suppress(clients.CriError):
                 await self.client.remove_container(old)
+            log_file = instance.paths.log_file(container.name, attempt)
             for path in (
-                instance.paths.log_file(container.name, attempt),
+                log_file,
+                *logfiles.rotated(log_file),
                 instance.paths.termination_file(container.name, attempt),
             ):
                 with contextlib.suppress(OSError):
@@ -993,6 +1128,63 @@ class CriProvider:
             self._mark_running(container, status)
             self._settle(instance)
             self._push(instance)
+            await self._post_start(instance, container)
+
+    async def _post_start(self, instance: _Instance, container: _Container) -> None:
+        """Runs the postStart hook; the container's probes wait for it, and
+        when it fails the container is killed and restarts as its policy says."""
+        hook = None if container.init else hooks.hook(container.spec, hooks.POST_START)
+        if hook is None:
+            return
+        result = await hooks.run(
+            hook,
+            pod_ip=instance.status.ip,
+            container=container.spec,
+            exec_runner=self._exec_runner(container.cri_id),
+            clock=self.clock,
+            describe=self._describe(instance, container),
+        )
+        if result.success:
+            return
+        self._event(instance, "Warning", "FailedPostStartHook", result.message)
+        self._event(instance, "Normal", "Killing", "FailedPostStartHook")
+        container.killed = True
+        await self._shielded(
+            self._stop_gracefully(instance, container.cri_id, self._grace(instance))
+        )
+
+    def _exec_runner(self, container_id: str) -> probing.ExecRunner:
+        """Runs commands in the container through CRI ``ExecSync`` (for
+        exec probes and hooks)."""
+
+        async def run_exec(command: Sequence[str], timeout: int) -> tuple[int, bytes]:
+            try:
+                reply = await self.client.exec_sync(
+                    container_id,
+                    command,
+                    exec_timeout=timeout,
+                    timeout=timeout + 5 if timeout else math.inf,
+                )
+            except clients.CriError as e:
+                if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise TimeoutError from None
+                return -1, e.details.encode()
+            return int(reply.exit_code), bytes(reply.stdout) + bytes(reply.stderr)
+
+        return run_exec
+
+    @staticmethod
+    def _describe(instance: _Instance, container: _Container) -> str:
+        status = instance.status
+        return (
+            f'Container "{container.name}" in Pod '
+            f'"{status.pod_name}_{status.namespace}({status.pod_uid})"'
+        )
+
+    @staticmethod
+    def _grace(instance: _Instance) -> int:
+        spec = instance.request.pod.get("spec") or {}
+        return int(spec.get("terminationGracePeriodSeconds", 30))
 
     def _mark_running(self, container: _Container, cri: pb.ContainerStatus) -> None:
         status = container.status
@@ -1257,8 +1449,38 @@ class CriProvider:
         for sandbox_id in sandboxes:
             for listed in await self.client.list_containers(pod_sandbox_id=sandbox_id):
                 if listed.state != pb.CONTAINER_EXITED:
-                    stops.append(self._stop_container(listed.id, grace))
+                    stops.append(self._stop_gracefully(instance, listed.id, grace))
         await asyncio.gather(*stops)
+
+    async def _stop_gracefully(self, instance: _Instance, container_id: str, grace: int) -> None:
+        """The kubelet's kill: the container's preStop hook first (once, cut
+        short by the grace period), then SIGTERM with what is left of the
+        grace period (at least 2 seconds after a hook), then SIGKILL."""
+        container = next((c for c in instance.all_containers() if c.cri_id == container_id), None)
+        hook = None
+        if container is not None and not container.init:
+            hook = hooks.hook(container.spec, hooks.PRE_STOP)
+        if hook is not None and grace > 0 and container_id not in instance.pre_stopped:
+            assert container is not None
+            instance.pre_stopped.add(container_id)
+            began = self.clock.monotonic()
+            try:
+                async with asyncio.timeout(grace):
+                    result = await hooks.run(
+                        hook,
+                        pod_ip=instance.status.ip,
+                        container=container.spec,
+                        exec_runner=self._exec_runner(container_id),
+                        clock=self.clock,
+                        describe=self._describe(instance, container),
+                    )
+                if not result.success:
+                    self._event(instance, "Warning", "FailedPreStopHook", result.message)
+            except TimeoutError:
+                log.info("preStop hook of %s outlived the grace period", container_id)
+            spent = self.clock.monotonic() - began
+            grace = max(MIN_GRACE_AFTER_PRE_STOP, grace - math.ceil(spent))
+        await self._stop_container(container_id, grace)
 
     async def _stop_container(self, container_id: str, grace: int) -> None:
         try:
@@ -1318,7 +1540,12 @@ class CriProvider:
                 await self._record_exit(instance, container, cri)
 
     async def _remove_files(self, instance: _Instance) -> None:
+        # a volume refresh in progress ends first; none starts once the teardown has
+        lock = self._volume_locks.pop(instance.request.instance_id, None)
         try:
+            if lock is not None:
+                async with lock:
+                    pass
             await self._remove_files_of(instance)
         except OSError as e:
             # the pod itself is gone; what is left on disk is only logged
@@ -1366,6 +1593,40 @@ class CriProvider:
                 if (state is None or state == pb.CONTAINER_EXITED) and not future.done():
                     future.set_result(None)
             await asyncio.sleep(self.relist_interval)
+
+    # --- log rotation ---
+
+    async def _log_rotation_loop(self) -> None:
+        """Every interval, rotates the logs of running containers that have
+        grown past ``log_max_size`` (the kubelet's log manager)."""
+        while True:
+            await asyncio.sleep(self.log_check_interval)
+            try:
+                await self.rotate_logs()
+            except Exception:
+                log.exception("rotating container logs failed")
+
+    async def rotate_logs(self) -> int:
+        """One round of rotation; returns how many logs were rotated."""
+        count = 0
+        for instance in list(self._instances.values()):
+            for container in instance.all_containers():
+                if container.status.state != "running" or not container.cri_id:
+                    continue
+                path = instance.paths.log_file(container.name, container.attempt)
+                if not await asyncio.to_thread(logfiles.over_limit, path, self.log_max_size):
+                    continue
+                renamed = await asyncio.to_thread(
+                    logfiles.rotate, path, self.clock.now(), self.log_max_files
+                )
+                try:
+                    await self.client.reopen_container_log(container.cri_id)
+                except clients.CriError as e:
+                    log.warning("reopening the log of %s: %s", container.cri_id, e)
+                    await asyncio.to_thread(logfiles.unrotate, path, renamed)
+                    continue
+                count += 1
+        return count
 
     # --- adoption after a restart ---
 
@@ -1434,9 +1695,12 @@ class CriProvider:
             paths=instance.paths,
             owner=self.owner,
             pod_ip=instance.status.ip,
-            volume_dirs={v.name: instance.paths.empty_dir(v.name) for v in volumes},
+            volume_dirs={v.name: podconfigs.volume_dir(instance.paths, v) for v in volumes},
+            read_only_volumes=podconfigs.read_only_volumes(volumes),
             etc_hosts=hosts if hosts.exists() else None,
         )
+        if any(isinstance(v, podconfigs.FileVolume) for v in volumes):
+            self._watch_volumes()
         for container in instance.all_containers():
             mine = sorted(
                 (
@@ -1681,6 +1945,12 @@ def _rfc3339(moment: datetime.datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _mount_tmpfs(directory: Path) -> None:
+    """Secret and projected volumes live in memory, as the kubelet keeps them."""
+    if not _is_mount(directory):
+        await _run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(directory))
 
 
 def _create_termination_file(path: Path) -> None:

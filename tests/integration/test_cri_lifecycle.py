@@ -1,4 +1,5 @@
-"""Probes and kubelet Events of the CRI provider, on real containerd.
+"""Probes, lifecycle hooks, log rotation and the kubelet's Events of the CRI
+provider, on real containerd.
 
 Uses the containerd, bridge and registry fixtures of ``test_cri_provider``
 (one containerd per test). Probe periods are one second, so each test lasts
@@ -9,6 +10,7 @@ a few seconds of real time.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from test_cri_provider import (  # noqa: F401 - fixtures
@@ -20,6 +22,7 @@ from test_cri_provider import (  # noqa: F401 - fixtures
     current,
     pod,
     pytestmark,
+    read_logs,
     registries,
     request,
     status_is,
@@ -181,3 +184,108 @@ async def test_deleting_a_running_pod_tells_which_containers_are_stopped(crienv:
     await made.delete("i-stop", 0)
 
     assert events.messages("i-stop", "Killing") == ["Stopping container app"]
+
+
+async def test_post_start_runs_before_probes_and_a_failing_one_restarts_the_container(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    events = Events()
+    made.subscribe_events(events)
+    image = crienv.registry.image("busybox:1")
+    good = container(
+        "good",
+        image,
+        "while [ ! -f /tmp/hooked ]; do sleep 0.1; done; cat /tmp/hooked; sleep 1000",
+        lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "echo hooked > /tmp/hooked"]}}},
+    )
+    bad = container(
+        "bad",
+        image,
+        "sleep 1000",
+        lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "echo no >&2; exit 3"]}}},
+    )
+    manifest = pod("hooks", [good, bad], terminationGracePeriodSeconds=1)
+
+    await made.create(request("i-hooks", manifest))
+    await until(
+        status_is(made, "i-hooks", lambda s: s.containers[1].restart_count >= 1), timeout=40
+    )
+
+    status = await current(made, "i-hooks")
+    assert (status.containers[0].restart_count, status.containers[0].state) == (0, "running")
+    assert await read_logs(made, "i-hooks", "good") == b"hooked\n"
+    [failed, *_] = events.messages("i-hooks", "FailedPostStartHook")
+    assert failed.startswith(
+        'Exec lifecycle hook ([sh -c echo no >&2; exit 3]) for Container "bad" in Pod '
+        f'"hooks_default({manifest["metadata"]["uid"]})" failed - error: '
+        "command 'sh -c echo no >&2; exit 3' exited with 3"
+    )
+    assert "FailedPostStartHook" in events.messages("i-hooks", "Killing")
+
+
+async def test_pre_stop_runs_before_the_container_gets_sigterm(crienv: Cri) -> None:
+    made = crienv.provider()
+    app = container(
+        "app",
+        crienv.registry.image("busybox:1"),
+        "trap 'cat /tmp/stopping; exit 0' TERM; echo up; sleep 1000 & wait",
+        lifecycle={
+            "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop ran > /tmp/stopping"]}}
+        },
+    )
+
+    await made.create(request("i-pre", pod("pre", [app], terminationGracePeriodSeconds=10)))
+    await until(status_is(made, "i-pre", lambda s: s.state is State.RUNNING))
+    await until(lambda: _logged(made, "i-pre", b"up\n"))
+    stream = await made.logs("i-pre", "app", follow=True)
+    collected = asyncio.create_task(_collect(stream))
+    await made.delete("i-pre", 10)
+
+    assert await asyncio.wait_for(collected, 30) == b"up\npre-stop ran\n"
+
+
+async def _logged(made: Any, instance_id: str, expected: bytes) -> bool:
+    return await read_logs(made, instance_id, "app") == expected
+
+
+async def _collect(stream: Any) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def test_a_noisy_containers_log_is_rotated_and_kept_within_its_file_count(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider(log_max_size=4096, log_max_files=3, log_check_interval=0.2)
+    app = container(
+        "app",
+        crienv.registry.image("busybox:1"),
+        "i=0; while true; do i=$((i+1)); echo line-$i-0123456789abcdefghijklmnopqrstuvwxyz; "
+        "sleep 0.002; done",
+    )
+
+    await made.create(request("i-noisy", pod("noisy", [app])))
+    await until(status_is(made, "i-noisy", lambda s: s.state is State.RUNNING))
+    status = await current(made, "i-noisy")
+    log_dir = made.data_dir / "logs" / f"default_noisy_{status.pod_uid}" / "app"
+    await until(lambda: _rotated_at_least(log_dir, 3), timeout=30)
+
+    files = sorted(p.name for p in log_dir.iterdir())
+    assert len(files) <= 3, files
+    assert "0.log" in files
+    assert any(name.endswith(".gz") for name in files), files
+    # the current file only, as the kubelet reads it: its lines continue the rotated ones
+    await until(lambda: _logged_something(made, "i-noisy"))
+    lines = (await read_logs(made, "i-noisy", "app")).splitlines()
+    assert all(line.startswith(b"line-") for line in lines)
+    assert int(lines[0].split(b"-")[1]) > 1
+
+
+async def _logged_something(made: Any, instance_id: str) -> bool:
+    return bool(await read_logs(made, instance_id, "app"))
+
+
+async def _rotated_at_least(log_dir: Any, times: int) -> bool:
+    """True once ``times`` rotations happened (the oldest rotated file is gone)."""
+    names = [p.name for p in log_dir.iterdir()] if log_dir.exists() else []
+    return len(names) >= 3 and any(n.endswith(".gz") for n in names)
