@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,10 +37,61 @@ spec:
       containers:
       - name: main
         image: registry.local/nodeless/busybox:1.36
-        command: ["sh", "-c", "trap 'exit 0' TERM; touch /tmp/ready; sleep 3600 & wait"]
+        command:
+        - sh
+        - -c
+        - >-
+          mkdir -p /www && echo "hello from $(hostname)" > /www/index.html
+          && httpd -p 8080 -h /www && trap 'exit 0' TERM; sleep 3600 & wait
+        ports: [{name: http, containerPort: 8080}]
         readinessProbe:
-          exec: {command: ["cat", "/tmp/ready"]}
+          httpGet: {path: /index.html, port: http}
           periodSeconds: 1
+"""
+FILES = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: default}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: password, namespace: default}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: keep, namespace: default}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 10Mi}}
+"""
+READER = """
+apiVersion: v1
+kind: Pod
+metadata: {name: reader-%(n)s, namespace: default, labels: {team: blue}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.local/nodeless/busybox:1.36
+    command:
+    - sh
+    - -c
+    - >-
+      cat /etc/settings/greeting /etc/password/password /etc/pod/labels; echo;
+      cat /data/count 2>/dev/null || echo none; echo %(n)s > /data/count
+    volumeMounts:
+    - {name: settings, mountPath: /etc/settings}
+    - {name: password, mountPath: /etc/password}
+    - {name: pod, mountPath: /etc/pod}
+    - {name: data, mountPath: /data}
+  volumes:
+  - {name: settings, configMap: {name: settings}}
+  - {name: password, secret: {secretName: password}}
+  - name: pod
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  - {name: data, persistentVolumeClaim: {claimName: keep}}
 """
 
 
@@ -114,6 +166,9 @@ def test_a_deployment_runs_real_pods_that_survive_a_restart(data_dir: Path) -> N
         )
         reasons = {e["reason"] for e in events["items"]}
         assert {"Scheduled", "Created", "Started"} <= reasons, reasons
+        for ip, _ in before.values():
+            with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=10) as reply:
+                assert reply.read().decode().startswith("hello from sleeper-")
     except BaseException:
         stop_cluster(cluster)
         raise
@@ -131,3 +186,31 @@ def test_a_deployment_runs_real_pods_that_survive_a_restart(data_dir: Path) -> N
     finally:
         stop_cluster(cluster)
     assert shims(data_dir) == set(), "deleted pods leave no sandbox behind"
+
+
+def test_configmap_secret_downward_api_and_claim_files_read_back_through_kubectl_logs(
+    data_dir: Path,
+) -> None:
+    options = ("--pod-cidr", POD_CIDR, "--pod-bridge", BRIDGE)
+    cluster = start_cluster(data_dir, provider="cri", options=options)
+    try:
+        cluster.kubectl("apply", "-f", "-", input=FILES)
+        outputs = []
+        for n in ("1", "2"):
+            cluster.kubectl("apply", "-f", "-", input=READER % {"n": n})
+            cluster.kubectl(
+                "wait",
+                f"pod/reader-{n}",
+                "--for=jsonpath={.status.phase}=Succeeded",
+                "--timeout=60s",
+                timeout=90,
+            )
+            outputs.append(cluster.kubectl("logs", f"reader-{n}").stdout)
+            cluster.kubectl("delete", "pod", f"reader-{n}", "--wait=true", timeout=60)
+        pvc = json.loads(cluster.kubectl("get", "pvc", "keep", "-o", "json").stdout)
+    finally:
+        stop_cluster(cluster)
+
+    assert outputs[0] == 'hellos3cretteam="blue"\nnone\n'
+    assert outputs[1] == 'hellos3cretteam="blue"\n1\n', "the claim kept what pod 1 wrote"
+    assert pvc["status"]["phase"] == "Bound"

@@ -289,3 +289,42 @@ async def _rotated_at_least(log_dir: Any, times: int) -> bool:
     """True once ``times`` rotations happened (the oldest rotated file is gone)."""
     names = [p.name for p in log_dir.iterdir()] if log_dir.exists() else []
     return len(names) >= 3 and any(n.endswith(".gz") for n in names)
+
+
+async def test_hostname_subdomain_host_aliases_and_dns_config_are_what_the_pod_sees(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    app = container(
+        "app",
+        crienv.registry.image("busybox:1"),
+        "hostname; cat /etc/hosts; cat /etc/resolv.conf",
+    )
+    manifest = pod(
+        "ident",
+        [app],
+        restart_policy="Never",
+        hostname="web-0",
+        subdomain="web",
+        hostAliases=[{"ip": "10.1.2.3", "hostnames": ["db.local", "cache.local"]}],
+        dnsPolicy="None",
+        dnsConfig={
+            "nameservers": ["10.96.0.10"],
+            "searches": ["default.svc.cluster.local"],
+            "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}],
+        },
+    )
+
+    await made.create(request("i-ident", manifest))
+    await until(status_is(made, "i-ident", lambda s: s.state is State.SUCCEEDED))
+
+    status = await current(made, "i-ident")
+    lines = (await read_logs(made, "i-ident", "app")).decode().splitlines()
+    assert lines[0] == "web-0"
+    assert f"{status.ip}\tweb-0.web.default.svc.cluster.local\tweb-0" in lines
+    assert "10.1.2.3\tdb.local\tcache.local" in lines
+    assert "nameserver 10.96.0.10" in lines
+    assert "search default.svc.cluster.local" in lines
+    assert any(
+        line.startswith("options") and "ndots:2" in line and "edns0" in line for line in lines
+    )

@@ -661,6 +661,7 @@ class CriProvider:
             except volumefiles.VolumeNotReady as e:
                 waited = True
                 self._volumes_waiting(instance, str(e))
+                self._event(instance, "Warning", "FailedMount", str(e))
                 await self.clock.sleep(retry.next())
         if waited:
             self._volumes_waiting(instance, "")
@@ -1042,6 +1043,7 @@ class CriProvider:
                 break
             except podconfigs.ConfigError as e:
                 self._waiting(instance, container, e.reason, str(e))
+                self._event(instance, "Warning", "Failed", f"Error: {e}")
                 await self.clock.sleep(container.retry.next())
         container.retry.reset()
         await asyncio.to_thread(_create_termination_file, termination)
@@ -1118,6 +1120,7 @@ class CriProvider:
             # the container is there and exited (StartError, 128): the exit
             # is read like any other
             log.info("container %s of %s did not start: %s", container.name, instance, e)
+            self._event(instance, "Warning", "Failed", f"Error: {e.details or e}")
             return
         try:
             status = (await self.client.container_status(container.cri_id)).status
