@@ -7,15 +7,26 @@ and the kubelet's Events (Created, Started) are on the pods."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import ipaddress
 import json
+import os
+import pty
+import select
+import shutil
+import struct
 import subprocess
+import termios
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, start_cluster, stop_cluster
+from conftest import VENV_BIN, Cluster, start_cluster, stop_cluster
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes import stream as kube_stream
 
 from nodeless.instances.providers.cri import containerd
 
@@ -214,3 +225,133 @@ def test_configmap_secret_downward_api_and_claim_files_read_back_through_kubectl
     assert outputs[0] == 'hellos3cretteam="blue"\nnone\n'
     assert outputs[1] == 'hellos3cretteam="blue"\n1\n', "the claim kept what pod 1 wrote"
     assert pvc["status"]["phase"] == "Bound"
+
+
+SHELL_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: shell, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: registry.local/nodeless/busybox:1.36
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done, namespace: default}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.local/nodeless/busybox:1.36
+    command: ["true"]
+"""
+
+
+def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_code(
+    data_dir: Path,
+) -> None:
+    options = ("--pod-cidr", POD_CIDR, "--pod-bridge", BRIDGE)
+    cluster = start_cluster(data_dir, provider="cri", options=options)
+    try:
+        cluster.kubectl("apply", "-f", "-", input=SHELL_POD)
+        cluster.kubectl("wait", "pod/shell", "--for=condition=Ready", "--timeout=60s", timeout=90)
+        cluster.kubectl(
+            "wait",
+            "pod/done",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "--timeout=60s",
+            timeout=90,
+        )
+
+        failing = cluster.kubectl(
+            "exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 3", check=False
+        )
+        name = cluster.kubectl("exec", "shell", "-c", "main", "--", "hostname")
+        piped = cluster.kubectl(
+            "exec", "-i", "shell", "--", "sh", "-c", "read x; echo got $x", input="hello\n"
+        )
+        finished = cluster.kubectl("exec", "done", "--", "true", check=False)
+        missing = cluster.kubectl("exec", "shell", "-c", "nope", "--", "true", check=False)
+        terminal_output, terminal_code = exec_in_a_terminal(
+            cluster, b"stty size; echo $((6*7)); exit 5\r"
+        )
+        python_output = python_client_exec(cluster)
+    finally:
+        stop_cluster(cluster)
+
+    assert (failing.returncode, failing.stdout) == (3, "out\n")
+    assert "err" in failing.stderr
+    assert name.stdout == "shell\n"
+    assert piped.stdout == "got hello\n"
+    assert finished.returncode != 0
+    assert "cannot exec into a container in a completed pod; current phase is Succeeded" in (
+        finished.stderr
+    )
+    assert missing.returncode != 0
+    assert "container nope is not valid for pod shell" in missing.stderr
+    assert terminal_code == 5
+    assert b"42\r\n" in terminal_output
+    assert b"30 100" in terminal_output, "the terminal's size reached the pod"
+    assert python_output == "from python\n"
+
+
+def exec_in_a_terminal(cluster: Cluster, keys: bytes) -> tuple[bytes, int]:
+    """``kubectl exec -it`` on a pseudo-terminal of 30 rows by 100 columns,
+    typing ``keys``; returns what the terminal showed and kubectl's exit code."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HOME=str(cluster.data_dir))
+    process = subprocess.Popen(
+        [kubectl, "exec", "-it", "shell", "--", "sh"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    output = b""
+    typed = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed: kubectl ended
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not typed and b"#" in output:  # the shell's prompt
+                os.write(master, keys)
+                typed = True
+        elif process.poll() is not None:
+            break
+    os.close(master)
+    return output, process.wait(timeout=30)
+
+
+def python_client_exec(cluster: Cluster) -> str:
+    """``kubernetes.stream.stream`` (WebSocket v4, text stdin frames)."""
+    api_client = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = kube_client.CoreV1Api(api_client)
+    try:
+        return str(
+            kube_stream.stream(
+                core.connect_get_namespaced_pod_exec,
+                "shell",
+                "default",
+                command=["sh", "-c", "echo from python"],
+                stderr=True,
+                stdin=False,
+                stdout=True,
+                tty=False,
+            )
+        )
+    finally:
+        api_client.close()

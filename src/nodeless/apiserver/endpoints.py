@@ -35,6 +35,7 @@ from nodeless.api import (
 from nodeless.apiserver import (
     discovery,
     openapi,
+    remotecommands,
     requests,
     serviceaccounts,
     storing,
@@ -251,6 +252,8 @@ class Api:
     )
     # Set once something runs the pods (``cli.main``); None: no pod has a log.
     logs_source: LogsSource | None = None
+    # Set likewise; None: nothing to exec in or attach to.
+    stream_source: remotecommands.StreamSource | None = None
 
     @property
     def clock(self) -> Callable[[], datetime.datetime]:
@@ -1089,7 +1092,13 @@ class Api:
                     "the server does not allow this method on the requested resource"
                 )
             return await self._pod_log(request, resource, target)
-        elif sub.name in ("exec", "attach", "portforward", "proxy"):
+        elif sub.name in ("exec", "attach"):
+            if method not in ("GET", "POST"):
+                raise errors.method_not_allowed(
+                    "the server does not allow this method on the requested resource"
+                )
+            return await self._pod_stream(request, resource, target, sub.name)
+        elif sub.name in ("portforward", "proxy"):
             await self.store.get(resource, target.namespace, target.name)
             raise errors.StatusError(
                 400,
@@ -1099,6 +1108,44 @@ class Api:
         raise errors.method_not_allowed(
             "the server does not allow this method on the requested resource"
         )
+
+    async def _pod_stream(
+        self,
+        request: web.Request,
+        resource: kinds.Resource,
+        target: requests.Target,
+        subresource: str,
+    ) -> web.StreamResponse:
+        """``pods/{name}/exec`` and ``/attach``: checked as upstream checks
+        them, then the client's WebSocket relayed to the runtime."""
+        options = remotecommands.parse_options(request.query, subresource)
+        pod = await self.store.get(resource, target.namespace, target.name)
+        container = log_container(pod, options.container)
+        remotecommands.check_phase(pod, subresource)
+        source = self.stream_source
+        if source is None or not (pod.get("spec") or {}).get("nodeName"):
+            raise errors.bad_request(
+                f"unable to upgrade connection: pod {target.name} has no running instance"
+                if source is not None
+                else f"{subresource} is not available: this Nodeless server runs without an "
+                "instance provider"
+            )
+        if not remotecommands.is_websocket(request):
+            raise errors.bad_request(
+                "unable to upgrade connection: this server streams exec and attach over "
+                f"WebSocket ({', '.join(remotecommands.PROTOCOLS)}), not SPDY"
+            )
+        url = await source(
+            target.namespace,
+            target.name,
+            container,
+            options.command,
+            options.stdin,
+            options.stdout,
+            options.stderr,
+            options.tty,
+        )
+        return await remotecommands.relay(request, url, self.shutting_down)
 
     async def _pod_log(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target

@@ -247,6 +247,30 @@ async def start_components(
 
         # pods/log reads what this process's instances printed.
         api.logs_source = pod_logs
+
+        async def pod_stream(
+            namespace: str,
+            name: str,
+            container: str,
+            command: list[str] | None,
+            stdin: bool,
+            stdout: bool,
+            stderr: bool,
+            tty: bool,
+        ) -> str:
+            return await manager.stream_url(
+                namespace,
+                name,
+                container,
+                command,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                tty=tty,
+            )
+
+        # pods/exec and pods/attach stream to this process's instances.
+        api.stream_source = pod_stream
         scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
         scheduler.start()
         components.running.append(scheduler)

@@ -294,17 +294,7 @@ class InstanceManager:
                 f"log is not available: the {self.provider.name} instance provider "
                 "does not serve container logs"
             )
-        key = f"{namespace}/{name}"
-        pod = self.pods.get(key)
-        uid = ((pod or {}).get("metadata") or {}).get("uid")
-        instance_id = ""
-        record = self.records.get(key) or self._unrecorded.get(key)
-        if record is not None and (record.get("spec") or {}).get("podUID") == uid:
-            instance_id = (record.get("spec") or {}).get("instanceID", "")
-        if not instance_id:
-            latest = self.latest.get(key)
-            if latest is not None and latest.pod_uid == uid:
-                instance_id = latest.instance_id
+        instance_id = self._instance_of(namespace, name)
         if not instance_id:
             if previous:
                 raise errors.bad_request(
@@ -323,6 +313,65 @@ class InstanceManager:
                 timestamps=timestamps,
                 since=since,
                 limit_bytes=limit_bytes,
+            )
+        except base.ProviderError as err:
+            raise errors.bad_request(str(err)) from None
+
+    def _instance_of(self, namespace: str, name: str) -> str:
+        """The ID of the pod's current instance, "" while it has none."""
+        key = f"{namespace}/{name}"
+        pod = self.pods.get(key)
+        uid = ((pod or {}).get("metadata") or {}).get("uid")
+        record = self.records.get(key) or self._unrecorded.get(key)
+        if record is not None and (record.get("spec") or {}).get("podUID") == uid:
+            instance_id = str((record.get("spec") or {}).get("instanceID", ""))
+            if instance_id:
+                return instance_id
+        latest = self.latest.get(key)
+        if latest is not None and latest.pod_uid == uid:
+            return latest.instance_id
+        return ""
+
+    # --- exec and attach -----------------------------------------------------------
+
+    async def stream_url(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        command: list[str] | None,
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> str:
+        """The provider's streaming URL for an exec of ``command`` (or, with
+        None, an attach) in a container of the pod; a 400 in the kubelet's
+        words where there is nothing to stream to."""
+        if not isinstance(self.provider, base.ExecCapable):
+            raise errors.bad_request(
+                f"unable to upgrade connection: the {self.provider.name} instance provider "
+                "does not run commands in containers"
+            )
+        instance_id = self._instance_of(namespace, name)
+        if not instance_id:
+            raise errors.bad_request(
+                f'unable to upgrade connection: container not found ("{container}")'
+            )
+        try:
+            if command is None:
+                return await self.provider.attach(
+                    instance_id, container, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty
+                )
+            return await self.provider.exec(
+                instance_id,
+                container,
+                command,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                tty=tty,
             )
         except base.ProviderError as err:
             raise errors.bad_request(str(err)) from None

@@ -14,7 +14,7 @@ import contextlib
 import datetime
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -191,6 +191,38 @@ class LogsCapable(Protocol):
         since: datetime.datetime | None = None,
         limit_bytes: int | None = None,
     ) -> AsyncIterator[bytes]: ...
+
+
+@runtime_checkable
+class ExecCapable(Protocol):
+    """Providers that run commands in, and attach to, their containers.
+    Each call answers with the URL of a streaming endpoint that speaks
+    Kubernetes' remotecommand protocols (WebSocket ``v4.channel.k8s.io`` or
+    SPDY), as a CRI runtime's streaming server does; the API server relays
+    the client's stream to it."""
+
+    async def exec(
+        self,
+        instance_id: str,
+        container: str,
+        command: Sequence[str],
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> str: ...
+
+    async def attach(
+        self,
+        instance_id: str,
+        container: str,
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> str: ...
 
 
 @runtime_checkable

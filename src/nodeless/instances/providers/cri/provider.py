@@ -470,6 +470,76 @@ class CriProvider:
 
         return logfiles.read(path, options, running=running if follow else None)
 
+    # --- exec and attach ---
+
+    async def exec(
+        self,
+        instance_id: str,
+        container: str,
+        command: Sequence[str],
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> str:
+        """``ExecCapable``: the runtime's streaming URL for ``command`` in
+        the running ``container``."""
+        container_id = await self._running_container(instance_id, container)
+        request = pb.ExecRequest(
+            container_id=container_id,
+            cmd=list(command),
+            tty=tty,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr and not tty,  # a terminal merges stderr into stdout
+        )
+        try:
+            return await self.client.exec(request)
+        except clients.CriError as e:
+            raise base.ProviderError(f"unable to upgrade connection: {e.details or e}") from None
+
+    async def attach(
+        self,
+        instance_id: str,
+        container: str,
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> str:
+        """``ExecCapable``: the runtime's streaming URL attached to the
+        running ``container``'s own process."""
+        container_id = await self._running_container(instance_id, container)
+        request = pb.AttachRequest(
+            container_id=container_id,
+            stdin=stdin,
+            tty=tty,
+            stdout=stdout,
+            stderr=stderr and not tty,
+        )
+        try:
+            return await self.client.attach(request)
+        except clients.CriError as e:
+            raise base.ProviderError(f"unable to upgrade connection: {e.details or e}") from None
+
+    async def _running_container(self, instance_id: str, container: str) -> str:
+        await self._ensure_started()
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            raise base.ProviderError(f"instance {instance_id} not found")
+        pod = instance.status.pod_name
+        found = [c for c in instance.all_containers() if c.name == container]
+        if not found:
+            raise base.ProviderError(f"container {container} is not valid for pod {pod}")
+        entry = found[0]
+        if entry.status.state != "running" or not entry.cri_id:
+            raise base.ProviderError(
+                f'unable to upgrade connection: container not found ("{container}")'
+            )
+        return entry.cri_id
+
     # --- building and admitting ---
 
     def _build(self, request: base.InstanceRequest) -> _Instance:
