@@ -236,7 +236,12 @@ spec:
   containers:
   - name: main
     image: registry.local/nodeless/busybox:1.36
-    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    command:
+    - sh
+    - -c
+    - >-
+      mkdir -p /www && echo forwarded > /www/index.html && httpd -p 8080 -h /www
+      && trap 'exit 0' TERM; sleep 3600 & wait
 ---
 apiVersion: v1
 kind: Pod
@@ -279,6 +284,8 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
             cluster, b"stty size; echo $((6*7)); exit 5\r"
         )
         python_output = python_client_exec(cluster)
+        forwarded = python_client_port_forward(cluster, 8080)
+        refused = python_client_port_forward(cluster, 9)
     finally:
         stop_cluster(cluster)
 
@@ -296,6 +303,34 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
     assert b"42\r\n" in terminal_output
     assert b"30 100" in terminal_output, "the terminal's size reached the pod"
     assert python_output == "from python\n"
+    assert forwarded.startswith(b"HTTP/1.") and forwarded.endswith(b"forwarded\n")
+    assert refused == b"error forwarding port 9"
+
+
+def python_client_port_forward(cluster: Cluster, port: int) -> bytes:
+    """An HTTP request through ``kubernetes.stream.portforward`` (WebSocket
+    channel pairs): the response, or the start of the port's error."""
+    api_client = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = kube_client.CoreV1Api(api_client)
+    try:
+        forward = kube_stream.portforward(
+            core.connect_get_namespaced_pod_portforward, "shell", "default", ports=str(port)
+        )
+        sock = forward.socket(port)
+        sock.setblocking(True)
+        sock.settimeout(20)
+        sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: shell\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(4096):
+            response += chunk
+        error = forward.error(port)
+        sock.close()
+        forward.close()
+        if error:
+            return error.encode()[: len("error forwarding port ") + len(str(port))]
+        return response
+    finally:
+        api_client.close()
 
 
 def exec_in_a_terminal(cluster: Cluster, keys: bytes) -> tuple[bytes, int]:

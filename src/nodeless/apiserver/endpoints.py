@@ -35,6 +35,7 @@ from nodeless.api import (
 from nodeless.apiserver import (
     discovery,
     openapi,
+    portforwards,
     remotecommands,
     requests,
     serviceaccounts,
@@ -254,6 +255,7 @@ class Api:
     logs_source: LogsSource | None = None
     # Set likewise; None: nothing to exec in or attach to.
     stream_source: remotecommands.StreamSource | None = None
+    port_forward_source: portforwards.PortForwardSource | None = None
 
     @property
     def clock(self) -> Callable[[], datetime.datetime]:
@@ -1098,7 +1100,13 @@ class Api:
                     "the server does not allow this method on the requested resource"
                 )
             return await self._pod_stream(request, resource, target, sub.name)
-        elif sub.name in ("portforward", "proxy"):
+        elif sub.name == "portforward":
+            if method not in ("GET", "POST"):
+                raise errors.method_not_allowed(
+                    "the server does not allow this method on the requested resource"
+                )
+            return await self._pod_port_forward(request, resource, target)
+        elif sub.name == "proxy":
             await self.store.get(resource, target.namespace, target.name)
             raise errors.StatusError(
                 400,
@@ -1146,6 +1154,43 @@ class Api:
             options.tty,
         )
         return await remotecommands.relay(request, url, self.shutting_down)
+
+    async def _pod_port_forward(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.StreamResponse:
+        """``pods/{name}/portforward`` over the client's WebSocket: the
+        channel protocol (ports in the query) or SPDY tunnelled in it (kubectl)."""
+        pod = await self.store.get(resource, target.namespace, target.name)
+        source = self.port_forward_source
+        if source is None:
+            raise errors.bad_request(
+                "portforward is not available: this Nodeless server runs without an "
+                "instance provider"
+            )
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") or not (pod.get("spec") or {}).get("nodeName"):
+            raise errors.bad_request(
+                f"unable to upgrade connection: pod {target.name} is not running (phase {phase})"
+            )
+        offered = {
+            p.strip()
+            for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        }
+        if not remotecommands.is_websocket(request) or not offered & set(
+            portforwards.CHANNEL_PROTOCOLS
+        ):
+            raise errors.bad_request(
+                "unable to upgrade connection: this server forwards ports over WebSocket "
+                f"({', '.join(portforwards.CHANNEL_PROTOCOLS)})"
+            )
+        ports = portforwards.query_ports(request.query)
+        namespace, name = target.namespace, target.name
+
+        async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await source(namespace, name, port)
+
+        return await portforwards.serve_channels(request, ports, connect, self.shutting_down)
 
     async def _pod_log(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target

@@ -271,6 +271,8 @@ async def start_components(
 
         # pods/exec and pods/attach stream to this process's instances.
         api.stream_source = pod_stream
+        # pods/portforward connects to them.
+        api.port_forward_source = manager.port_forward
         scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
         scheduler.start()
         components.running.append(scheduler)

@@ -376,6 +376,24 @@ class InstanceManager:
         except base.ProviderError as err:
             raise errors.bad_request(str(err)) from None
 
+    async def port_forward(
+        self, namespace: str, name: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to ``port`` of the pod's instance; ``errors.StatusError``
+        (400) when there is none or the port does not answer."""
+        if not isinstance(self.provider, base.PortForwardCapable):
+            raise errors.bad_request(
+                f"unable to upgrade connection: the {self.provider.name} instance provider "
+                "does not forward ports"
+            )
+        instance_id = self._instance_of(namespace, name)
+        if not instance_id:
+            raise errors.bad_request(f"unable to upgrade connection: pod {name} is not running")
+        try:
+            return await self.provider.port_forward(instance_id, port)
+        except base.ProviderError as err:
+            raise errors.bad_request(str(err)) from None
+
     # --- sync ----------------------------------------------------------------------
 
     def _request(self, pod: Obj, record: Obj) -> base.InstanceRequest:

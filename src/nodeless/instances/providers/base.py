@@ -226,6 +226,16 @@ class ExecCapable(Protocol):
 
 
 @runtime_checkable
+class PortForwardCapable(Protocol):
+    """Providers that connect to a port of an instance's network, as the
+    kubelet's port-forward does."""
+
+    async def port_forward(
+        self, instance_id: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+
+@runtime_checkable
 class StatsCapable(Protocol):
     async def stats(self, instance_id: str) -> dict[str, Any]: ...
 

@@ -195,7 +195,7 @@ async def _http(probe: Probe, pod_ip: str, container: Mapping[str, Any]) -> Resu
             f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)',
         )
     except aiohttp.ClientConnectorError as e:
-        return Result(False, f'Get "{url}": dial tcp {netloc}: {_connect_error(e.os_error)}')
+        return Result(False, f'Get "{url}": dial tcp {netloc}: {connect_error(e.os_error)}')
     except (aiohttp.ClientError, OSError) as e:
         return Result(False, f'Get "{url}": {e}')
     if 200 <= code < 400:
@@ -213,7 +213,7 @@ async def _tcp(probe: Probe, pod_ip: str, container: Mapping[str, Any]) -> Resul
     except TimeoutError:
         return Result(False, f"dial tcp {address}: i/o timeout")
     except OSError as e:
-        return Result(False, f"dial tcp {address}: {_connect_error(e)}")
+        return Result(False, f"dial tcp {address}: {connect_error(e)}")
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -293,7 +293,7 @@ def _read_varint(data: bytes, index: int) -> tuple[int, int]:
     return value, index
 
 
-def _connect_error(error: OSError | None) -> str:
+def connect_error(error: OSError | None) -> str:
     """A connect failure in Go's words (``connect: connection refused``)."""
     if error is None:
         return "connect: unknown error"

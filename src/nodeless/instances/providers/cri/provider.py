@@ -108,6 +108,7 @@ DEFAULT_OWNER = "nodeless"
 DEFAULT_CGROUP_ROOT = "/nodeless"
 RELIST_INTERVAL = 0.5
 LOG_CHECK_INTERVAL = 10.0  # the kubelet's containerLogMonitorInterval
+PORT_FORWARD_TIMEOUT = 10.0  # seconds to connect to a forwarded port
 MIN_GRACE_AFTER_PRE_STOP = 2  # the kubelet's minimumGracePeriodInSeconds
 # How long a failed pull shows ErrImagePull before ImagePullBackOff (the
 # kubelet shows the error until its next pod sync).
@@ -523,6 +524,28 @@ class CriProvider:
             return await self.client.attach(request)
         except clients.CriError as e:
             raise base.ProviderError(f"unable to upgrade connection: {e.details or e}") from None
+
+    async def port_forward(
+        self, instance_id: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """``PortForwardCapable``: a connection to ``port`` on the pod's IP
+        (the pod network is a bridge on this host). Deviation: the kubelet
+        connects to localhost inside the pod's network namespace, so it also
+        reaches servers bound to 127.0.0.1 there; this does not."""
+        await self._ensure_started()
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.status.state.terminal or not instance.status.ip:
+            raise base.ProviderError(f"instance {instance_id} has no running pod to forward to")
+        ip = instance.status.ip
+        try:
+            async with asyncio.timeout(PORT_FORWARD_TIMEOUT):
+                return await asyncio.open_connection(ip, port)
+        except (OSError, TimeoutError) as e:
+            reason = "i/o timeout" if isinstance(e, TimeoutError) else probing.connect_error(e)
+            raise base.ProviderError(
+                f"error forwarding port {port} to pod {instance.status.pod_name}: "
+                f"dial tcp {ip}:{port}: {reason}"
+            ) from None
 
     async def _running_container(self, instance_id: str, container: str) -> str:
         await self._ensure_started()
