@@ -284,6 +284,8 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
             cluster, b"stty size; echo $((6*7)); exit 5\r"
         )
         python_output = python_client_exec(cluster)
+        copy_dir = data_dir.parent / "copied"
+        cluster.kubectl("cp", "shell:/www", str(copy_dir))
         forwarded = python_client_port_forward(cluster, 8080)
         refused = python_client_port_forward(cluster, 9)
     finally:
@@ -303,6 +305,7 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
     assert b"42\r\n" in terminal_output
     assert b"30 100" in terminal_output, "the terminal's size reached the pod"
     assert python_output == "from python\n"
+    assert (copy_dir / "index.html").read_text() == "forwarded\n", "kubectl cp from the pod"
     assert forwarded.startswith(b"HTTP/1.") and forwarded.endswith(b"forwarded\n")
     assert refused == b"error forwarding port 9"
 
