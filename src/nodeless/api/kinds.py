@@ -424,6 +424,17 @@ BUILTIN: tuple[Resource, ...] = (
         verbs=CREATE_ONLY,
         virtual=True,
     ),
+    # resource metrics (metrics-server's API): answered from the instances' usage
+    _r("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", verbs=("get", "list"), virtual=True),
+    _r(
+        "metrics.k8s.io",
+        "v1beta1",
+        "NodeMetrics",
+        "nodes",
+        namespaced=False,
+        verbs=("get", "list"),
+        virtual=True,
+    ),
 )
 
 # Discovery lists groups in this order (kubectl's api-resources follows it).
@@ -446,6 +457,7 @@ GROUP_ORDER = (
     "coordination.k8s.io",
     "node.k8s.io",
     "discovery.k8s.io",
+    "metrics.k8s.io",
     "nodeless.dev",
 )
 

@@ -34,6 +34,7 @@ from nodeless.api import (
 )
 from nodeless.apiserver import (
     discovery,
+    metrics,
     openapi,
     portforwards,
     remotecommands,
@@ -256,6 +257,7 @@ class Api:
     # Set likewise; None: nothing to exec in or attach to.
     stream_source: remotecommands.StreamSource | None = None
     port_forward_source: portforwards.PortForwardSource | None = None
+    metrics_source: metrics.MetricsSource | None = None
 
     @property
     def clock(self) -> Callable[[], datetime.datetime]:
@@ -332,6 +334,8 @@ class Api:
     ) -> web.StreamResponse:
         method = request.method
         sub = target.subresource
+        if resource.group == metrics.GROUP and not sub:
+            return await self._metrics(request, resource, target)
         if sub:
             subresource = resource.subresource(sub)
             if subresource is None:
@@ -371,6 +375,37 @@ class Api:
         raise errors.method_not_allowed(
             "the server does not allow this method on the requested resource"
         )
+
+    async def _metrics(
+        self, request: web.Request, resource: kinds.Resource, target: requests.Target
+    ) -> web.Response:
+        """``metrics.k8s.io``: PodMetrics and NodeMetrics from the registered
+        source (get and list, label selectors; no watch, as metrics-server)."""
+        if request.method != "GET" or requests.bool_param(request.query.get("watch")):
+            raise errors.method_not_allowed(
+                "the server does not allow this method on the requested resource"
+            )
+        now = self.clock()
+        usages = await self.metrics_source() if self.metrics_source is not None else []
+        selector = request.query.get("labelSelector")
+        if resource.kind == "PodMetrics":
+            items = [
+                metrics.pod_metrics(u, now)
+                for u in usages
+                if not target.namespace
+                or (u.pod.get("metadata") or {}).get("namespace") == target.namespace
+            ]
+        else:
+            node_resource = self.registry.lookup("", "v1", "nodes")
+            assert node_resource is not None
+            page = await self.store.list(node_resource, storing.ListQuery())
+            items = [metrics.node_metrics(n, usages, now) for n in page.items]
+        chosen = metrics.select(items, selector, target.name)
+        if target.name:
+            if not chosen:
+                raise metrics.not_found(resource.kind, target.name)
+            return json_response(chosen[0])
+        return json_response(metrics.listing(resource.kind, chosen))
 
     @staticmethod
     def verb(resource: kinds.Resource, verb: str) -> None:
