@@ -286,6 +286,12 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
         python_output = python_client_exec(cluster)
         copy_dir = data_dir.parent / "copied"
         cluster.kubectl("cp", "shell:/www", str(copy_dir))
+        catted = cluster.kubectl("exec", "-i", "shell", "--", "cat", input="to the end\n")
+        upload = data_dir.parent / "upload"
+        (upload / "sub").mkdir(parents=True)
+        (upload / "sub" / "file.txt").write_text("uploaded\n")
+        cluster.kubectl("cp", str(upload), "shell:/tmp/upload")
+        uploaded = cluster.kubectl("exec", "shell", "--", "cat", "/tmp/upload/sub/file.txt")
         forwarded = python_client_port_forward(cluster, 8080)
         refused = python_client_port_forward(cluster, 9)
     finally:
@@ -306,6 +312,8 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
     assert b"30 100" in terminal_output, "the terminal's size reached the pod"
     assert python_output == "from python\n"
     assert (copy_dir / "index.html").read_text() == "forwarded\n", "kubectl cp from the pod"
+    assert catted.stdout == "to the end\n", "stdin's end reached the command"
+    assert uploaded.stdout == "uploaded\n", "kubectl cp into the pod"
     assert forwarded.startswith(b"HTTP/1.") and forwarded.endswith(b"forwarded\n")
     assert refused == b"error forwarding port 9"
 
@@ -322,10 +330,16 @@ def python_client_port_forward(cluster: Cluster, port: int) -> bytes:
         sock = forward.socket(port)
         sock.setblocking(True)
         sock.settimeout(20)
-        sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: shell\r\n\r\n")
         response = b""
-        while chunk := sock.recv(4096):
-            response += chunk
+        try:
+            sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: shell\r\n\r\n")
+            while chunk := sock.recv(4096):
+                response += chunk
+        except OSError:  # a refused port: the client closed its socket on the error
+            pass
+        deadline = time.monotonic() + 10
+        while not response and forward.error(port) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         error = forward.error(port)
         sock.close()
         forward.close()

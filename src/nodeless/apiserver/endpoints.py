@@ -1188,7 +1188,7 @@ class Api:
             options.stderr,
             options.tty,
         )
-        return await remotecommands.relay(request, url, self.shutting_down)
+        return await remotecommands.relay(request, url, options, self.shutting_down)
 
     async def _pod_port_forward(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target

@@ -10,10 +10,12 @@ instance provider for that server's URL and relays frames both ways
 itself, so the runtime's own messages (the exit code's ``NonZeroExitCode``
 Status) reach the client unchanged.
 
-The upstream is a WebSocket ``v4.channel.k8s.io`` connection, which has no
-way to close stdin alone: a v5 client's stdin close is not passed on (the
-command sees no end of input). The Python client sends stdin as text
-frames; they are passed on as bytes.
+The runtime is spoken to as the kubelet speaks to it: SPDY/3.1 with one
+stream per channel (``nodeless.streaming.spdy``), so a v5 client's stdin
+close reaches the command as end of input (``kubectl cp`` into a pod,
+``echo x | kubectl exec -i``). A v4 client cannot close stdin alone, as
+upstream. The Python client sends stdin as text frames; they are passed
+on as bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,12 +34,13 @@ from multidict import MultiMapping
 
 from nodeless.api import errors
 from nodeless.apiserver import requests
+from nodeless.streaming import spdy
 
 log = logging.getLogger(__name__)
 
 V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
-# What the client may choose, preferred first; the runtime is always spoken to in v4.
+# What the client may choose, preferred first.
 PROTOCOLS = (V5, V4)
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255  # v5: the client closed the stream whose number follows
@@ -100,31 +104,33 @@ def is_websocket(request: web.Request) -> bool:
 
 
 async def relay(
-    request: web.Request, upstream_url: str, shutting_down: asyncio.Event
+    request: web.Request,
+    upstream_url: str,
+    options: StreamOptions,
+    shutting_down: asyncio.Event,
 ) -> web.StreamResponse:
     """Connects to the runtime's streaming server first (so a refusal is
     still an HTTP error the client can print), then upgrades the client and
-    copies frames both ways until either side ends."""
-    session = aiohttp.ClientSession()
+    copies both ways: stdin, resizes and stdin's close to the runtime;
+    stdout, stderr and finally the command's Status to the client."""
     try:
-        upstream = await session.ws_connect(
+        remote = await spdy.connect_remotecommand(
             upstream_url,
-            protocols=(V4,),
-            timeout=aiohttp.ClientWSTimeout(ws_close=UPSTREAM_TIMEOUT),
-            max_msg_size=0,
+            stdin=options.stdin,
+            stdout=options.stdout,
+            stderr=options.stderr,
+            tty=options.tty,
+            timeout=UPSTREAM_TIMEOUT,
         )
-    except (aiohttp.ClientError, OSError) as e:
-        await session.close()
+    except (spdy.SpdyError, OSError, TimeoutError) as e:
         raise errors.StatusError(500, "InternalError", f"error dialing backend: {e}") from None
-    client = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0, autoping=True)
+    client = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
     try:
         await client.prepare(request)
-        v5 = client.ws_protocol == V5
-        await _pump(client, upstream, v5=v5, shutting_down=shutting_down)
+        await _pump(client, remote, v5=client.ws_protocol == V5, shutting_down=shutting_down)
     finally:
         with contextlib.suppress(Exception):
-            await upstream.close()
-        await session.close()
+            await remote.close()
         with contextlib.suppress(Exception):
             await client.close()
     return client
@@ -132,12 +138,12 @@ async def relay(
 
 async def _pump(
     client: web.WebSocketResponse,
-    upstream: aiohttp.ClientWebSocketResponse,
+    remote: spdy.RemoteCommand,
     *,
     v5: bool,
     shutting_down: asyncio.Event,
 ) -> None:
-    async def to_upstream() -> None:
+    async def to_remote() -> None:
         async for message in client:
             if message.type == aiohttp.WSMsgType.BINARY:
                 data = bytes(message.data)
@@ -147,23 +153,25 @@ async def _pump(
                 break
             if not data:
                 continue
-            if v5 and data[0] == CLOSE:
-                # v4 upstream cannot half-close: the stream stays open
-                log.debug("client closed stream %s", data[1:2].hex())
-                continue
-            await upstream.send_bytes(data)
+            channel, payload = data[0], data[1:]
+            if channel == STDIN and payload and "stdin" in remote.streams:
+                await remote.write_stdin(payload)
+            elif channel == RESIZE and "resize" in remote.streams:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    size = json.loads(payload)
+                    await remote.resize(int(size["Width"]), int(size["Height"]))
+            elif v5 and channel == CLOSE and payload[:1] == bytes([STDIN]):
+                if "stdin" in remote.streams:
+                    await remote.close_stdin()
 
     async def to_client() -> None:
-        async for message in upstream:
-            if message.type == aiohttp.WSMsgType.BINARY:
-                await client.send_bytes(bytes(message.data))
-            elif message.type == aiohttp.WSMsgType.TEXT:
-                await client.send_bytes(str(message.data).encode())
-            else:
-                break
+        async for name, chunk in remote.output():
+            await client.send_bytes(bytes([STDOUT if name == "stdout" else STDERR]) + chunk)
+        status = await remote.status()
+        await client.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
 
     tasks = {
-        asyncio.create_task(to_upstream()),
+        asyncio.create_task(to_remote()),
         asyncio.create_task(to_client()),
         asyncio.create_task(shutting_down.wait()),
     }
@@ -171,7 +179,7 @@ async def _pump(
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if not task.cancelled() and (error := task.exception()) is not None:
-                if not isinstance(error, (ConnectionResetError, aiohttp.ClientError)):
+                if not isinstance(error, (ConnectionResetError, spdy.SpdyError)):
                     log.warning("exec stream ended: %r", error)
     finally:
         for task in tasks:

@@ -1,26 +1,27 @@
 """pods/exec and pods/attach on the in-process API: options and pod state
-checked as upstream, then the client's WebSocket relayed to a streaming
-server standing in for the runtime's (a local aiohttp WebSocket server
-speaking v4.channel.k8s.io)."""
+checked as upstream, then the client's WebSocket relayed to a runtime
+session (a stand-in for the SPDY client, whose own tests run it against
+containerd)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from multidict import MultiDict
 
 from nodeless.api import errors
 from nodeless.apiserver import remotecommands
+from nodeless.streaming import spdy
 from tests.unit.apiserver.conftest import Client
 
 PODS = "/api/v1/namespaces/default/pods"
 STATUS_3 = (
-    b'\x03{"metadata":{},"status":"Failure","reason":"NonZeroExitCode",'
-    b'"details":{"causes":[{"reason":"ExitCode","message":"3"}]}}'
+    b'\x03{"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode", '
+    b'"details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}'
 )
 
 
@@ -74,46 +75,72 @@ def test_a_finished_pod_cannot_be_exec_into_or_attached_to() -> None:
 # --- the relay ---
 
 
+class FakeRemote:
+    """A runtime session standing in for ``spdy.RemoteCommand``: echoes
+    stdin lines on stdout (uppercased on stderr without a TTY), records
+    resizes, and ends with exit code 3 once stdin is closed."""
+
+    def __init__(self, url: str, **streams: bool) -> None:
+        self.url = url
+        self.options = streams
+        self.streams = {name: True for name in ("stdin", "stdout") if streams.get(name)}
+        if streams.get("tty"):
+            self.streams["resize"] = True
+        self.stdin: list[bytes] = []
+        self.resizes: list[tuple[int, int]] = []
+        self.stdin_closed = asyncio.Event()
+        self.closed = False
+        self._chunks: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+
+    async def write_stdin(self, data: bytes) -> None:
+        self.stdin.append(data)
+        await self._chunks.put(("stdout", data))
+        if not self.options.get("tty"):
+            await self._chunks.put(("stderr", data.upper()))
+
+    async def close_stdin(self) -> None:
+        self.stdin_closed.set()
+        await self._chunks.put(None)
+
+    async def resize(self, width: int, height: int) -> None:
+        self.resizes.append((width, height))
+
+    async def output(self) -> AsyncIterator[tuple[str, bytes]]:
+        while (chunk := await self._chunks.get()) is not None:
+            yield chunk
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "metadata": {},
+            "status": "Failure",
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": "3"}]},
+        }
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 class Runtime:
-    """A runtime streaming server: echoes stdin frames on stdout, tells
-    resizes on stderr, and ends with a NonZeroExitCode status on "exit"."""
+    """Stands in for ``spdy.connect_remotecommand``: records each session."""
 
     def __init__(self) -> None:
-        self.protocols: list[str] = []
-        self.received: list[bytes] = []
+        self.sessions: list[FakeRemote] = []
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(protocols=(remotecommands.V4,))
-        await ws.prepare(request)
-        self.protocols.append(ws.ws_protocol or "")
-        await ws.send_bytes(b"\x01")  # the runtime opens stdout first, as containerd does
-        async for message in ws:
-            data = bytes(message.data)
-            self.received.append(data)
-            if data[:1] == b"\x00" and data[1:] == b"exit\n":
-                await ws.send_bytes(STATUS_3)
-                await ws.close()
-            elif data[:1] == b"\x00":
-                await ws.send_bytes(b"\x01" + data[1:])
-            elif data[:1] == b"\x04":
-                await ws.send_bytes(b"\x02" + data[1:])
-        return ws
+    async def connect(self, url: str, **options: Any) -> FakeRemote:
+        if url.endswith("/gone"):
+            raise OSError("connection refused")
+        options.pop("timeout", None)
+        remote = FakeRemote(url, **options)
+        self.sessions.append(remote)
+        return remote
 
 
 @pytest.fixture
-async def runtime() -> AsyncIterator[tuple[Runtime, str]]:
+def runtime(monkeypatch: pytest.MonkeyPatch) -> tuple[Runtime, str]:
     served = Runtime()
-    app = web.Application()
-    app.router.add_get("/exec/{token}", served.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield served, f"http://127.0.0.1:{port}/exec/token"
-    finally:
-        await runner.cleanup()
+    monkeypatch.setattr(spdy, "connect_remotecommand", served.connect)
+    return served, "http://127.0.0.1:10010/exec/token"
 
 
 class Source:
@@ -141,35 +168,59 @@ async def test_exec_frames_are_relayed_both_ways_and_the_status_ends_the_stream(
         assert ws.protocol == remotecommands.V5
         await ws.send_bytes(b"\x00hello\n")
         await ws.send_bytes(b'\x04{"Width":80,"Height":24}')
-        await ws.send_bytes(b"\xff\x00")  # v5: stdin closed (not passed on to a v4 runtime)
-        await ws.send_str("\x00exit\n")  # the Python client's text frames
+        await ws.send_str("\x00text\n")  # the Python client's text frames
+        await ws.send_bytes(b"\xff\x00")  # v5: stdin closed
         frames = [bytes(m.data) async for m in ws if m.type == aiohttp.WSMsgType.BINARY]
 
-    assert frames == [b"\x01", b"\x01hello\n", b'\x02{"Width":80,"Height":24}', STATUS_3]
-    assert served.protocols == [remotecommands.V4]
-    assert b"\xff\x00" not in served.received
+    [remote] = served.sessions
+    assert frames[:2] == [b"\x01hello\n", b"\x01text\n"]
+    assert frames[-1] == STATUS_3
+    assert remote.stdin == [b"hello\n", b"text\n"] and remote.stdin_closed.is_set()
+    assert remote.resizes == [(80, 24)]
+    assert remote.options == {"stdin": True, "stdout": True, "stderr": False, "tty": True}
+    assert remote.closed
     assert source.calls == [("default", "p", "main", ["sh"], True, True, False, True)]
+
+
+async def test_without_a_tty_stderr_has_its_own_channel(
+    client: Client, runtime: tuple[Runtime, str]
+) -> None:
+    _, url = runtime
+    client.server.api.stream_source = Source(url)
+    await client.request("POST", PODS, pod("p", "main"))
+    params = [("command", "cat"), ("stdin", "1"), ("stdout", "1"), ("stderr", "1")]
+
+    async with client.session.ws_connect(
+        f"{client.base}{PODS}/p/exec", params=params, protocols=(remotecommands.V5,)
+    ) as ws:
+        await ws.send_bytes(b"\x00abc")
+        await ws.send_bytes(b"\xff\x00")
+        frames = [bytes(m.data) async for m in ws if m.type == aiohttp.WSMsgType.BINARY]
+
+    assert frames == [b"\x01abc", b"\x02ABC", STATUS_3]
 
 
 async def test_attach_asks_the_source_without_a_command(
     client: Client, runtime: tuple[Runtime, str]
 ) -> None:
-    _, url = runtime
+    served, url = runtime
     source = Source(url)
     client.server.api.stream_source = source
     await client.request("POST", PODS, pod("p", "a", "b"))
 
     async with client.session.ws_connect(
         f"{client.base}{PODS}/p/attach",
-        params={"container": "b", "stdout": "true"},
+        params={"container": "b", "stdin": "true", "stdout": "true"},
         protocols=(remotecommands.V4,),
     ) as ws:
         assert ws.protocol == remotecommands.V4
-        await ws.send_bytes(b"\x00exit\n")
-        frames = [bytes(m.data) async for m in ws if m.type == aiohttp.WSMsgType.BINARY]
+        await ws.send_bytes(b"\x00line\n")
+        assert bytes((await ws.receive()).data) == b"\x01line\n"
+        await ws.send_bytes(b"\xff\x00")  # not a close signal in v4: stdin stays open
+        await ws.close()
 
-    assert frames[-1] == STATUS_3
-    assert source.calls == [("default", "p", "b", None, False, True, False, False)]
+    assert not served.sessions[0].stdin_closed.is_set()
+    assert source.calls == [("default", "p", "b", None, True, True, False, False)]
 
 
 @pytest.mark.parametrize(
