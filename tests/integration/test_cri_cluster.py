@@ -7,6 +7,7 @@ and the kubelet's Events (Created, Started) are on the pods."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import ipaddress
 import json
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, Cluster, start_cluster, stop_cluster
+from conftest import VENV_BIN, Cluster, free_port, start_cluster, stop_cluster
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes import stream as kube_stream
@@ -292,6 +293,7 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
         (upload / "sub" / "file.txt").write_text("uploaded\n")
         cluster.kubectl("cp", str(upload), "shell:/tmp/upload")
         uploaded = cluster.kubectl("exec", "shell", "--", "cat", "/tmp/upload/sub/file.txt")
+        through_kubectl = kubectl_port_forward(cluster, 8080, requests=3)
         forwarded = python_client_port_forward(cluster, 8080)
         refused = python_client_port_forward(cluster, 9)
     finally:
@@ -314,8 +316,39 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
     assert (copy_dir / "index.html").read_text() == "forwarded\n", "kubectl cp from the pod"
     assert catted.stdout == "to the end\n", "stdin's end reached the command"
     assert uploaded.stdout == "uploaded\n", "kubectl cp into the pod"
+    assert through_kubectl == ["forwarded\n"] * 3, "kubectl port-forward, concurrent requests"
     assert forwarded.startswith(b"HTTP/1.") and forwarded.endswith(b"forwarded\n")
     assert refused == b"error forwarding port 9"
+
+
+def kubectl_port_forward(cluster: Cluster, port: int, requests: int) -> list[str]:
+    """``kubectl port-forward`` (SPDY tunnelled in a WebSocket) to the pod's
+    ``port``, then ``requests`` HTTP requests at once through it."""
+    local = free_port()
+    kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HOME=str(cluster.data_dir))
+    process = subprocess.Popen(
+        [kubectl, "port-forward", "pod/shell", f"{local}:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"Forwarding from 127.0.0.1:{local}" in line, line
+
+        def get(_: int) -> str:
+            url = f"http://127.0.0.1:{local}/index.html"
+            with urllib.request.urlopen(url, timeout=20) as reply:
+                return str(reply.read().decode())
+
+        with concurrent.futures.ThreadPoolExecutor(requests) as pool:
+            return list(pool.map(get, range(requests)))
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def python_client_port_forward(cluster: Cluster, port: int) -> bytes:

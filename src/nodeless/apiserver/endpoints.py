@@ -40,6 +40,7 @@ from nodeless.apiserver import (
     remotecommands,
     requests,
     serviceaccounts,
+    spdyforwards,
     storing,
     validating,
     watchcache,
@@ -1212,19 +1213,20 @@ class Api:
             for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
             if p.strip()
         }
-        if not remotecommands.is_websocket(request) or not offered & set(
-            portforwards.CHANNEL_PROTOCOLS
-        ):
+        protocols = (spdyforwards.PROTOCOL, *portforwards.CHANNEL_PROTOCOLS)
+        if not remotecommands.is_websocket(request) or not offered & set(protocols):
             raise errors.bad_request(
                 "unable to upgrade connection: this server forwards ports over WebSocket "
-                f"({', '.join(portforwards.CHANNEL_PROTOCOLS)})"
+                f"({', '.join(protocols)})"
             )
-        ports = portforwards.query_ports(request.query)
         namespace, name = target.namespace, target.name
 
         async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             return await source(namespace, name, port)
 
+        if spdyforwards.PROTOCOL in offered:
+            return await spdyforwards.serve(request, connect, self.shutting_down)
+        ports = portforwards.query_ports(request.query)
         return await portforwards.serve_channels(request, ports, connect, self.shutting_down)
 
     async def _pod_log(

@@ -14,7 +14,8 @@ import pytest
 from multidict import MultiDict
 
 from nodeless.api import errors
-from nodeless.apiserver import portforwards
+from nodeless.apiserver import portforwards, spdyforwards
+from nodeless.streaming import spdy
 from tests.unit.apiserver.conftest import Client
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -138,3 +139,71 @@ async def test_a_request_without_a_websocket_is_a_status(client: Client) -> None
 
     assert status == 400
     assert "forwards ports over WebSocket" in body["message"]
+
+
+# --- kubectl's SPDY tunnelled in the WebSocket ---
+
+
+class SpdyClient:
+    """kubectl's side: SPDY frames over the WebSocket's binary messages."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.encoder = spdy.FrameEncoder()
+        self.decoder = spdy.FrameDecoder()
+        self.frames: list[spdy.Frame] = []
+
+    async def send(self, frame: spdy.Frame) -> None:
+        await self.ws.send_bytes(self.encoder.encode(frame))
+
+    async def open(self, stream_id: int, kind: str, port: int, request_id: int) -> None:
+        headers = spdy.make_headers(
+            {"streamType": kind, "port": str(port), "requestID": str(request_id)}
+        )
+        await self.send(spdy.SynStream(stream_id, headers))
+
+    async def until(self, done: Any) -> list[spdy.Frame]:
+        while not done(self.frames):
+            message = await asyncio.wait_for(self.ws.receive(), 5)
+            assert message.type == aiohttp.WSMsgType.BINARY, message
+            self.frames += self.decoder.feed(bytes(message.data))
+        return self.frames
+
+
+def _data(frames: list[spdy.Frame], stream_id: int) -> tuple[bytes, bool]:
+    chunks = [f for f in frames if isinstance(f, spdy.DataFrame) and f.stream_id == stream_id]
+    return b"".join(f.data for f in chunks), any(f.fin for f in chunks)
+
+
+async def test_kubectls_spdy_streams_are_paired_and_forwarded(
+    client: Client, echo_port: int
+) -> None:
+    async def source(
+        namespace: str, name: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if port != 8080:
+            raise errors.bad_request(f"error forwarding port {port} to pod {name}: refused")
+        return await asyncio.open_connection("127.0.0.1", echo_port)
+
+    client.server.api.port_forward_source = source
+    await client.request("POST", PODS, pod("p"))
+
+    async with client.session.ws_connect(
+        f"{client.base}{PODS}/p/portforward", protocols=(spdyforwards.PROTOCOL,)
+    ) as ws:
+        assert ws.protocol == spdyforwards.PROTOCOL
+        kubectl = SpdyClient(ws)
+        await kubectl.open(1, "error", 8080, 0)
+        await kubectl.open(3, "data", 8080, 0)
+        await kubectl.open(5, "error", 9, 1)
+        await kubectl.open(7, "data", 9, 1)
+        await kubectl.send(spdy.Ping(1))
+        await kubectl.send(spdy.DataFrame(3, b"hello"))
+        await kubectl.send(spdy.DataFrame(3, b"", spdy.FLAG_FIN))
+        frames = await kubectl.until(lambda fs: _data(fs, 3)[1] and _data(fs, 5)[1])
+
+    replies = sorted(f.stream_id for f in frames if isinstance(f, spdy.SynReply))
+    assert replies == [1, 3, 5, 7]
+    assert spdy.Ping(1) in frames
+    assert _data(frames, 3) == (b"HELLO", True)
+    assert _data(frames, 5) == (b"error forwarding port 9 to pod p: refused", True)
