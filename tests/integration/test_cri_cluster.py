@@ -246,6 +246,21 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: echo, namespace: default}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.local/nodeless/busybox:1.36
+    stdin: true
+    stdinOnce: true
+    command:
+    - sh
+    - -c
+    - while read l; do echo "[$l]"; done; echo bye
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: done, namespace: default}
 spec:
   restartPolicy: Never
@@ -293,6 +308,8 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
         (upload / "sub" / "file.txt").write_text("uploaded\n")
         cluster.kubectl("cp", str(upload), "shell:/tmp/upload")
         uploaded = cluster.kubectl("exec", "shell", "--", "cat", "/tmp/upload/sub/file.txt")
+        cluster.kubectl("wait", "pod/echo", "--for=condition=Ready", "--timeout=60s", timeout=90)
+        attached = cluster.kubectl("attach", "-i", "echo", input="a\nb\n", timeout=60)
         through_kubectl = kubectl_port_forward(cluster, 8080, requests=3)
         forwarded = python_client_port_forward(cluster, 8080)
         refused = python_client_port_forward(cluster, 9)
@@ -316,6 +333,7 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
     assert (copy_dir / "index.html").read_text() == "forwarded\n", "kubectl cp from the pod"
     assert catted.stdout == "to the end\n", "stdin's end reached the command"
     assert uploaded.stdout == "uploaded\n", "kubectl cp into the pod"
+    assert "[a]\n[b]\nbye\n" in attached.stdout, "kubectl attach with stdin to its end"
     assert through_kubectl == ["forwarded\n"] * 3, "kubectl port-forward, concurrent requests"
     assert forwarded.startswith(b"HTTP/1.") and forwarded.endswith(b"forwarded\n")
     assert refused == b"error forwarding port 9"
