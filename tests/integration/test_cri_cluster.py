@@ -311,6 +311,8 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
         cluster.kubectl("wait", "pod/echo", "--for=condition=Ready", "--timeout=60s", timeout=90)
         attached = cluster.kubectl("attach", "-i", "echo", input="a\nb\n", timeout=60)
         through_kubectl = kubectl_port_forward(cluster, 8080, requests=3)
+        top_pods = cluster.kubectl("top", "pod", "--containers")
+        top_nodes = cluster.kubectl("top", "node")
         forwarded = python_client_port_forward(cluster, 8080)
         refused = python_client_port_forward(cluster, 9)
     finally:
@@ -334,6 +336,9 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
     assert catted.stdout == "to the end\n", "stdin's end reached the command"
     assert uploaded.stdout == "uploaded\n", "kubectl cp into the pod"
     assert "[a]\n[b]\nbye\n" in attached.stdout, "kubectl attach with stdin to its end"
+    [pod_line] = [line for line in top_pods.stdout.splitlines() if line.startswith("shell ")]
+    assert pod_line.split()[1] == "main" and pod_line.split()[3].endswith("Mi"), top_pods.stdout
+    assert "nodeless-" in top_nodes.stdout and "CPU(cores)" in top_nodes.stdout, top_nodes.stdout
     assert through_kubectl == ["forwarded\n"] * 3, "kubectl port-forward, concurrent requests"
     assert forwarded.startswith(b"HTTP/1.") and forwarded.endswith(b"forwarded\n")
     assert refused == b"error forwarding port 9"

@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeless import __version__, clocks
 from nodeless.api import errors
-from nodeless.apiserver import app, certificates, endpoints, loopback, serviceaccounts
+from nodeless.apiserver import app, certificates, endpoints, loopback, metrics, serviceaccounts
 from nodeless.cli import memory
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
@@ -273,6 +273,28 @@ async def start_components(
         api.stream_source = pod_stream
         # pods/portforward connects to them.
         api.port_forward_source = manager.port_forward
+
+        async def pod_usage() -> list[metrics.PodUsage]:
+            try:
+                samples = await manager.usage()
+            except base.ProviderError as e:
+                log.warning("reading instance usage failed: %s", e)
+                return []
+            return [
+                metrics.PodUsage(
+                    pod,
+                    usage.timestamp,
+                    usage.window_seconds,
+                    [
+                        metrics.ContainerUsage(c.name, c.cpu_nano_cores, c.memory_working_set_bytes)
+                        for c in usage.containers
+                    ],
+                )
+                for pod, usage in samples
+            ]
+
+        # metrics.k8s.io (kubectl top, the HPA) reads their usage.
+        api.metrics_source = pod_usage
         scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
         scheduler.start()
         components.running.append(scheduler)

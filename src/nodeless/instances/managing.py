@@ -394,6 +394,30 @@ class InstanceManager:
         except base.ProviderError as err:
             raise errors.bad_request(str(err)) from None
 
+    # --- usage ---------------------------------------------------------------------
+
+    async def usage(self) -> list[tuple[Obj, base.InstanceUsage]]:
+        """What the running containers of this manager's pods use, each with
+        its pod: the data ``metrics.k8s.io`` serves (``kubectl top``, the
+        HPA). Only a pod's current instance counts, so a pod re-created under
+        the same name never shows its predecessor's usage, and instances no
+        pod claims are left out. Empty when the provider cannot measure (is
+        not ``StatsCapable``); ``base.ProviderError`` when it failed to."""
+        if not isinstance(self.provider, base.StatsCapable):
+            return []
+        measured = await self.provider.stats()
+        owners: dict[str, Obj] = {}
+        for pod in self.pods.objects():
+            if not self._ours(pod):
+                continue
+            metadata = pod.get("metadata") or {}
+            instance_id = self._instance_of(
+                str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+            )
+            if instance_id:
+                owners[instance_id] = pod
+        return [(owners[u.instance_id], u) for u in measured if u.instance_id in owners]
+
     # --- sync ----------------------------------------------------------------------
 
     def _request(self, pod: Obj, record: Obj) -> base.InstanceRequest:

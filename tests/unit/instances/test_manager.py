@@ -538,3 +538,63 @@ async def test_an_instance_started_just_before_a_crash_is_recorded_not_replaced(
         assert phase_of(await again.pod("kept")) == "Running"
     finally:
         await again.stop()
+
+
+# --- usage (the data behind metrics.k8s.io) ---------------------------------------------
+
+
+async def test_usage_pairs_each_running_pod_with_its_instance_usage(cluster: Cluster) -> None:
+    await cluster.create_pod(pod_manifest("web"))
+    await cluster.create_pod(
+        pod_manifest("hot", annotations={simulated.CPU_ANNOTATION: "900m"}, requests={"cpu": "1"})
+    )
+    pods = {name: await cluster.wait_phase(name, "Running") for name in ("web", "hot")}
+    assert cluster.manager is not None
+
+    used = {pod["metadata"]["name"]: (pod, usage) for pod, usage in await cluster.manager.usage()}
+
+    assert set(used) == {"web", "hot"}
+    for name, (pod, usage) in used.items():
+        assert pod["metadata"]["uid"] == pods[name]["metadata"]["uid"]
+        assert usage.instance_id == annotation(pods[name], "nodeless.dev/instance-id")
+        [container] = usage.containers
+        assert container.name == "app" and container.memory_working_set_bytes > 0
+    assert used["hot"][1].containers[0].cpu_nano_cores == 900_000_000
+    assert used["web"][1].containers[0].cpu_nano_cores > 0
+
+
+async def test_usage_leaves_out_instances_no_pod_claims(cluster: Cluster) -> None:
+    await cluster.create_pod(pod_manifest("web"))
+    await cluster.wait_phase("web", "Running")
+    stray = pod_manifest("stray")
+    stray["metadata"]["uid"] = "not-a-pod-of-this-cluster"
+    await cluster.provider.create(
+        base.InstanceRequest(
+            instance_id="stray-instance",
+            pod=stray,
+            zone="zone-a",
+            spec_name="2-4Gi",
+            vcpu=2,
+            memory_gib=4,
+        )
+    )
+    await cluster.clock.advance(0)
+    assert cluster.manager is not None
+    assert isinstance(cluster.provider, base.StatsCapable)
+    assert "stray-instance" in {u.instance_id for u in await cluster.provider.stats()}
+
+    used = await cluster.manager.usage()
+
+    assert [pod["metadata"]["name"] for pod, _ in used] == ["web"]
+
+
+async def test_usage_is_empty_when_the_provider_cannot_measure(
+    make_cluster: MakeCluster,
+) -> None:
+    clock = clocks.FakeClock()
+    cluster = await make_cluster(clock=clock, provider=LosingProvider(clock))
+    await cluster.create_pod(pod_manifest("web"))
+    await cluster.wait_phase("web", "Running")
+    assert cluster.manager is not None
+
+    assert await cluster.manager.usage() == []

@@ -235,9 +235,43 @@ class PortForwardCapable(Protocol):
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
 
 
+@dataclass(frozen=True)
+class ContainerUsage:
+    """What one running container uses, as the kubelet's summary API reports
+    it and ``metrics.k8s.io`` serves it: CPU in nanocores (billionths of a
+    core, averaged over the sample window) and the memory working set (what
+    the OOM killer and eviction look at, page cache that can be dropped left
+    out)."""
+
+    name: str
+    cpu_nano_cores: int
+    memory_working_set_bytes: int
+
+
+@dataclass(frozen=True)
+class InstanceUsage:
+    """The usage of one instance's running containers, sampled at
+    ``timestamp``; CPU is averaged over the ``window_seconds`` before it (the
+    ``window`` of a PodMetrics)."""
+
+    instance_id: str
+    timestamp: datetime.datetime
+    window_seconds: float
+    containers: list[ContainerUsage]
+
+
 @runtime_checkable
 class StatsCapable(Protocol):
-    async def stats(self, instance_id: str) -> dict[str, Any]: ...
+    """Providers that measure what their containers use (the data behind
+    ``kubectl top`` and the HPA's resource metrics).
+
+    One call answers for every instance with a running container, as the
+    kubelet's summary API does (and as a CRI runtime's ``ListContainerStats``
+    does in one call): the metrics API lists all pods at once, so asking per
+    instance would be one runtime call per pod. Containers that do not run
+    (waiting, terminated) are left out, instances without one too."""
+
+    async def stats(self) -> list[InstanceUsage]: ...
 
 
 class PollingAdapter:

@@ -40,11 +40,28 @@ is ``Init:CrashLoopBackOff``, phase Pending); ``initialized`` tells the two
 apart. Native sidecars (init containers with ``restartPolicy: Always``) run
 as ordinary init containers. Simulated containers print nothing: their logs
 are empty, with the kubelet's errors for containers that have no log yet.
+
+Usage (``stats``, what ``kubectl top`` and an HPA read) is synthetic but
+shaped like a real pod's: every running container gets a CPU figure around
+30% of its base (its CPU request, else its limit, else its share of the
+instance spec's vCPUs) that follows a slow sine (10-minute period, a phase
+of its own) plus noise that changes once per 10-second window, and a memory
+working set that stays at 60-70% of its memory request (else limit, else
+share of the spec's memory). All of it is computed from the provider's seed,
+the instance ID, the container's name and the injected clock, so the same
+seed and clock give the same numbers. A container says what it burns, for
+tests of autoscaling: the env ``NODELESS_SIM_CPU`` / ``NODELESS_SIM_MEMORY``
+("900m", "256Mi") on the container, else the pod annotations
+``nodeless.dev/simulated-cpu`` / ``nodeless.dev/simulated-memory`` (every
+container of the pod), else a shell busy loop (``while :; do :; done``)
+burns one full core. A CPU limit (or the spec's vCPUs) caps the CPU as a
+cgroup would, a memory limit caps the memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import datetime
@@ -57,11 +74,14 @@ import itertools
 import logging
 import math
 import random
+import re
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from nodeless import clocks
 from nodeless.instances.providers import base, commands
+from nodeless.serverless import quantities
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +94,24 @@ EXIT_SIGKILL = 137
 
 _EPSILON = 1e-6  # clock arithmetic in floats; a due time this close is due
 
+# Simulated usage (see the module docstring).
+CPU_ANNOTATION = "nodeless.dev/simulated-cpu"
+MEMORY_ANNOTATION = "nodeless.dev/simulated-memory"
+CPU_ENV = "NODELESS_SIM_CPU"
+MEMORY_ENV = "NODELESS_SIM_MEMORY"
+USAGE_WINDOW = 10.0  # seconds: the sample window reported, and how long noise holds
+CPU_MEAN = 0.3  # of the container's base CPU
+CPU_SWING = 0.1  # the sine's amplitude, of the base
+CPU_NOISE = 0.05  # the noise's amplitude, of the base
+CPU_PERIOD = 600.0  # seconds
+CPU_FLOOR = 0.02  # of the base: a running process never uses nothing at all
+MEMORY_FRACTION = 0.6  # of the base memory, plus up to MEMORY_SPREAD
+MEMORY_SPREAD = 0.1
+DEFAULT_CPU = 0.1  # cores, for a container with no request, limit or spec
+DEFAULT_MEMORY = 128 * 2**20  # bytes, likewise
+# A shell loop that never sleeps: it keeps one core busy.
+_BUSY_LOOP = re.compile(r"while\s+(?:true|:)\s*[;\n]\s*do\s+(?:(?:true|:)\s*[;\n]\s*)?done")
+
 
 class _Stage(enum.Enum):
     PULLING = enum.auto()  # image pull and sandbox start
@@ -83,15 +121,28 @@ class _Stage(enum.Enum):
     DONE = enum.auto()  # terminal: Succeeded, Failed or Expired
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _UsageProfile:
+    """What a simulated container's usage is made from (worked out once)."""
+
+    cpu_base: float  # cores the synthetic figure is a fraction of
+    cpu_burn: float | None  # cores it uses instead, when it says so
+    cpu_cap: float | None  # cores: its limit, or the instance's vCPUs
+    memory: int  # bytes of working set
+    phase: float  # of the CPU sine, radians
+
+
 @dataclasses.dataclass(slots=True, eq=False)
 class _Container:
     status: base.ContainerStatus  # the live object, also in the instance's status lists
     behaviour: commands.ExitBehaviour
     init: bool
     readiness_delay: float | None  # None: no readinessProbe
+    spec: Mapping[str, Any]
     epoch: int = 0
     backoff: float = 0.0
     ran_since: float = 0.0  # monotonic time of the latest start
+    usage: _UsageProfile | None = None  # made on the first ``stats``
 
     @property
     def running(self) -> bool:
@@ -154,6 +205,7 @@ class SimulatedProvider:
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError(f"failure_rate must be within [0, 1], got {failure_rate}")
         self.clock = clock
+        self.seed = seed
         self.start_latency = start_latency
         self.pull_latency = pull_latency
         self.failure_rate = failure_rate
@@ -308,6 +360,28 @@ class SimulatedProvider:
 
         return _silent_log(running if follow else None)
 
+    async def stats(self) -> builtins.list[base.InstanceUsage]:
+        """``StatsCapable``: synthetic usage of every running container (see
+        the module docstring), as of the clock's now."""
+        now = self.clock.now()
+        result: builtins.list[base.InstanceUsage] = []
+        for instance in self._instances.values():
+            if instance.stage is _Stage.DONE:
+                continue
+            containers = [
+                self._usage(instance, c, now) for c in instance.all_containers() if c.running
+            ]
+            if containers:
+                result.append(
+                    base.InstanceUsage(
+                        instance_id=instance.request.instance_id,
+                        timestamp=now,
+                        window_seconds=USAGE_WINDOW,
+                        containers=containers,
+                    )
+                )
+        return result
+
     # --- beyond the protocol ---
 
     async def reclaim(self, instance_id: str, reason: str = "BidFailed") -> None:
@@ -428,7 +502,9 @@ class SimulatedProvider:
             reason="ContainerCreating",
             image_id=_image_id(image),
         )
-        return _Container(status=status, behaviour=behaviour, init=init, readiness_delay=delay)
+        return _Container(
+            status=status, behaviour=behaviour, init=init, readiness_delay=delay, spec=spec
+        )
 
     def _admit(self, instance: _Instance, ip: str = "") -> None:
         """Counts the instance against its zone and, when adopting, takes back
@@ -694,6 +770,78 @@ class SimulatedProvider:
             except Exception:
                 log.exception("status callback failed for %s", instance.status.instance_id)
 
+    # --- usage ---
+
+    def _usage(
+        self, instance: _Instance, container: _Container, now: datetime.datetime
+    ) -> base.ContainerUsage:
+        profile = container.usage
+        if profile is None:
+            profile = container.usage = self._profile(instance, container)
+        name = container.status.name
+        if profile.cpu_burn is not None:
+            cores = profile.cpu_burn
+        else:
+            started = container.status.started_at or now
+            ran = max(0.0, (now - started).total_seconds())
+            sample = math.floor(ran / USAGE_WINDOW)
+            noise = 2 * self._unit(instance.request.instance_id, name, "noise", sample) - 1
+            wave = math.sin(2 * math.pi * ran / CPU_PERIOD + profile.phase)
+            fraction = CPU_MEAN + CPU_SWING * wave + CPU_NOISE * noise
+            cores = profile.cpu_base * max(CPU_FLOOR, fraction)
+        if profile.cpu_cap is not None:
+            cores = min(cores, profile.cpu_cap)
+        return base.ContainerUsage(name, round(cores * 1e9), profile.memory)
+
+    def _profile(self, instance: _Instance, container: _Container) -> _UsageProfile:
+        request = instance.request
+        spec = container.spec
+        resources = spec.get("resources") or {}
+        requests = resources.get("requests") or {}
+        limits = resources.get("limits") or {}
+        annotations = (request.pod.get("metadata") or {}).get("annotations") or {}
+        env = {
+            str(e.get("name")): e.get("value")
+            for e in spec.get("env") or ()
+            if isinstance(e, Mapping) and "value" in e
+        }
+        share = max(1, len(instance.containers))
+        cpu_limit = _quantity(limits.get("cpu"))
+        cpu_base = _quantity(requests.get("cpu")) or cpu_limit or request.vcpu / share
+        caps = [c for c in (cpu_limit, request.vcpu) if c]
+        burn = _first(_quantity(env.get(CPU_ENV)), _quantity(annotations.get(CPU_ANNOTATION)))
+        if burn is None and _busy_loop(spec):
+            burn = 1.0
+        memory_limit = _quantity(limits.get("memory"))
+        memory_base = (
+            _quantity(requests.get("memory"))
+            or memory_limit
+            or request.memory_gib * 2**30 / share
+            or DEFAULT_MEMORY
+        )
+        name = container.status.name
+        memory = _first(
+            _quantity(env.get(MEMORY_ENV)), _quantity(annotations.get(MEMORY_ANNOTATION))
+        )
+        if memory is None:
+            spread = MEMORY_SPREAD * self._unit(request.instance_id, name, "memory")
+            memory = memory_base * (MEMORY_FRACTION + spread)
+        if memory_limit:
+            memory = min(memory, memory_limit)
+        return _UsageProfile(
+            cpu_base=cpu_base or DEFAULT_CPU,
+            cpu_burn=burn,
+            cpu_cap=min(caps) if caps else None,
+            memory=round(memory),
+            phase=2 * math.pi * self._unit(request.instance_id, name, "phase"),
+        )
+
+    def _unit(self, *parts: object) -> float:
+        """A number in [0, 1) fixed by the seed and ``parts``."""
+        text = "\x1f".join(str(p) for p in (self.seed, *parts))
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        return int.from_bytes(digest) / 2**64
+
     # --- the scheduler ---
 
     def _after(
@@ -859,6 +1007,29 @@ def _normalize_image(image: str) -> str:
     if "/" not in name:
         name = "library/" + name
     return name + at + digest
+
+
+def _quantity(value: object) -> float | None:
+    """A quantity ("900m", "256Mi", 2) as a float; None when absent or not one."""
+    if value is None:
+        return None
+    try:
+        number = quantities.parse(value)
+    except quantities.QuantityError:
+        log.debug("ignoring %r: not a quantity", value)
+        return None
+    return float(number) if number >= Decimal(0) else None
+
+
+def _first(*values: float | None) -> float | None:
+    """The first value given (an explicit 0 counts), None when there is none."""
+    return next((v for v in values if v is not None), None)
+
+
+def _busy_loop(spec: Mapping[str, Any]) -> bool:
+    """Whether the container's command is a shell loop that never sleeps."""
+    words = [*(spec.get("command") or ()), *(spec.get("args") or ())]
+    return bool(_BUSY_LOOP.search(" ".join(str(w) for w in words)))
 
 
 def _rfc3339(moment: datetime.datetime | None) -> str | None:

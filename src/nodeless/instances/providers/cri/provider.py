@@ -53,6 +53,15 @@ it to answer again instead of failing pods. containerd 1.6 sometimes reports
 an OOM kill as a plain ``Error`` (the exit outruns the OOM event), so a 137
 exit is checked against the pod cgroup's OOM kill counter.
 
+Usage (``stats``, the data behind ``kubectl top``) is one
+``ListContainerStats`` call for all of this provider's containers, kept to
+the running containers of live instances. containerd 1.6 fills
+``usage_nano_cores`` from its own previous sample (0 on the first call), so
+the rate is worked out here as cAdvisor does: from two readings of the
+cumulative CPU time kept per container, over the time between them (the
+reported window). Without an earlier reading it is containerd's rate if it
+has one, else the average since the container started.
+
 Kubelet deviations, on purpose: as in the simulated provider, the first
 restart of a crashed container also waits the initial back-off. Probes come
 later: a container without a readinessProbe is ready while it runs, one with
@@ -63,6 +72,7 @@ a readinessProbe is not ready yet. Pull progress Events are not reported
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import datetime
@@ -119,6 +129,12 @@ FALLBACK_LOG_BYTES = 2048
 # How often file volumes of running pods are rewritten where their objects
 # changed (the kubelet's pod resync is a minute).
 VOLUME_REFRESH_INTERVAL = 60.0
+# The usage window reported when there is no earlier reading to measure one
+# (the kubelet's housekeeping interval), and the shortest window measured:
+# readings closer together than that reuse the last rate, as the kubelet
+# answers from its cache between housekeeping runs.
+STATS_WINDOW = 10.0
+MIN_STATS_WINDOW = 1.0
 
 CONTAINER_CREATING = "ContainerCreating"
 POD_INITIALIZING = "PodInitializing"
@@ -136,6 +152,17 @@ OOM_KILLED = "OOMKilled"
 EXIT_SIGKILL = 137
 EXIT_STATUS_UNKNOWN = 137
 _QUIET_REASONS = ("", CONTAINER_CREATING, POD_INITIALIZING)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CpuSample:
+    """A reading of a container's cumulative CPU time (CRI nanoseconds) and
+    the rate worked out when it was taken."""
+
+    timestamp_ns: int
+    total_ns: int
+    nano_cores: int
+    window: float
 
 
 @dataclasses.dataclass(eq=False)
@@ -188,7 +215,7 @@ class _Instance:
 
 
 class CriProvider:
-    """A ``Provider``, ``Notifier`` and ``LogsCapable`` on a CRI runtime.
+    """A ``Provider``, ``Notifier``, ``LogsCapable`` and ``StatsCapable`` on a CRI runtime.
 
     ``client`` is a ``CriClient`` on a running runtime (``containerd``
     starts one); ``data_dir`` holds pod directories and logs. ``owner`` tells
@@ -260,6 +287,7 @@ class CriProvider:
         self._relist_task: asyncio.Task[None] | None = None
         self._volume_refresh_task: asyncio.Task[None] | None = None
         self._volume_locks: dict[str, asyncio.Lock] = {}  # instance ID -> held while writing
+        self._cpu_samples: dict[str, _CpuSample] = {}  # CRI container ID -> last reading
         self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
@@ -562,6 +590,87 @@ class CriProvider:
                 f'unable to upgrade connection: container not found ("{container}")'
             )
         return entry.cri_id
+
+    # --- usage ---
+
+    async def stats(self) -> builtins.list[base.InstanceUsage]:
+        """``StatsCapable``: what the running containers of live instances
+        use, from one ``ListContainerStats`` call (see the module docstring
+        for how the CPU rate is measured); ``ProviderError`` when the runtime
+        does not answer."""
+        await self._ensure_started()
+        try:
+            listed = await self.client.list_container_stats(
+                labels={podconfigs.LABEL_OWNER: self.owner}
+            )
+        except clients.CriError as e:
+            raise base.ProviderError(f"reading container stats failed: {e}") from None
+        running: dict[str, _Container] = {}
+        for instance in self._instances.values():
+            if instance.status.state.terminal:
+                continue
+            for container in instance.all_containers():
+                if container.cri_id and container.status.state == "running":
+                    running[container.cri_id] = container
+        # CRI container ID -> (usage, window, timestamp in nanoseconds)
+        readings: dict[str, tuple[base.ContainerUsage, float, int]] = {}
+        for stats in listed:
+            container_id = stats.attributes.id
+            found = running.get(container_id)
+            if found is None:
+                continue
+            cores, window = self._cpu_rate(container_id, stats.cpu, found.status.started_at)
+            memory = stats.memory.working_set_bytes.value
+            usage = base.ContainerUsage(found.name, cores, memory)
+            readings[container_id] = (usage, window, stats.cpu.timestamp)
+        for container_id in self._cpu_samples.keys() - running.keys():
+            del self._cpu_samples[container_id]
+        result: builtins.list[base.InstanceUsage] = []
+        for instance in self._instances.values():
+            measured = [
+                readings[c.cri_id] for c in instance.all_containers() if c.cri_id in readings
+            ]
+            if not measured:
+                continue
+            stamp = max(timestamp for _, _, timestamp in measured)
+            result.append(
+                base.InstanceUsage(
+                    instance_id=instance.request.instance_id,
+                    timestamp=_from_ns(stamp) or self.clock.now(),
+                    window_seconds=max(window for _, window, _ in measured),
+                    containers=[usage for usage, _, _ in measured],
+                )
+            )
+        return result
+
+    def _cpu_rate(
+        self, container_id: str, cpu: pb.CpuUsage, started_at: datetime.datetime | None
+    ) -> tuple[int, float]:
+        """The container's CPU use in nanocores and the window it was
+        measured over, from this reading and the one kept from last time."""
+        timestamp = cpu.timestamp
+        has_total = cpu.HasField("usage_core_nano_seconds") and timestamp > 0
+        total = cpu.usage_core_nano_seconds.value
+        previous = self._cpu_samples.get(container_id)
+        if previous is not None and has_total and total >= previous.total_ns:
+            elapsed = timestamp - previous.timestamp_ns
+            if elapsed < MIN_STATS_WINDOW * 1e9:
+                return previous.nano_cores, previous.window
+            cores = round((total - previous.total_ns) * 1e9 / elapsed)
+            window = elapsed / 1e9
+        elif cpu.usage_nano_cores.value > 0:
+            cores, window = cpu.usage_nano_cores.value, STATS_WINDOW
+        else:
+            lifetime = 0.0
+            if started_at is not None and has_total:
+                lifetime = timestamp / 1e9 - started_at.timestamp()
+            if lifetime >= MIN_STATS_WINDOW:
+                cores, window = round(total / lifetime), lifetime
+            else:
+                cores, window = 0, STATS_WINDOW
+        if has_total:
+            self._cpu_samples[container_id] = _CpuSample(timestamp, total, cores, window)
+        return cores, window
 
     # --- building and admitting ---
 
