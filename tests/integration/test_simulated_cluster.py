@@ -380,3 +380,72 @@ def test_zones_annotation_places_pods_in_that_zone(sim: Cluster, ns: str) -> Non
     assert {r["NAME"]: r["NODE"] for r in wide} == dict.fromkeys(names, "nodeless-zone-b"), wide
     for name in names:
         assert annotations_of(sim, ns, name).get("nodeless.dev/zone") == "zone-b"
+
+
+# --- kubectl top and the HorizontalPodAutoscaler ---------------------------------------
+
+
+def test_kubectl_autoscale_scales_a_busy_deployment_up_to_its_maximum(
+    sim: Cluster, ns: str
+) -> None:
+    """Pods declaring a CPU burn (the simulated provider's override) run at
+    100 % of their request; an HPA targeting 50 % doubles the Deployment
+    each 15 s sync until its maximum, and `kubectl top` shows the burn."""
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "burner", "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "burner"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "burner"},
+                    "annotations": {"nodeless.dev/simulated-cpu": "500m"},
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "busybox:1.36",
+                            "command": ["sleep", "3600"],
+                            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    apply(sim, ns, deployment)
+    sim.kubectl("-n", ns, "rollout", "status", "deployment/burner", "--timeout=60s", timeout=90)
+
+    sim.kubectl(
+        "-n", ns, "autoscale", "deployment", "burner", "--cpu-percent=50", "--min=1", "--max=3"
+    )
+
+    def scaled() -> dict[str, Any] | None:
+        hpa = get_json(sim, ns, "hpa", "burner")
+        status = hpa.get("status") or {}
+        return hpa if status.get("desiredReplicas") == 3 else None
+
+    hpa = eventually(
+        scaled,
+        "the HPA to want 3 replicas (1 -> 2, then 2 -> 4 held at 3)",
+        timeout=120,
+        interval=1.0,
+    )
+    sim.kubectl("-n", ns, "rollout", "status", "deployment/burner", "--timeout=60s", timeout=90)
+    top = sim.kubectl("-n", ns, "top", "pod", "-l", "app=burner").stdout
+    events = sim.kubectl(
+        "-n", ns, "get", "events", "--field-selector", "reason=SuccessfulRescale"
+    ).stdout
+
+    conditions = {c["type"]: c for c in hpa["status"]["conditions"]}
+    assert conditions["ScalingLimited"]["status"] == "True"
+    assert conditions["ScalingLimited"]["reason"] == "TooManyReplicas"
+    assert get_json(sim, ns, "deployment", "burner")["status"]["readyReplicas"] == 3
+    assert "New size: 2; reason: cpu resource utilization (percentage of request) above target" in (
+        events
+    )
+    burning = [r for r in rows(top) if r["NAME"].startswith("burner-")]
+    assert len(burning) == 3 and all(r["CPU(cores)"] == "500m" for r in burning), top

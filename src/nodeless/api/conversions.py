@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from nodeless.api import kinds, values
 
 Obj = dict[str, Any]
@@ -89,53 +91,118 @@ def _event_from_core(obj: Obj) -> Obj:
     return out
 
 
+def _hpa_annotations_out(out: Obj) -> dict[str, Any]:
+    """Pop upstream's ``autoscaling.alpha.kubernetes.io/*`` annotations (what a
+    v1 read carried of the v2-only fields) from a v1 object."""
+    meta = out.setdefault("metadata", {})
+    annotations = meta.get("annotations") or {}
+    found: dict[str, Any] = {}
+    for name in ("metrics", "current-metrics", "conditions", "behavior"):
+        raw = annotations.pop(_HPA_CPU_ANNOTATIONS + name, None)
+        if isinstance(raw, str):
+            try:
+                found[name] = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+    if "annotations" in meta and not annotations:
+        del meta["annotations"]
+    return found
+
+
+def _is_cpu_utilization(metric: Obj, key: str) -> bool:
+    resource = metric.get("resource") or {}
+    return (
+        metric.get("type") == "Resource"
+        and resource.get("name") == "cpu"
+        and (resource.get(key) or {}).get("averageUtilization") is not None
+    )
+
+
 def _hpa_v1_to_v2(obj: Obj) -> Obj:
+    """v1 to the stored v2; the v2-only fields a v1 read put in annotations
+    come back, so a v1 client's update loses nothing (upstream's conversion)."""
     out = values.clone(obj)
     out["apiVersion"] = "autoscaling/v2"
+    kept = _hpa_annotations_out(out)
     spec = out.get("spec") or {}
     target = spec.pop("targetCPUUtilizationPercentage", None)
+    metrics = [m for m in kept.get("metrics") or [] if isinstance(m, dict)]
     if target is not None:
-        spec["metrics"] = [
+        metrics.insert(
+            0,
             {
                 "type": "Resource",
                 "resource": {
                     "name": "cpu",
                     "target": {"type": "Utilization", "averageUtilization": target},
                 },
-            }
-        ]
+            },
+        )
+    if metrics:
+        spec["metrics"] = metrics
+    if isinstance(kept.get("behavior"), dict):
+        spec["behavior"] = kept["behavior"]
     status = out.get("status")
     if isinstance(status, dict):
         current = status.pop("currentCPUUtilizationPercentage", None)
+        current_metrics = [m for m in kept.get("current-metrics") or [] if isinstance(m, dict)]
         if current is not None:
-            status["currentMetrics"] = [
+            current_metrics.insert(
+                0,
                 {
                     "type": "Resource",
                     "resource": {"name": "cpu", "current": {"averageUtilization": current}},
-                }
-            ]
+                },
+            )
+        if current_metrics:
+            status["currentMetrics"] = current_metrics
+        if isinstance(kept.get("conditions"), list):
+            status["conditions"] = kept["conditions"]
     return out
 
 
 def _hpa_v2_to_v1(obj: Obj) -> Obj:
+    """The stored v2 as v1: the cpu utilisation target and current value in
+    v1's fields, every other metric, the behaviour and the conditions in
+    upstream's annotations."""
     out = values.clone(obj)
     out["apiVersion"] = "autoscaling/v1"
     spec = out.get("spec") or {}
-    metrics = spec.pop("metrics", None) or []
-    spec.pop("behavior", None)
-    for metric in metrics:
-        resource = metric.get("resource") or {}
-        if metric.get("type") == "Resource" and resource.get("name") == "cpu":
-            utilization = (resource.get("target") or {}).get("averageUtilization")
-            if utilization is not None:
-                spec["targetCPUUtilizationPercentage"] = utilization
+    annotations: dict[str, str] = {}
+    others = []
+    for metric in spec.pop("metrics", None) or []:
+        if _is_cpu_utilization(metric, "target") and "targetCPUUtilizationPercentage" not in spec:
+            spec["targetCPUUtilizationPercentage"] = metric["resource"]["target"][
+                "averageUtilization"
+            ]
+        else:
+            others.append(metric)
+    if others:
+        annotations["metrics"] = orjson.dumps(others).decode()
+    behavior = spec.pop("behavior", None)
+    if behavior:
+        annotations["behavior"] = orjson.dumps(behavior).decode()
     status = out.get("status")
     if isinstance(status, dict):
-        status.pop("conditions", None)
+        conditions = status.pop("conditions", None)
+        if conditions:
+            annotations["conditions"] = orjson.dumps(conditions).decode()
+        current_others = []
         for metric in status.pop("currentMetrics", None) or []:
-            resource = metric.get("resource") or {}
-            if metric.get("type") == "Resource" and resource.get("name") == "cpu":
-                value = (resource.get("current") or {}).get("averageUtilization")
-                if value is not None:
-                    status["currentCPUUtilizationPercentage"] = value
+            if (
+                _is_cpu_utilization(metric, "current")
+                and "currentCPUUtilizationPercentage" not in status
+            ):
+                status["currentCPUUtilizationPercentage"] = metric["resource"]["current"][
+                    "averageUtilization"
+                ]
+            else:
+                current_others.append(metric)
+        if current_others:
+            annotations["current-metrics"] = orjson.dumps(current_others).decode()
+    if annotations:
+        meta = out.setdefault("metadata", {})
+        existing = dict(meta.get("annotations") or {})
+        existing.update({_HPA_CPU_ANNOTATIONS + k: v for k, v in annotations.items()})
+        meta["annotations"] = existing
     return out

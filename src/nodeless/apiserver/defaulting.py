@@ -80,6 +80,51 @@ def _template(spec: dict[str, Any]) -> None:
         pod_spec(template.setdefault("spec", {}))
 
 
+def _hpa_rules(given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    rules = dict(defaults)
+    if isinstance(given, dict):
+        rules.update({k: v for k, v in given.items() if v is not None})
+    return rules
+
+
+def _hpa_spec(spec: dict[str, Any]) -> None:
+    """autoscaling/v2 (the stored version): minReplicas 1, 80 % average cpu
+    when no metric is given, and a given ``behavior`` completed with the
+    scale-up and scale-down defaults (the scale-down window stays unset: the
+    controller's downscale stabilisation fills it)."""
+    _set(spec, "minReplicas", 1)
+    if not spec.get("metrics"):
+        spec["metrics"] = [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 80},
+                },
+            }
+        ]
+    behavior = spec.get("behavior")
+    if isinstance(behavior, dict):
+        behavior["scaleUp"] = _hpa_rules(
+            behavior.get("scaleUp"),
+            {
+                "stabilizationWindowSeconds": 0,
+                "selectPolicy": "Max",
+                "policies": [
+                    {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    {"type": "Percent", "value": 100, "periodSeconds": 15},
+                ],
+            },
+        )
+        behavior["scaleDown"] = _hpa_rules(
+            behavior.get("scaleDown"),
+            {
+                "selectPolicy": "Max",
+                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+            },
+        )
+
+
 def apply_defaults(resource: kinds.Resource, obj: dict[str, Any]) -> None:
     """Fill upstream defaults in place (before validation, as upstream does)."""
     group, kind = resource.group, resource.kind
@@ -200,6 +245,8 @@ def apply_defaults(resource: kinds.Resource, obj: dict[str, Any]) -> None:
     elif group == "" and kind == "PersistentVolume" and isinstance(spec, dict):
         _set(spec, "persistentVolumeReclaimPolicy", "Retain")
         _set(spec, "volumeMode", "Filesystem")
+    elif group == "autoscaling" and kind == "HorizontalPodAutoscaler" and isinstance(spec, dict):
+        _hpa_spec(spec)
     elif group == "networking.k8s.io" and kind == "NetworkPolicy" and isinstance(spec, dict):
         if not spec.get("policyTypes"):
             types = ["Ingress"]

@@ -380,33 +380,41 @@ class Api:
     async def _metrics(
         self, request: web.Request, resource: kinds.Resource, target: requests.Target
     ) -> web.Response:
-        """``metrics.k8s.io``: PodMetrics and NodeMetrics from the registered
-        source (get and list, label selectors; no watch, as metrics-server)."""
+        """``metrics.k8s.io`` over HTTP: get and list only (no watch, as metrics-server)."""
         if request.method != "GET" or requests.bool_param(request.query.get("watch")):
             raise errors.method_not_allowed(
                 "the server does not allow this method on the requested resource"
             )
+        return json_response(
+            await self.read_metrics(
+                resource, target.namespace, target.name, request.query.get("labelSelector")
+            )
+        )
+
+    async def read_metrics(
+        self, resource: kinds.Resource, namespace: str, name: str, label_selector: str | None
+    ) -> dict[str, Any]:
+        """PodMetrics or NodeMetrics (one, or a list) from the registered
+        source; shared by HTTP clients and the in-process controllers."""
         now = self.clock()
         usages = await self.metrics_source() if self.metrics_source is not None else []
-        selector = request.query.get("labelSelector")
         if resource.kind == "PodMetrics":
             items = [
                 metrics.pod_metrics(u, now)
                 for u in usages
-                if not target.namespace
-                or (u.pod.get("metadata") or {}).get("namespace") == target.namespace
+                if not namespace or (u.pod.get("metadata") or {}).get("namespace") == namespace
             ]
         else:
             node_resource = self.registry.lookup("", "v1", "nodes")
             assert node_resource is not None
             page = await self.store.list(node_resource, storing.ListQuery())
             items = [metrics.node_metrics(n, usages, now) for n in page.items]
-        chosen = metrics.select(items, selector, target.name)
-        if target.name:
+        chosen = metrics.select(items, label_selector, name)
+        if name:
             if not chosen:
-                raise metrics.not_found(resource.kind, target.name)
-            return json_response(chosen[0])
-        return json_response(metrics.listing(resource.kind, chosen))
+                raise metrics.not_found(resource.kind, name)
+            return chosen[0]
+        return metrics.listing(resource.kind, chosen)
 
     @staticmethod
     def verb(resource: kinds.Resource, verb: str) -> None:

@@ -36,7 +36,7 @@ import orjson
 from multidict import MultiDict
 
 from nodeless.api import errors, kinds
-from nodeless.apiserver import endpoints, requests, watchcache
+from nodeless.apiserver import endpoints, metrics, requests, watchcache
 from nodeless.client import clients
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ class LoopbackApiClient:
         with _served("GET", resource):
             served, target = self._target(resource, namespace, name)
             self.api.verb(served, "get")
+            if served.group == metrics.GROUP:
+                return await self.api.read_metrics(served, target.namespace, target.name, None)
             obj = await self.api.store.get(served, target.namespace, target.name)
         return _fresh(obj)
 
@@ -150,6 +152,11 @@ class LoopbackApiClient:
         with _served("LIST", resource):
             served, target = self._target(resource, namespace)
             self.api.verb(served, "list")
+            if served.group == metrics.GROUP:
+                listed = await self.api.read_metrics(
+                    served, target.namespace, "", label_selector or None
+                )
+                return clients.list_result(resource, listed["metadata"], listed["items"])
             page, meta = await self.api.list_page(self._call("GET", params).query, served, target)
             present = self.api.store.present
             items: list[clients.Object] = orjson.loads(

@@ -16,6 +16,7 @@ from nodeless.controllers import (
     disruption,
     endpointslices,
     garbagecollection,
+    horizontalpodautoscalers,
     jobs,
     namespaces,
     persistentvolumes,
@@ -50,6 +51,7 @@ CONTROLLERS: tuple[type[Any], ...] = (
     endpointslices.EndpointSliceController,
     endpointslices.EndpointsController,
     disruption.DisruptionController,
+    horizontalpodautoscalers.HorizontalPodAutoscalerController,
     volumeprotection.PVCProtectionController,
     volumeprotection.PVProtectionController,
 )

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nodeless.api import errors
-from nodeless.apiserver import app, loopback
+from nodeless.apiserver import app, loopback, metrics
 from nodeless.client import clients, httpclients, informers
 from nodeless.storage import memory
 
@@ -507,3 +507,29 @@ async def test_namespaced_writes_need_a_namespace(api: loopback.LoopbackApiClien
         await api.update(
             CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": NS}}
         )
+
+
+async def test_in_process_clients_read_metrics_from_the_registered_source(
+    server: app.ApiServer, api: loopback.LoopbackApiClient
+) -> None:
+    sampled = datetime.datetime(2026, 11, 26, tzinfo=datetime.UTC)
+    usage = metrics.PodUsage(
+        {"metadata": {"name": "web", "namespace": NS, "labels": {"app": "web"}}, "spec": {}},
+        sampled,
+        10,
+        (metrics.ContainerUsage("app", 5_000_000, 2**20),),
+    )
+
+    async def source() -> list[metrics.PodUsage]:
+        return [usage]
+
+    server.api.metrics_source = source
+    pod_metrics = clients.resolve("metrics.k8s.io/v1beta1", "PodMetrics")
+
+    listed = await api.list(pod_metrics, NS, label_selector="app=web")
+    one = await api.get(pod_metrics, NS, "web")
+    other = await api.list(pod_metrics, NS, label_selector="app=db")
+
+    assert [i["containers"][0]["usage"]["cpu"] for i in listed.items] == ["5000000n"]
+    assert one["metadata"]["name"] == "web"
+    assert other.items == []
