@@ -20,7 +20,7 @@ import subprocess
 import termios
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -463,3 +463,79 @@ def python_client_exec(cluster: Cluster) -> str:
         )
     finally:
         api_client.close()
+
+
+BURNER = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: burner, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: burner}}
+  template:
+    metadata: {labels: {app: burner}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: registry.local/nodeless/busybox:1.36
+        command:
+        - sh
+        - -c
+        - timeout 40 sh -c 'while :; do :; done'; trap 'exit 0' TERM; sleep 3600 & wait
+        resources:
+          requests: {cpu: 250m, memory: 256Mi}
+          limits: {cpu: 250m, memory: 256Mi}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: burner, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: burner}
+  minReplicas: 1
+  maxReplicas: 2
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+  behavior:
+    scaleDown: {stabilizationWindowSeconds: 0}
+"""
+
+
+def test_an_hpa_scales_cpu_burning_real_pods_up_and_back_down(data_dir: Path) -> None:
+    """Each pod burns its CPU limit for 40 s, then idles: the HPA (target
+    50 %, no scale-down window) goes to its maximum while they burn and back
+    to its minimum once they stop, reading CRI container stats."""
+    options = ("--pod-cidr", POD_CIDR, "--pod-bridge", BRIDGE)
+    cluster = start_cluster(data_dir, provider="cri", options=options)
+    try:
+        cluster.kubectl("apply", "-f", "-", input=BURNER)
+
+        def replicas() -> int:
+            deployment = json.loads(
+                cluster.kubectl("get", "deployment", "burner", "-o", "json").stdout
+            )
+            return int(deployment["spec"]["replicas"])
+
+        peak = wait_for(lambda: replicas() == 2, "scale up to 2", timeout=150)
+        settled = wait_for(lambda: replicas() == 1, "scale back down to 1", timeout=240)
+        events = cluster.kubectl(
+            "get", "events", "--field-selector", "reason=SuccessfulRescale", "-o", "json"
+        ).stdout
+    finally:
+        stop_cluster(cluster)
+
+    assert peak and settled
+    messages = [e["message"] for e in json.loads(events)["items"]]
+    assert any(m.startswith("New size: 2; reason: cpu resource utilization") for m in messages)
+    assert any(m == "New size: 1; reason: All metrics below target" for m in messages), messages
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float) -> bool:
+    """Polls ``check`` (a liveness bound, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
+        time.sleep(1.0)
+    return True
