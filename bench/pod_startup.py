@@ -48,16 +48,13 @@ from pods_real import (
     NODELESS_CIDR,
     Cluster,
     bridge_exists,
+    clean_up,
     cluster_settings,
     cri_pod,
-    delete_bridge,
     ensure_namespace,
     fmt,
     list_pods,
-    percentile,
     pod_spec,
-    remove_leftovers,
-    remove_tree,
     rounded,
     session_for,
     start_cluster,
@@ -68,6 +65,7 @@ from pods_real import (
     watch_pods,
     with_runtime,
 )
+from pods_simulated import percentile
 
 from nodeless.instances.providers.cri import clients, containerd
 
@@ -295,18 +293,7 @@ def main() -> int:
             if cluster is not None:
                 stop_s = stop_cluster(cluster)
     finally:
-        for settings in (node_settings, base_settings):
-            try:
-                if asyncio.run(remove_leftovers(settings)):
-                    notes.append(f"removed pods left on {settings.data_dir}")
-            except Exception as e:
-                errors.append(f"cleaning up {settings.data_dir}: {e!r}")
-        for bridge in (args.pod_bridge, args.baseline_bridge):
-            delete_bridge(bridge)
-        if args.keep:
-            notes.append(f"data and logs kept in {workdir}")
-        elif kept := remove_tree(workdir):
-            notes.append(kept)
+        clean_up(args, workdir, (node_settings, base_settings), notes, errors)
 
     n50, n99 = nodeless.p(50), nodeless.p(99)
     b50, b99 = baseline.p(50), baseline.p(99)

@@ -38,7 +38,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -53,8 +52,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+from pods_simulated import free_port, tls_from_kubeconfig
 
-from nodeless.client import kubeconfigs
 from nodeless.instances.providers.cri import clients, containerd, sandboximages
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 
@@ -75,34 +74,12 @@ BASELINE_BRIDGE = "nlbench1"
 # --- small helpers (pod_startup.py imports these too) ---
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def fmt(value: float | None, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
 def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def tls_from_kubeconfig(path: Path) -> tuple[ssl.SSLContext, str]:
-    """The server URL and TLS (CA + client certificate) of the kubeconfig nodeless up wrote."""
-    credentials = kubeconfigs.load(path)
-    ctx = credentials.ssl_context()
-    assert ctx is not None
-    return ctx, credentials.server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -544,6 +521,29 @@ async def run_baseline(
     return result
 
 
+def clean_up(
+    args: argparse.Namespace,
+    workdir: Path,
+    runtimes: tuple[containerd.ContainerdSettings, ...],
+    notes: list[str],
+    errors: list[str],
+) -> None:
+    """Whatever a run left, failed or not: pods on either containerd, both
+    bridges, the temporary directory (unless --keep)."""
+    for settings in runtimes:
+        try:
+            if asyncio.run(remove_leftovers(settings)):
+                notes.append(f"removed pods left on {settings.data_dir}")
+        except Exception as e:
+            errors.append(f"cleaning up {settings.data_dir}: {e!r}")
+    for bridge in (args.pod_bridge, args.baseline_bridge):
+        delete_bridge(bridge)
+    if args.keep:
+        notes.append(f"data and logs kept in {workdir}")
+    elif kept := remove_tree(workdir):
+        notes.append(kept)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -625,18 +625,7 @@ def main() -> int:
             if cluster is not None:
                 stop_s = stop_cluster(cluster)
     finally:
-        for settings in (node_settings, base_settings):
-            try:
-                if asyncio.run(remove_leftovers(settings)):
-                    notes.append(f"removed pods left on {settings.data_dir}")
-            except Exception as e:
-                errors.append(f"cleaning up {settings.data_dir}: {e!r}")
-        for bridge in (args.pod_bridge, args.baseline_bridge):
-            delete_bridge(bridge)
-        if args.keep:
-            notes.append(f"data and logs kept in {workdir}")
-        elif kept := remove_tree(workdir):
-            notes.append(kept)
+        clean_up(args, workdir, (node_settings, base_settings), notes, errors)
 
     ratio = (
         nodeless.seconds / baseline.seconds

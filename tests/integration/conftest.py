@@ -9,15 +9,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from nodeless.cli import main as cli
 
 VENV_BIN = Path(sys.executable).parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -36,13 +38,19 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.data_dir / "kubeconfig"
 
+    def kubectl_command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The pinned kubectl's argv and environment for this cluster (for
+        callers that run it themselves: in the background, on a terminal)."""
+        kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.data_dir))
+        return [kubectl, *args], env
+
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.data_dir))
+        argv, env = self.kubectl_command(*args)
         result = subprocess.run(
-            [kubectl, *args], input=input, capture_output=True, text=True, env=env, timeout=timeout
+            argv, input=input, capture_output=True, text=True, env=env, timeout=timeout
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -126,3 +134,18 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     manifest = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
     cluster.kubectl("apply", "-f", "-", input=manifest)
     yield name
+
+
+def eventually(
+    probe: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.2
+) -> T:
+    """Poll until `probe` returns something truthy (a liveness bound, not a timing check)."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)

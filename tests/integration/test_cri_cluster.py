@@ -14,17 +14,16 @@ import json
 import os
 import pty
 import select
-import shutil
 import struct
 import subprocess
 import termios
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, Cluster, free_port, start_cluster, stop_cluster
+from conftest import Cluster, eventually, free_port, start_cluster, stop_cluster
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes import stream as kube_stream
@@ -348,10 +347,9 @@ def kubectl_port_forward(cluster: Cluster, port: int, requests: int) -> list[str
     """``kubectl port-forward`` (SPDY tunnelled in a WebSocket) to the pod's
     ``port``, then ``requests`` HTTP requests at once through it."""
     local = free_port()
-    kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HOME=str(cluster.data_dir))
+    argv, env = cluster.kubectl_command("port-forward", "pod/shell", f"{local}:{port}")
     process = subprocess.Popen(
-        [kubectl, "port-forward", "pod/shell", f"{local}:{port}"],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -411,10 +409,9 @@ def exec_in_a_terminal(cluster: Cluster, keys: bytes) -> tuple[bytes, int]:
     typing ``keys``; returns what the terminal showed and kubectl's exit code."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    kubectl = shutil.which("kubectl", path=str(VENV_BIN)) or "kubectl"
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HOME=str(cluster.data_dir))
+    argv, env = cluster.kubectl_command("exec", "-it", "shell", "--", "sh")
     process = subprocess.Popen(
-        [kubectl, "exec", "-it", "shell", "--", "sh"],
+        argv,
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -517,8 +514,10 @@ def test_an_hpa_scales_cpu_burning_real_pods_up_and_back_down(data_dir: Path) ->
             )
             return int(deployment["spec"]["replicas"])
 
-        peak = wait_for(lambda: replicas() == 2, "scale up to 2", timeout=150)
-        settled = wait_for(lambda: replicas() == 1, "scale back down to 1", timeout=240)
+        peak = eventually(lambda: replicas() == 2, "scale up to 2", timeout=150, interval=1.0)
+        settled = eventually(
+            lambda: replicas() == 1, "scale back down to 1", timeout=240, interval=1.0
+        )
         events = cluster.kubectl(
             "get", "events", "--field-selector", "reason=SuccessfulRescale", "-o", "json"
         ).stdout
@@ -529,13 +528,3 @@ def test_an_hpa_scales_cpu_burning_real_pods_up_and_back_down(data_dir: Path) ->
     messages = [e["message"] for e in json.loads(events)["items"]]
     assert any(m.startswith("New size: 2; reason: cpu resource utilization") for m in messages)
     assert any(m == "New size: 1; reason: All metrics below target" for m in messages), messages
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float) -> bool:
-    """Polls ``check`` (a liveness bound, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
-        time.sleep(1.0)
-    return True

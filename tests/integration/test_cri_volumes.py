@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cri_provider import _emptied, _mounts_under, current, status_is, until
 
 from nodeless import clocks
 from nodeless.apiserver import serviceaccounts
@@ -109,12 +108,6 @@ class Env:
         return made
 
 
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
-
-
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
     made = Env(Path(tempfile.mkdtemp(prefix="nl-vol-")))
@@ -130,7 +123,7 @@ async def env() -> AsyncIterator[Env]:
                     continue
                 for status in await provider.list():
                     await provider.delete(status.instance_id, 0)
-                await until(functools.partial(_emptied, provider), timeout=30)
+                await until(_emptied(provider), timeout=30)
                 await provider.close()
         finally:
             await made.containerd.stop(remove_pods=True)
@@ -150,36 +143,6 @@ async def env() -> AsyncIterator[Env]:
             await asyncio.to_thread(
                 subprocess.run, ["ip", "link", "delete", BRIDGE], capture_output=True, check=False
             )
-
-
-async def _emptied(provider: cri.CriProvider) -> bool:
-    return not await provider.list()
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-def status_is(
-    provider: cri.CriProvider, instance_id: str, predicate: Callable[[base.InstanceStatus], bool]
-) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        status = await provider.get(instance_id)
-        return status is not None and predicate(status)
-
-    return check
-
-
-async def current(provider: cri.CriProvider, instance_id: str) -> base.InstanceStatus:
-    status = await provider.get(instance_id)
-    assert status is not None
-    return status
 
 
 def request(instance_id: str, name: str, script: str, **spec: Any) -> base.InstanceRequest:
@@ -322,7 +285,7 @@ async def test_a_pod_reads_its_config_map_secret_downward_projected_and_claim_vo
     pod_dir = env.data_dir / "cri" / "pods" / status.pod_uid
     tmpfs_while_running = _mounts_under(pod_dir)
     await provider.delete("i-first", 0)
-    await until(lambda: _emptied(provider))
+    await until(_emptied(provider))
     pod_dir_gone = not pod_dir.exists()
 
     second = request("i-second", "second", SCRIPT, volumes=ALL_VOLUMES, mounts=ALL_MOUNTS)

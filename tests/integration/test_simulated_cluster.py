@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from conftest import Cluster, start_cluster, stop_cluster
+from conftest import Cluster, eventually, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
 
 ZONES = ("zone-a", "zone-b")
 NODES = tuple(f"nodeless-{z}" for z in ZONES)
-
-T = TypeVar("T")
 
 
 # --- the cluster ----------------------------------------------------------------------
@@ -92,21 +89,6 @@ def apply(sim: Cluster, ns: str, *objects: dict[str, Any]) -> None:
 def get_json(sim: Cluster, ns: str, *args: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(sim.kubectl("get", "-n", ns, *args, "-o", "json").stdout)
     return data
-
-
-def eventually(
-    probe: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.2
-) -> T:
-    """Poll until `probe` returns something truthy (a liveness bound, not a timing check)."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
 
 
 def rows(output: str) -> list[dict[str, str]]:

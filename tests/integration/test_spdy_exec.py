@@ -55,7 +55,10 @@ pytestmark = [
 
 
 def load_bench() -> ModuleType:
-    """bench/pods_real.py is a script, not a package: loaded by path."""
+    """bench/pods_real.py is a script, not a package: loaded by path, with
+    its directory importable as when it runs (it imports its siblings)."""
+    if str(BENCH.parent) not in sys.path:
+        sys.path.append(str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_pods_real", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
