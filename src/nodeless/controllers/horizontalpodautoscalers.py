@@ -337,6 +337,34 @@ def _within_tolerance(ratio: float, tolerance: float) -> bool:
     return 1.0 - tolerance <= ratio <= 1.0 + tolerance
 
 
+def _usable_samples(
+    pods: Sequence[Mapping[str, Any]],
+    metrics: Mapping[str, PodMetric],
+    resource: str,
+    now: datetime.datetime,
+    cpu_initialization_period: float,
+    initial_readiness_delay: float,
+) -> tuple[dict[str, PodMetric], PodGroups]:
+    """The samples both calculations start from: ignored and unready pods'
+    dropped; an error when no pod or no sample is left."""
+    if not pods:
+        raise MetricError("no pods returned by selector while calculating replica count")
+    samples = dict(metrics)
+    groups = group_pods(
+        pods,
+        samples,
+        resource,
+        now,
+        cpu_initialization_period=cpu_initialization_period,
+        initial_readiness_delay=initial_readiness_delay,
+    )
+    for name in groups.ignored | groups.unready:
+        samples.pop(name, None)
+    if not samples:
+        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+    return samples, groups
+
+
 def resource_utilization_replicas(
     current_replicas: int,
     target_utilization: int,
@@ -355,21 +383,9 @@ def resource_utilization_replicas(
     if higher) on a scale-down and 0 % on a scale-up, unready pods as 0 % on
     a scale-up; if that flips the direction or lands within tolerance, the
     current count stays."""
-    if not pods:
-        raise MetricError("no pods returned by selector while calculating replica count")
-    samples = dict(metrics)
-    groups = group_pods(
-        pods,
-        samples,
-        resource,
-        now,
-        cpu_initialization_period=cpu_initialization_period,
-        initial_readiness_delay=initial_readiness_delay,
+    samples, groups = _usable_samples(
+        pods, metrics, resource, now, cpu_initialization_period, initial_readiness_delay
     )
-    for name in groups.ignored | groups.unready:
-        samples.pop(name, None)
-    if not samples:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
     requests = pod_requests(pods, container, resource)
     ratio, utilization, raw = utilization_ratio(samples, requests, target_utilization)
     scale_up_with_unready = bool(groups.unready) and ratio > 1.0
@@ -407,21 +423,9 @@ def raw_usage_replicas(
     """Upstream's ``calcPlainMetricReplicas`` (an AverageValue target):
     (replicas, average usage); missing samples count as the target on a
     scale-down and as 0 on a scale-up."""
-    if not pods:
-        raise MetricError("no pods returned by selector while calculating replica count")
-    samples = dict(metrics)
-    groups = group_pods(
-        pods,
-        samples,
-        resource,
-        now,
-        cpu_initialization_period=cpu_initialization_period,
-        initial_readiness_delay=initial_readiness_delay,
+    samples, groups = _usable_samples(
+        pods, metrics, resource, now, cpu_initialization_period, initial_readiness_delay
     )
-    for name in groups.ignored | groups.unready:
-        samples.pop(name, None)
-    if not samples:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
     ratio, usage = usage_ratio(samples, target_usage)
     scale_up_with_unready = bool(groups.unready) and ratio > 1.0
     if not scale_up_with_unready and not groups.missing:
