@@ -1135,7 +1135,9 @@ class CriProvider:
             await asyncio.Future()  # never pullable: waits until the pod is deleted
         policy = imagerefs.pull_policy(container.spec)
         while True:
-            present = await self._available(functools.partial(self.client.image_status, image))
+            present = None
+            if policy != imagerefs.PULL_ALWAYS:  # Always pulls whatever is present, as the kubelet
+                present = await self._available(functools.partial(self.client.image_status, image))
             if present is not None and policy in (
                 imagerefs.PULL_NEVER,
                 imagerefs.PULL_IF_NOT_PRESENT,
@@ -1758,9 +1760,9 @@ class CriProvider:
 
     async def _remove_files_of(self, instance: _Instance) -> None:
         paths = instance.paths
-        for mount in reversed(_mounts_under(paths.pod_dir)):
+        for mount in reversed(await asyncio.to_thread(_mounts_under, paths.pod_dir)):
             await _run("umount", mount)
-        left = _mounts_under(paths.pod_dir)
+        left = await asyncio.to_thread(_mounts_under, paths.pod_dir)
         if left:
             log.warning("not removing %s: still mounted %s", paths.pod_dir, left)
         else:
@@ -2187,7 +2189,8 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 def _is_mount(path: Path) -> bool:
-    return str(path) in _mount_points()
+    # a stat, not a read of the mount table (which grows with every pod)
+    return os.path.ismount(path)
 
 
 async def _run(*args: str) -> None:
