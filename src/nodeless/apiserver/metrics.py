@@ -16,7 +16,8 @@ import datetime
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from nodeless.api import errors, selectors
+from nodeless.api import errors, protobuf, selectors
+from nodeless.apiserver import storing
 
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
@@ -52,14 +53,9 @@ def memory_quantity(size: int) -> str:
     return f"{max(0, size) // 1024}Ki"
 
 
-def _time(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _window(seconds: float) -> str:
-    """As Go prints a duration (``10.5s``, ``15s``)."""
-    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
-    return f"{text}s"
+    """As Go prints a duration (``10.5s``, ``1m30s``), to the millisecond."""
+    return protobuf.go_duration(round(seconds * 1000) * 1_000_000)
 
 
 def pod_metrics(usage: PodUsage, now: datetime.datetime) -> dict[str, Any]:
@@ -70,10 +66,10 @@ def pod_metrics(usage: PodUsage, now: datetime.datetime) -> dict[str, Any]:
         "metadata": {
             "name": meta.get("name", ""),
             "namespace": meta.get("namespace", ""),
-            "creationTimestamp": _time(now),
+            "creationTimestamp": storing.rfc3339(now),
             "labels": dict(meta.get("labels") or {}),
         },
-        "timestamp": _time(usage.timestamp),
+        "timestamp": storing.rfc3339(usage.timestamp),
         "window": _window(usage.window_seconds),
         "containers": [
             {
@@ -104,10 +100,10 @@ def node_metrics(
         "apiVersion": API_VERSION,
         "metadata": {
             "name": name,
-            "creationTimestamp": _time(now),
+            "creationTimestamp": storing.rfc3339(now),
             "labels": dict(meta.get("labels") or {}),
         },
-        "timestamp": _time(stamp),
+        "timestamp": storing.rfc3339(stamp),
         "window": _window(window),
         "usage": {"cpu": cpu_quantity(cpu), "memory": memory_quantity(memory)},
     }

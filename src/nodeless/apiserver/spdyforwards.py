@@ -40,6 +40,7 @@ class _Pair:
     """The error and data streams of one forwarded connection."""
 
     port: int
+    request_id: str = ""
     error_stream: int = 0
     data_stream: int = 0
     writer: asyncio.StreamWriter | None = None
@@ -101,7 +102,7 @@ class _Session:
         except errors.StatusError as e:
             await self.send(spdy.DataFrame(frame.stream_id, e.message.encode(), spdy.FLAG_FIN))
             return
-        pair = self.pairs.setdefault(request_id, _Pair(port))
+        pair = self.pairs.setdefault(request_id, _Pair(port, request_id))
         self.by_stream[frame.stream_id] = pair
         if kind == "error":
             pair.error_stream = frame.stream_id
@@ -116,6 +117,7 @@ class _Session:
         except errors.StatusError as e:
             await self.send(spdy.DataFrame(pair.error_stream, e.message.encode(), spdy.FLAG_FIN))
             await self.send(spdy.DataFrame(pair.data_stream, b"", spdy.FLAG_FIN))
+            self.forget(pair)
             return
         pair.writer = writer
         pair.pump = asyncio.create_task(self.copy_out(pair, reader))
@@ -127,16 +129,30 @@ class _Session:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.send(spdy.DataFrame(pair.data_stream, b"", spdy.FLAG_FIN))
             await self.send(spdy.DataFrame(pair.error_stream, b"", spdy.FLAG_FIN))
+        if pair.writer is not None:
+            pair.writer.close()
+        self.forget(pair)
+
+    def forget(self, pair: _Pair) -> None:
+        """A finished connection's bookkeeping goes, so a long session
+        serving many connections holds only the live ones."""
+        if self.pairs.get(pair.request_id) is pair:
+            del self.pairs[pair.request_id]
+        for stream_id in (pair.error_stream, pair.data_stream):
+            if self.by_stream.get(stream_id) is pair:
+                del self.by_stream[stream_id]
 
     def end(self, pair: _Pair) -> None:
         if pair.writer is not None:
             pair.writer.close()
         if pair.pump is not None:
             pair.pump.cancel()
+        self.forget(pair)
 
     async def close(self) -> None:
-        pumps = [p.pump for p in self.pairs.values() if p.pump is not None]
-        for pair in self.pairs.values():
+        pairs = list(self.pairs.values())
+        pumps = [p.pump for p in pairs if p.pump is not None]
+        for pair in pairs:
             self.end(pair)
         await asyncio.gather(*pumps, return_exceptions=True)
 

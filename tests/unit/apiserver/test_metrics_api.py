@@ -125,3 +125,10 @@ async def test_without_a_source_there_are_no_samples(client: Client) -> None:
     status, body, _ = await client.request("GET", f"{BASE}/pods")
 
     assert (status, body["items"]) == (200, [])
+
+
+def test_windows_print_as_go_durations_as_metrics_server_does() -> None:
+    long = metrics.PodUsage(pod("web", "default", "n"), SAMPLED, 90.25, ())
+
+    assert metrics.pod_metrics(long, SAMPLED)["window"] == "1m30.25s"
+    assert metrics.pod_metrics(WEB, SAMPLED)["window"] == "10.5s"
