@@ -298,6 +298,9 @@ BUILTIN: tuple[Resource, ...] = (
     _r("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False),
     _r("networking.k8s.io", "v1", "Ingress", "ingresses", short=("ing",), status=True),
     _r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short=("netpol",)),
+    # Service ClusterIP allocations (one object per IP) and the ranges they come from.
+    _r("networking.k8s.io", "v1", "IPAddress", "ipaddresses", namespaced=False, short=("ip",)),
+    _r("networking.k8s.io", "v1", "ServiceCIDR", "servicecidrs", namespaced=False, status=True),
     # policy/v1
     _r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",), status=True),
     # coordination.k8s.io/v1

@@ -21,6 +21,7 @@ from nodeless.apiserver import (
     crds,
     endpoints,
     serviceaccounts,
+    serviceips,
     storing,
     watchcache,
 )
@@ -30,7 +31,6 @@ from nodeless.storage import backends
 log = logging.getLogger(__name__)
 
 DEFAULT_ZONES = ("zone-a",)
-KUBERNETES_SERVICE_IP = "10.96.0.1"
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
 
@@ -122,6 +122,7 @@ class ApiServer:
         clock: storing.Clock = storing.utc_now,
         zones: Sequence[str] = DEFAULT_ZONES,
         specs: catalogue.Catalogue | None = None,
+        service_cidr: str = serviceips.DEFAULT_SERVICE_CIDR,
     ) -> None:
         self.backend = backend
         self.host = host
@@ -135,6 +136,8 @@ class ApiServer:
         self.zones = list(zones)
         self.catalogue = specs or catalogue.Catalogue.load()
         self.store.admitters.append(admitting.serverless(self.catalogue, self.zones))
+        self.service_ips = serviceips.ServiceIPs(self.store, service_cidr)
+        self.store.allocators[("", "Service")] = self.service_ips
         self.pki: certificates.Pki | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -180,6 +183,8 @@ class ApiServer:
             self.port = sockets[0].getsockname()[1]
         self.api.address = f"{self.host}:{self.port}"
         await self._kubernetes_service()
+        await self.service_ips.ensure_service_cidr()
+        await self.service_ips.repair()
 
     async def stop(self) -> None:
         self.api.shutting_down.set()
@@ -253,8 +258,8 @@ class ApiServer:
             },
             "spec": {
                 "type": "ClusterIP",
-                "clusterIP": KUBERNETES_SERVICE_IP,
-                "clusterIPs": [KUBERNETES_SERVICE_IP],
+                "clusterIP": self.service_ips.address(1),
+                "clusterIPs": [self.service_ips.address(1)],
                 "ports": [
                     {"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}
                 ],

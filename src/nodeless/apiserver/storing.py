@@ -15,7 +15,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -101,6 +101,20 @@ class ListQuery:
     resource_version_match: str = ""
 
 
+class Allocator(Protocol):
+    """Something a kind's objects hold outside themselves (a Service's
+    ClusterIP): taken before the object is written, given back when the write
+    fails or the object goes."""
+
+    def held(self, obj: Obj) -> list[str]: ...
+
+    def prepare_update(self, new: Obj, old: Obj) -> None: ...
+
+    async def allocate(self, new: Obj, old: Obj | None, dry_run: bool) -> list[str]: ...
+
+    async def release(self, allocated: list[str]) -> None: ...
+
+
 @dataclass
 class Store:
     backend: backends.Backend
@@ -114,6 +128,8 @@ class Store:
     )
     # Admission plug-ins: (resource, new object, old object or None); raise to refuse.
     admitters: list[Callable[[kinds.Resource, Obj, Obj | None], None]] = field(default_factory=list)
+    # Allocators by (group, kind) of the objects that hold what they allocate.
+    allocators: dict[tuple[str, str], Allocator] = field(default_factory=dict)
 
     # --- keys and encoding -------------------------------------------------
 
@@ -366,6 +382,26 @@ class Store:
         await self.consistent()
         await self._check_namespace(resource, namespace)
         self._admit(resource, obj, None)
+        allocator = self.allocators.get((resource.group, resource.kind))
+        if allocator is None:
+            return await self._create(served, resource, namespace, obj, options, generated)
+        self._validate(resource, obj)
+        allocated = await allocator.allocate(obj, None, options.dry_run)
+        try:
+            return await self._create(served, resource, namespace, obj, options, generated)
+        except BaseException:
+            await allocator.release(allocated)
+            raise
+
+    async def _create(
+        self,
+        served: kinds.Resource,
+        resource: kinds.Resource,
+        namespace: str,
+        obj: Obj,
+        options: WriteOptions,
+        generated: bool,
+    ) -> Obj:
         for attempt in range(8):
             if generated:
                 meta = obj["metadata"]
@@ -462,44 +498,75 @@ class Store:
             new = self._prepare_update(resource, entry.obj, desired, options)
             if new is None:
                 return self.present(served, entry.obj), False
-            if options.dry_run:
-                new["metadata"]["resourceVersion"] = str(entry.rev)
-                return self.present(served, new), False
-            meta = new["metadata"]
-            if (
-                meta.get("deletionTimestamp")
-                and not meta.get("finalizers")
-                and not meta.get("deletionGracePeriodSeconds")
-                and not _finalizing_namespace(resource, new)
-            ):
-                # The last finalizer is gone: the deletion completes now.
+            allocator = self.allocators.get((resource.group, resource.kind))
+            if allocator is None or options.subresource == "status":
+                written = await self._write_update(served, resource, key, entry, new, options)
+            else:
+                allocated = await allocator.allocate(new, entry.obj, options.dry_run)
                 try:
-                    kv = await self.backend.delete(key, entry.rev)
-                except backends.RevisionMismatchError:
-                    continue
-                except backends.KeyNotFoundError:
-                    raise errors.not_found(served.plural, served.group, name) from None
-                meta["resourceVersion"] = str(kv.mod_revision)
-                return self.present(served, new), False
-            data = self._encode(new)
-            try:
-                kv = await self.backend.update(key, data, entry.rev)
-            except backends.RevisionMismatchError:
+                    written = await self._write_update(served, resource, key, entry, new, options)
+                except BaseException:
+                    await allocator.release(allocated)
+                    raise
+                if written is None:
+                    await allocator.release(allocated)
+                elif not options.dry_run:
+                    kept = set() if written[1] else set(allocator.held(new))
+                    await allocator.release([a for a in allocator.held(entry.obj) if a not in kept])
+            if written is None:
                 if wanted_rv:
                     raise errors.conflict(
                         resource.plural,
                         resource.group,
                         name,
                         "the object has been modified; please apply your changes to the latest version and try again",
-                    ) from None
+                    )
                 continue
-            except backends.KeyNotFoundError:
-                raise errors.not_found(served.plural, served.group, name) from None
-            new["metadata"]["resourceVersion"] = str(kv.mod_revision)
-            return self.present(served, new), False
+            return written[0], False
         raise errors.conflict(
             resource.plural, resource.group, name, "too many concurrent writes; try again"
         )
+
+    async def _write_update(
+        self,
+        served: kinds.Resource,
+        resource: kinds.Resource,
+        key: str,
+        entry: watchcache.Entry,
+        new: Obj,
+        options: WriteOptions,
+    ) -> tuple[Obj, bool] | None:
+        """Write one update attempt: (answer, whether the object is gone), or
+        None when another write came first."""
+        name = entry.name
+        if options.dry_run:
+            new["metadata"]["resourceVersion"] = str(entry.rev)
+            return self.present(served, new), False
+        meta = new["metadata"]
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and not meta.get("deletionGracePeriodSeconds")
+            and not _finalizing_namespace(resource, new)
+        ):
+            # The last finalizer is gone: the deletion completes now.
+            try:
+                kv = await self.backend.delete(key, entry.rev)
+            except backends.RevisionMismatchError:
+                return None
+            except backends.KeyNotFoundError:
+                raise errors.not_found(served.plural, served.group, name) from None
+            meta["resourceVersion"] = str(kv.mod_revision)
+            return self.present(served, new), True
+        data = self._encode(new)
+        try:
+            kv = await self.backend.update(key, data, entry.rev)
+        except backends.RevisionMismatchError:
+            return None
+        except backends.KeyNotFoundError:
+            raise errors.not_found(served.plural, served.group, name) from None
+        new["metadata"]["resourceVersion"] = str(kv.mod_revision)
+        return self.present(served, new), False
 
     def _prepare_update(
         self, resource: kinds.Resource, old: Obj, desired: Obj, options: WriteOptions
@@ -572,6 +639,9 @@ class Store:
                 else:
                     new.pop("status", None)
             defaulting.apply_defaults(resource, new)
+            allocator = self.allocators.get((resource.group, resource.kind))
+            if allocator is not None:
+                allocator.prepare_update(new, old)
             if old_meta.get("deletionTimestamp"):
                 added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
                 if added:
@@ -633,6 +703,9 @@ class Store:
                 except backends.KeyNotFoundError:
                     raise errors.not_found(served.plural, served.group, name) from None
                 obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
+                allocator = self.allocators.get((resource.group, resource.kind))
+                if allocator is not None:
+                    await allocator.release(allocator.held(obj))
                 return self._deleted_answer(served, resource, obj), True
             if _same(entry.obj, pending) or options.dry_run:
                 return self.present(served, pending), False
