@@ -56,6 +56,7 @@ from pods_simulated import free_port, tls_from_kubeconfig
 
 from nodeless.instances.providers.cri import clients, containerd, sandboximages
 from nodeless.instances.providers.cri import runtime_pb2 as pb
+from nodeless.networking import serviceproxy
 
 BIN = Path(sys.executable).parent
 IMAGE = "registry.local/nodeless/busybox:1.36"
@@ -116,7 +117,10 @@ def remove_tree(path: Path) -> str:
 
 
 def delete_bridge(name: str) -> None:
+    """The bridge and the Service rules of its cluster."""
     subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+    table = serviceproxy.table_name(name)
+    subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True, check=False)
 
 
 def bridge_exists(name: str) -> bool:

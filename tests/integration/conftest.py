@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 
 from nodeless.cli import main as cli
+from nodeless.networking import serviceproxy
 
 VENV_BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -26,6 +27,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def remove_pod_network(bridge: str) -> None:
+    """A test cluster's pod bridge and its Service rules (both outlive
+    `nodeless up`, as a node's network outlives its kubelet)."""
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    table = serviceproxy.table_name(bridge)
+    subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, eventually, free_port, start_cluster, stop_cluster
+from conftest import Cluster, eventually, free_port, remove_pod_network, start_cluster, stop_cluster
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes import stream as kube_stream
@@ -153,7 +153,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     yield data
     if shims(data):
         remove_pods(data)
-    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+    remove_pod_network(BRIDGE)
 
 
 def test_a_deployment_runs_real_pods_that_survive_a_restart(data_dir: Path) -> None:

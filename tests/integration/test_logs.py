@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, Cluster, start_cluster, stop_cluster
+from conftest import VENV_BIN, Cluster, remove_pod_network, start_cluster, stop_cluster
 from test_cri_cluster import shims
 
 from nodeless.instances.providers.cri import containerd
@@ -120,7 +120,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         stop_cluster(c)
         if shims(data):
             remove_pods(data)
-        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        remove_pod_network(BRIDGE)
 
 
 def lines(cluster: Cluster, *args: str) -> list[str]:

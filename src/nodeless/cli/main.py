@@ -17,16 +17,26 @@ from typing import Any
 
 from nodeless import __version__, clocks
 from nodeless.api import errors
-from nodeless.apiserver import app, certificates, endpoints, loopback, metrics, serviceaccounts
+from nodeless.apiserver import (
+    app,
+    certificates,
+    endpoints,
+    loopback,
+    metrics,
+    serviceaccounts,
+    serviceips,
+)
 from nodeless.cli import memory
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
 from nodeless.instances import managing, nodes
 from nodeless.instances.providers import base, simulated
 from nodeless.instances.providers.cri import containerd as cri_containerd
+from nodeless.instances.providers.cri import podconfigs as cri_podconfigs
 from nodeless.instances.providers.cri import provider as cri_provider
 from nodeless.instances.providers.cri import registryauth
 from nodeless.instances.providers.cri import volumefiles as cri_volumefiles
+from nodeless.networking import running as networking
 from nodeless.scheduler import scheduling
 from nodeless.serverless import catalogue
 from nodeless.storage import compacting, sqlite
@@ -52,6 +62,10 @@ def _listen(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _optional_listen(text: str) -> tuple[str, int] | None:
+    return None if text in ("off", "none", "") else _listen(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,6 +106,27 @@ def parser() -> argparse.ArgumentParser:
         help="cri: the host bridge the pods' network uses (one per --pod-cidr)",
     )
     up.add_argument(
+        "--service-cidr",
+        default=serviceips.DEFAULT_SERVICE_CIDR,
+        help="the range Service ClusterIPs come from (default 10.96.0.0/12; the DNS Service "
+        "takes its 10th address)",
+    )
+    up.add_argument(
+        "--cluster-domain", default=networking.DEFAULT_DOMAIN, help="cluster DNS domain"
+    )
+    up.add_argument(
+        "--ingress-listen",
+        type=_optional_listen,
+        default=("127.0.0.1", 8080),
+        help="cri: the ingress gateway's HTTP address HOST:PORT, or off (default 127.0.0.1:8080)",
+    )
+    up.add_argument(
+        "--ingress-tls-listen",
+        type=_optional_listen,
+        default=("127.0.0.1", 8443),
+        help="cri: the ingress gateway's HTTPS address, or off (default 127.0.0.1:8443)",
+    )
+    up.add_argument(
         "--cri-socket",
         default=None,
         help="cri: use the CRI runtime at this socket instead of starting containerd",
@@ -130,7 +165,12 @@ async def up(args: argparse.Namespace) -> int:
     zones = [nodes.Zone(name, max_instances=args.zone_max_instances) for name in zone_names]
     backend = sqlite.SqliteBackend(data_dir / "state.db", watch_buffer=200_000)
     server = app.ApiServer(
-        backend, host=host, port=port, pki_dir=data_dir / "pki", zones=zone_names
+        backend,
+        host=host,
+        port=port,
+        pki_dir=data_dir / "pki",
+        zones=zone_names,
+        service_cidr=args.service_cidr,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,6 +194,10 @@ async def up(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"  export KUBECONFIG={kubeconfig}", flush=True)
+    gateway = components.network.gateway if components and components.network else None
+    if gateway is not None:
+        for url in gateway.urls():
+            print(f"  ingress gateway at {url}", flush=True)
     collector = memory.CycleCollector()
     collector.start()
     await stop.wait()
@@ -180,6 +224,7 @@ class Components:
         self.recorder = recorder
         self.running: list[Any] = []
         self.elector: leaderelection.LeaderElector | None = None
+        self.network: networking.HostNetworking | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
@@ -219,7 +264,26 @@ async def start_components(
 
     async def lead() -> None:
         # The leader runs the instances: only it starts the provider (and containerd).
-        provider = await start_provider(args, client, zones, clock, api.tokens)
+        host_network: networking.HostNetworking | None = None
+        dns: cri_podconfigs.DnsSettings | None = None
+        if args.provider == "cri":
+            settings = networking.NetworkSettings(
+                pod_cidr=args.pod_cidr,
+                bridge=args.pod_bridge,
+                service_cidr=args.service_cidr,
+                domain=args.cluster_domain,
+                ingress_listen=args.ingress_listen,
+                ingress_tls_listen=args.ingress_tls_listen,
+            )
+            host_network = networking.HostNetworking(client, settings, recorder=recorder)
+            dns_ip = await host_network.register_dns()
+            dns = cri_podconfigs.DnsSettings(servers=(dns_ip,), domain=args.cluster_domain)
+        provider = await start_provider(args, client, zones, clock, api.tokens, dns)
+        if host_network is not None and provider.name == "cri":
+            # Services, DNS and the ingress gateway serve the pods' network.
+            await host_network.start()
+            components.running.append(host_network)
+            components.network = host_network
         virtual_nodes = nodes.VirtualNodes(client, zones, provider.name, clock)
         await virtual_nodes.register()
         virtual_nodes.start()
@@ -329,6 +393,7 @@ async def start_provider(
     zones: list[nodes.Zone],
     clock: clocks.Clock,
     token_issuer: serviceaccounts.TokenIssuer | None = None,
+    dns: cri_podconfigs.DnsSettings | None = None,
 ) -> base.Provider:
     capacity = {z.name: z.max_instances for z in zones}
     if args.provider == "cri":
@@ -377,6 +442,7 @@ async def start_provider(
                 objects=api_objects,
                 tokens=service_account_token,
                 preload_images=DEMO_IMAGES,
+                **({"dns": dns} if dns is not None else {}),
             )
         except cri_containerd.ContainerdError as err:
             print(f"nodeless: cannot run pods on containerd ({err}); using the simulated provider")

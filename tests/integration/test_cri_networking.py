@@ -1,0 +1,352 @@
+"""Networking on real pods: Service virtual IPs from the host and from pods,
+cluster DNS inside pods, and the ingress gateway (hosts, paths, TLS with SNI)
+in front of them, with `nodeless up --provider cri` and kubectl."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.client
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+from conftest import Cluster, eventually, free_port, remove_pod_network, start_cluster, stop_cluster
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from nodeless.instances.providers.cri import containerd
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+POD_CIDR = "10.91.0.0/24"
+SERVICE_CIDR = "10.97.0.0/16"
+DNS_IP = "10.97.0.10"
+BRIDGE = "nltest7"
+APPS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %(name)s, namespace: default}
+spec:
+  replicas: %(replicas)s
+  selector: {matchLabels: {app: %(name)s}}
+  template:
+    metadata: {labels: {app: %(name)s}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: main
+        image: registry.local/nodeless/busybox:1.36
+        command:
+        - sh
+        - -c
+        - >-
+          mkdir -p /www/v1 && echo "%(name)s $(hostname)" > /www/index.html
+          && cp /www/index.html /www/v1/index.html
+          && httpd -f -p 8080 -h /www & trap 'exit 0' TERM; wait
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /index.html, port: http}
+          periodSeconds: 1
+        lifecycle:
+          preStop: {sleep: {seconds: 2}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %(name)s, namespace: default}
+spec:
+  selector: {app: %(name)s}
+  ports: [{name: web, port: 80, targetPort: http}]
+"""
+# busybox-static's wget crashes on its NSS lookups (static glibc cannot load
+# NSS modules), so names are resolved with nslookup, which speaks DNS itself,
+# and HTTP goes through nc.
+CLIENT = """
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.local/nodeless/busybox:1.36
+    command:
+    - sh
+    - -c
+    - >-
+      cat /etc/resolv.conf;
+      for name in web api.default.svc.cluster.local; do
+      addr=$(nslookup $name | awk '/^Address: /{a=$2} END{print a}');
+      echo "$name=$addr";
+      printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $addr 80 | tail -1; done
+"""
+
+
+def self_signed(host: str, directory: Path) -> tuple[str, str]:
+    """A certificate and key (PEM) for ``host``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    (directory / f"{host}.crt").write_text(cert_pem)
+    return cert_pem, key_pem
+
+
+def get(
+    host: str, port: int, path: str, *, header_host: str = "", timeout: float = 5
+) -> tuple[int, str]:
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Host": header_host} if header_host else {})
+        reply = connection.getresponse()
+        return reply.status, reply.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, int, int]]:
+    if why := containerd.unavailable_reason():
+        pytest.skip(why)
+    data = tmp_path_factory.mktemp("networking") / "data"
+    data.mkdir()
+    http_port, https_port = free_port(), free_port()
+    options = (
+        "--pod-cidr", POD_CIDR,
+        "--pod-bridge", BRIDGE,
+        "--service-cidr", SERVICE_CIDR,
+        "--ingress-listen", f"127.0.0.1:{http_port}",
+        "--ingress-tls-listen", f"127.0.0.1:{https_port}",
+    )  # fmt: skip
+    c = start_cluster(data, provider="cri", options=options)
+    try:
+        for name, replicas in (("web", 2), ("api", 1)):
+            c.kubectl("apply", "-f", "-", input=APPS % {"name": name, "replicas": replicas})
+        for name in ("web", "api"):
+            c.kubectl("rollout", "status", f"deployment/{name}", "--timeout=120s", timeout=150)
+        yield c, http_port, https_port
+    finally:
+        try:
+            c.kubectl("delete", "deployment", "--all", "--wait=true", timeout=120, check=False)
+            c.kubectl("delete", "pod", "--all", "--wait=true", timeout=120, check=False)
+        finally:
+            stop_cluster(c)
+            remove_pod_network(BRIDGE)
+
+
+def cluster_ip(c: Cluster, name: str, namespace: str = "default") -> str:
+    return c.kubectl(
+        "get", "service", name, "-n", namespace, "-o", "jsonpath={.spec.clusterIP}"
+    ).stdout
+
+
+def test_services_get_cluster_ips_and_the_host_reaches_every_ready_pod_through_them(
+    cluster: tuple[Cluster, int, int],
+) -> None:
+    c, _, _ = cluster
+    ip = cluster_ip(c, "web")
+    assert ip.startswith("10.97."), ip
+    seen: set[str] = set()
+
+    def both_pods() -> bool:
+        status, body = get(ip, 80, "/index.html")
+        assert status == 200
+        seen.add(body.split()[1])
+        return len(seen) == 2
+
+    eventually(both_pods, "requests to the ClusterIP reaching both pods", timeout=30, interval=0)
+    dns_service = json.loads(
+        c.kubectl("get", "service", "kube-dns", "-n", "kube-system", "-o", "json").stdout
+    )
+    assert dns_service["spec"]["clusterIP"] == DNS_IP
+
+
+def test_cluster_dns_answers_through_its_service_ip(cluster: tuple[Cluster, int, int]) -> None:
+    c, _, _ = cluster
+    query = dns.message.make_query("web.default.svc.cluster.local", dns.rdatatype.A)
+    reply = dns.query.udp(query, DNS_IP, timeout=5)
+    addresses = [item.address for rrset in reply.answer for item in rrset]
+    assert addresses == [cluster_ip(c, "web")]
+    reply = dns.query.tcp(
+        dns.message.make_query("nope.default.svc.cluster.local", "A"), DNS_IP, timeout=5
+    )
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+
+
+def test_a_pod_resolves_services_by_name_and_reaches_them(
+    cluster: tuple[Cluster, int, int],
+) -> None:
+    c, _, _ = cluster
+    c.kubectl("apply", "-f", "-", input=CLIENT)
+    c.kubectl(
+        "wait",
+        "pod/client",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "--timeout=60s",
+        timeout=90,
+    )
+    out = c.kubectl("logs", "client").stdout
+    c.kubectl("delete", "pod", "client", "--wait=false")
+    assert f"nameserver {DNS_IP}" in out
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in out
+    assert "options ndots:5" in out
+    lines = out.splitlines()
+    assert any(line.startswith("web web-") for line in lines), out
+    assert any(line.startswith("api api-") for line in lines), out
+    # A short name through the search path, and a full one, to the ClusterIPs.
+    assert f"web={cluster_ip(c, 'web')}" in lines, out
+    assert f"api.default.svc.cluster.local={cluster_ip(c, 'api')}" in lines, out
+
+
+INGRESS = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: site, namespace: default}
+spec:
+  ingressClassName: nodeless
+  tls:
+  - hosts: [secure.example.test]
+    secretName: secure-tls
+  rules:
+  - host: www.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /v1, pathType: Prefix, backend: {service: {name: api, port: {name: web}}}}
+  - host: api.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+  - host: secure.example.test
+    http:
+      paths:
+      - {path: /, pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
+"""
+
+
+def test_the_ingress_gateway_routes_hosts_and_paths_over_http_and_tls(
+    cluster: tuple[Cluster, int, int], tmp_path: Path
+) -> None:
+    c, http_port, https_port = cluster
+    cert, key = self_signed("secure.example.test", tmp_path)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "secure-tls", "namespace": "default"},
+        "data": {
+            "tls.crt": base64.b64encode(cert.encode()).decode(),
+            "tls.key": base64.b64encode(key.encode()).decode(),
+        },
+    }
+    c.kubectl("apply", "-f", "-", input=json.dumps(secret))
+    c.kubectl("apply", "-f", "-", input=INGRESS)
+
+    def routed() -> bool:
+        return get("127.0.0.1", http_port, "/index.html", header_host="www.example.test")[0] == 200
+
+    eventually(routed, "the Ingress to be served")
+    assert get("127.0.0.1", http_port, "/index.html", header_host="www.example.test")[1].startswith(
+        "web "
+    )
+    assert get("127.0.0.1", http_port, "/v1/index.html", header_host="www.example.test")[
+        1
+    ].startswith("api ")
+    assert get("127.0.0.1", http_port, "/index.html", header_host="api.example.test")[1].startswith(
+        "api "
+    )
+    assert get("127.0.0.1", http_port, "/index.html", header_host="other.example.test")[0] == 404
+
+    # Trusting only the Secret's certificate: the handshake fails unless SNI chose it.
+    context = ssl.create_default_context(cafile=str(tmp_path / "secure.example.test.crt"))
+
+    def tls_routed() -> bool:
+        # SNI and Host name the Ingress host; the address is the gateway's.
+        try:
+            with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname="secure.example.test") as tls:
+                    tls.sendall(
+                        b"GET / HTTP/1.1\r\nHost: secure.example.test\r\nConnection: close\r\n\r\n"
+                    )
+                    reply = b""
+                    while chunk := tls.recv(65536):
+                        reply += chunk
+        except (ssl.SSLError, OSError):
+            return False
+        head, _, body = reply.partition(b"\r\n\r\n")
+        return head.startswith(b"HTTP/1.1 200") and body.startswith(b"web ")
+
+    eventually(tls_routed, "the TLS route with the Secret's certificate")
+
+    def status_ip() -> str:
+        return c.kubectl(
+            "get", "ingress", "site", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"
+        ).stdout
+
+    assert eventually(status_ip, "the Ingress status") == "127.0.0.1"
+
+
+def test_a_rolling_update_behind_the_gateway_fails_no_request(
+    cluster: tuple[Cluster, int, int],
+) -> None:
+    c, http_port, _ = cluster
+    c.kubectl("apply", "-f", "-", input=INGRESS)
+    eventually(
+        lambda: (
+            get("127.0.0.1", http_port, "/index.html", header_host="www.example.test")[0] == 200
+        ),
+        "the Ingress to be served",
+    )
+    failures: list[str] = []
+    served = 0
+    done = threading.Event()
+
+    def load() -> None:
+        nonlocal served
+        while not done.is_set() and served < 5000:
+            try:
+                status, body = get(
+                    "127.0.0.1", http_port, "/index.html", header_host="www.example.test"
+                )
+            except OSError as err:
+                failures.append(repr(err))
+                continue
+            if status != 200:
+                failures.append(f"{status} {body[:80]}")
+            served += 1
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        c.kubectl("rollout", "restart", "deployment/web")
+        c.kubectl("rollout", "status", "deployment/web", "--timeout=120s", timeout=150)
+    finally:
+        done.set()
+        worker.join(timeout=30)
+    assert served > 0
+    assert failures == [], f"{len(failures)} of {served} requests failed: {failures[:5]}"
