@@ -350,3 +350,57 @@ def test_a_rolling_update_behind_the_gateway_fails_no_request(
         worker.join(timeout=30)
     assert served > 0
     assert failures == [], f"{len(failures)} of {served} requests failed: {failures[:5]}"
+
+
+SLEEPY = (
+    (APPS % {"name": "sleepy", "replicas": 0}).replace(
+        "metadata: {name: sleepy, namespace: default}\nspec:\n  replicas",
+        "metadata:\n  name: sleepy\n  namespace: default\n  annotations:\n"
+        "    nodeless.dev/scale-to-zero: 'true'\n    nodeless.dev/scale-to-zero-grace: 3s\n"
+        "spec:\n  replicas",
+        1,
+    )
+    + """
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: sleepy, namespace: default}
+spec:
+  ingressClassName: nodeless
+  rules:
+  - host: sleepy.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: sleepy, port: {number: 80}}}}
+"""
+)
+
+
+def test_a_workload_scales_from_zero_on_the_first_request_and_back_when_idle(
+    cluster: tuple[Cluster, int, int],
+) -> None:
+    c, http_port, _ = cluster
+    assert "scale-to-zero" in SLEEPY
+    c.kubectl("apply", "-f", "-", input=SLEEPY)
+
+    def replicas() -> str:
+        return c.kubectl("get", "deployment", "sleepy", "-o", "jsonpath={.spec.replicas}").stdout
+
+    assert replicas() == "0"
+    # The first request is held by the gateway until a pod is Ready.
+    eventually(
+        lambda: get("127.0.0.1", http_port, "/", header_host="sleepy.example.test")[0] != 404,
+        "the Ingress route",
+    )
+    status, body = get(
+        "127.0.0.1", http_port, "/index.html", header_host="sleepy.example.test", timeout=90
+    )
+    assert status == 200 and body.startswith("sleepy "), (status, body)
+    assert replicas() == "1"
+    # No more requests: back to zero after the grace period.
+    eventually(lambda: replicas() == "0", "scale to zero when idle", timeout=60)
+    reasons = c.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=sleepy", "-o",
+        "jsonpath={.items[*].reason}",
+    ).stdout.split()  # fmt: skip
+    assert {"ScaledFromZero", "ScaledToZero"} <= set(reasons), reasons

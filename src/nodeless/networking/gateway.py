@@ -165,6 +165,7 @@ class IngressGateway:
         tls_listen: Address | None = None,
         *,
         activator: Activator | None = None,
+        on_request: Callable[[str, str], Callable[[], None]] | None = None,
         hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
         max_attempts: int = MAX_ATTEMPTS,
         status_address: str = "",
@@ -179,6 +180,9 @@ class IngressGateway:
         self.listen = listen
         self.tls_listen = tls_listen
         self.activator = activator
+        # Told of every routed request as it starts; what it returns is called
+        # when the request ends (scale-to-zero counts requests in flight).
+        self.on_request = on_request
         self.hold_timeout = hold_timeout
         self.max_attempts = max(1, max_attempts)
         self.status_address = status_address or _advertised(listen[0])
@@ -573,6 +577,17 @@ class IngressGateway:
         match = self.route_table().match(request.host, request.path)
         if match is None:
             return _answer(exchange, 404, "404 page not found: no Ingress rule matches")
+        if self.on_request is not None:
+            finished = self.on_request(match.backend.namespace, match.backend.service)
+            try:
+                return await self._serve_match(request, exchange, match)
+            finally:
+                finished()
+        return await self._serve_match(request, exchange, match)
+
+    async def _serve_match(
+        self, request: web.BaseRequest, exchange: _Exchange, match: ingresses.Match
+    ) -> web.StreamResponse:
         try:
             port = self._service_port(match.backend)
             endpoints = self._ready(match.backend, port)

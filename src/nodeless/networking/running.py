@@ -12,7 +12,7 @@ from typing import Any
 
 from nodeless.api import errors
 from nodeless.client import clients, events, informers
-from nodeless.networking import clusterdns, gateway, servicemaps, serviceproxy
+from nodeless.networking import activation, clusterdns, gateway, servicemaps, serviceproxy
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class HostNetworking:
         self.proxy = serviceproxy.ServiceProxy(
             self.services, bridge=settings.bridge, pod_cidr=settings.pod_cidr
         )
+        self.scaler = activation.ScaleToZero(client, self.factory, self.services, recorder=recorder)
         self.dns: clusterdns.ClusterDns | None = None
         self.gateway: gateway.IngressGateway | None = None
         self.dns_ip = settings.dns_service_ip
@@ -185,6 +186,7 @@ class HostNetworking:
         else:
             await self._dns_endpoints()
         if self.settings.ingress_listen is not None:
+            await self.scaler.start()
             self.gateway = gateway.IngressGateway(
                 self.client,
                 self.factory,
@@ -193,13 +195,22 @@ class HostNetworking:
                 class_name=self.settings.ingress_class,
                 listen=self.settings.ingress_listen,
                 tls_listen=self.settings.ingress_tls_listen,
+                activator=self.scaler.activate,
+                on_request=self.scaler.request_started,
             )
-            await self.gateway.start()
+            try:
+                await self.gateway.start()
+            except OSError as err:
+                # Another process has the port: everything else still serves.
+                log.warning("ingress gateway cannot listen: %s", err)
+                print(f"nodeless: ingress gateway is off: {err}", flush=True)
+                self.gateway = None
         self.factory.start()
 
     async def stop(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop()
+        await self.scaler.stop()
         if self.dns is not None:
             await self.dns.stop()
         await self.proxy.stop()

@@ -1,0 +1,157 @@
+"""Scale-to-zero: an opted-in Deployment goes to zero replicas after its
+grace period without requests and is woken by the next one, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from nodeless import clocks
+from nodeless.apiserver import app, loopback
+from nodeless.client import clients, informers
+from nodeless.networking import activation, servicemaps
+from nodeless.storage import memory
+
+DEPLOYMENTS = activation.DEPLOYMENTS
+SERVICES = servicemaps.SERVICES
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[clients.ApiClient]:
+    server = app.ApiServer(memory.MemoryBackend(), port=0, tls=False)
+    await server.start()
+    try:
+        yield loopback.LoopbackApiClient(server.api)
+    finally:
+        await server.stop()
+
+
+def deployment(name: str, replicas: int, **annotations: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "tier": "web"}},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            },
+        },
+    }
+
+
+def service(name: str, app_label: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"app": app_label}, "ports": [{"port": 80}]},
+    }
+
+
+async def replicas(client: clients.ApiClient, name: str) -> int:
+    return int((await client.get(DEPLOYMENTS, "default", name))["spec"]["replicas"])
+
+
+@pytest.fixture
+async def scaler(
+    client: clients.ApiClient,
+) -> AsyncIterator[tuple[activation.ScaleToZero, clocks.FakeClock]]:
+    clock = clocks.FakeClock()
+    factory = informers.InformerFactory(client)
+    services = servicemaps.ServiceMap(factory)
+    services.start()
+    await services.wait_synced()
+    scaler = activation.ScaleToZero(client, factory, services, clock=clock, interval=3600)
+    await scaler.start()
+    try:
+        yield scaler, clock
+    finally:
+        await scaler.stop()
+        services.stop()
+        await factory.stop()
+
+
+async def settle(scaler: activation.ScaleToZero, name: str, want: int) -> None:
+    for _ in range(200):
+        obj = scaler.deployments.get(f"default/{name}")
+        if obj is not None and obj["spec"].get("replicas") == want:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} never showed {want} replicas in the informer")
+
+
+async def test_an_idle_opted_in_deployment_scales_to_zero_after_its_grace_period(
+    client: clients.ApiClient, scaler: tuple[activation.ScaleToZero, clocks.FakeClock]
+) -> None:
+    tool, clock = scaler
+    await client.create(
+        DEPLOYMENTS,
+        deployment("web", 2, **{activation.SCALE_TO_ZERO: "true", activation.GRACE: "30s"}),
+    )
+    await client.create(DEPLOYMENTS, deployment("plain", 2))
+    await client.create(SERVICES, service("web", "web"))
+    await settle(tool, "web", 2)
+    await settle(tool, "plain", 2)
+    await clock.advance(20)
+    tool.note_request("default", "web")
+    await clock.advance(20)
+    await tool.scale_idle()
+    assert await replicas(client, "web") == 2, "a request 20s ago keeps it up"
+    await clock.advance(15)
+    await tool.scale_idle()
+    assert await replicas(client, "web") == 0
+    assert await replicas(client, "plain") == 2, "only opted-in Deployments scale to zero"
+
+
+async def test_a_request_in_flight_keeps_its_deployment_up(
+    client: clients.ApiClient, scaler: tuple[activation.ScaleToZero, clocks.FakeClock]
+) -> None:
+    tool, clock = scaler
+    await client.create(
+        DEPLOYMENTS,
+        deployment("web", 1, **{activation.SCALE_TO_ZERO: "true", activation.GRACE: "10s"}),
+    )
+    await client.create(SERVICES, service("web", "web"))
+    await settle(tool, "web", 1)
+    for _ in range(200):
+        if tool.services.service_object("default", "web") is not None:
+            break
+        await asyncio.sleep(0.01)
+    finished = tool.request_started("default", "web")
+    await clock.advance(60)
+    await tool.scale_idle()
+    assert await replicas(client, "web") == 1, "a long request is activity"
+    finished()
+    await clock.advance(11)
+    await tool.scale_idle()
+    assert await replicas(client, "web") == 0
+
+
+async def test_the_first_request_wakes_a_sleeping_deployment(
+    client: clients.ApiClient, scaler: tuple[activation.ScaleToZero, clocks.FakeClock]
+) -> None:
+    tool, _ = scaler
+    await client.create(DEPLOYMENTS, deployment("web", 0, **{activation.SCALE_TO_ZERO: "true"}))
+    await client.create(DEPLOYMENTS, deployment("other", 0, **{activation.SCALE_TO_ZERO: "true"}))
+    await client.create(SERVICES, service("web", "web"))
+    await settle(tool, "web", 0)
+    await settle(tool, "other", 0)
+    for _ in range(200):
+        if tool.services.service_object("default", "web") is not None:
+            break
+        await asyncio.sleep(0.01)
+    await tool.activate("default", "web")
+    assert await replicas(client, "web") == 1
+    assert await replicas(client, "other") == 0, "only the Service's own pods wake"
+
+
+def test_grace_defaults_and_reads_go_durations() -> None:
+    assert activation.grace_seconds(deployment("a", 1)) == activation.DEFAULT_GRACE
+    assert activation.grace_seconds(deployment("a", 1, **{activation.GRACE: "1m30s"})) == 90
+    assert activation.grace_seconds(deployment("a", 1, **{activation.GRACE: "soon"})) == 60
