@@ -158,7 +158,12 @@ class Cluster:
 
 
 def start_cluster(
-    data_dir: Path, log: Path, pod_cidr: str, bridge: str, timeout: float = 180.0
+    data_dir: Path,
+    log: Path,
+    pod_cidr: str,
+    bridge: str,
+    timeout: float = 180.0,
+    options: tuple[str, ...] = ("--ingress-listen", "off", "--ingress-tls-listen", "off"),
 ) -> Cluster:
     """`nodeless up --provider cri` on its own data dir, port, pod CIDR and
     bridge; returns once it prints `ready`, and fails if it fell back to the
@@ -177,6 +182,7 @@ def start_cluster(
         pod_cidr,
         "--pod-bridge",
         bridge,
+        *options,
     ]
     with log.open("w") as err:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
