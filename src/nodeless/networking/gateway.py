@@ -593,6 +593,10 @@ class IngressGateway:
             endpoints = self._ready(match.backend, port)
             if not endpoints:
                 endpoints = await self._hold(match.backend)
+            elif self.activator is not None and not any(e.ready for e in endpoints):
+                # Only draining pods serve it (scaled down a moment ago): this
+                # request is served by them, and the Service woken for the next.
+                self._activate((match.backend.namespace, match.backend.service))
         except _NoEndpoint as err:
             return _answer(exchange, err.status, err.message)
         if _is_websocket(request):

@@ -567,6 +567,43 @@ async def test_the_activator_wakes_a_service_and_the_held_request_completes(
     assert called == [(NS, "svc")]  # one activation for all waiting requests
 
 
+async def test_a_request_served_by_draining_pods_still_wakes_the_service(
+    cluster: Cluster,
+) -> None:
+    pod = await cluster.pod("a")
+    await cluster.service("svc")
+    await cluster.client.create(
+        SLICES,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "svc-draining",
+                "namespace": NS,
+                "labels": {servicemaps.SERVICE_NAME_LABEL: "svc"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": pod.port, "protocol": "TCP"}],
+            "endpoints": [
+                {
+                    "addresses": [pod.ip],
+                    "conditions": {"ready": False, "serving": True, "terminating": True},
+                }
+            ],
+        },
+    )
+    await cluster.ingress("web", {"rules": [{"http": {"paths": [path("/", "svc")]}}]})
+    activated = asyncio.Event()
+
+    async def activator(namespace: str, name: str) -> None:
+        activated.set()
+
+    gw = await cluster.gateway(activator=activator)
+    _, seen = await cluster.until(gw, "/", "h", 200)
+    assert seen["pod"] == "a", "served by the draining pod, not held"
+    await asyncio.wait_for(activated.wait(), timeout=10)
+
+
 async def test_a_held_request_gives_up_after_the_hold_timeout(cluster: Cluster) -> None:
     await cluster.service("svc")
     await cluster.ingress("web", {"rules": [{"http": {"paths": [path("/", "svc")]}}]})
