@@ -5,7 +5,6 @@ in front of them, with `nodeless up --provider cri` and kubectl."""
 from __future__ import annotations
 
 import base64
-import datetime
 import http.client
 import json
 import socket
@@ -19,12 +18,9 @@ import dns.query
 import dns.rdatatype
 import pytest
 from conftest import Cluster, eventually, free_port, remove_pod_network, start_cluster, stop_cluster
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from nodeless.instances.providers.cri import containerd
+from nodeless.networking import gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -89,32 +85,6 @@ spec:
       echo "$name=$addr";
       printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $addr 80 | tail -1; done
 """
-
-
-def self_signed(host: str, directory: Path) -> tuple[str, str]:
-    """A certificate and key (PEM) for ``host``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    (directory / f"{host}.crt").write_text(cert_pem)
-    return cert_pem, key_pem
 
 
 def get(
@@ -253,15 +223,16 @@ def test_the_ingress_gateway_routes_hosts_and_paths_over_http_and_tls(
     cluster: tuple[Cluster, int, int], tmp_path: Path
 ) -> None:
     c, http_port, https_port = cluster
-    cert, key = self_signed("secure.example.test", tmp_path)
+    cert, key = gateway.self_signed_certificate("secure.example.test")
+    (tmp_path / "secure.example.test.crt").write_bytes(cert)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "kubernetes.io/tls",
         "metadata": {"name": "secure-tls", "namespace": "default"},
         "data": {
-            "tls.crt": base64.b64encode(cert.encode()).decode(),
-            "tls.key": base64.b64encode(key.encode()).decode(),
+            "tls.crt": base64.b64encode(cert).decode(),
+            "tls.key": base64.b64encode(key).decode(),
         },
     }
     c.kubectl("apply", "-f", "-", input=json.dumps(secret))

@@ -38,6 +38,7 @@ import datetime
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import shutil
 import ssl
@@ -72,6 +73,7 @@ SECRETS = clients.ResourceRef("", "v1", "secrets", True, "Secret")
 
 FIELD_MANAGER = "nodeless-ingress-gateway"
 COMPONENT = "nodeless-ingress-gateway"
+_HOST_NAME = re.compile(r"[A-Za-z0-9*][A-Za-z0-9.-]*")
 FALLBACK_COMMON_NAME = "Nodeless Ingress Gateway Fake Certificate"
 
 # Headers that describe one connection, not the message (RFC 9110 7.6.1), plus
@@ -912,6 +914,8 @@ def self_signed_certificate(common_name: str, days: int = 3650) -> tuple[bytes, 
     certificate for names no Ingress has one for."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    # A host name is its own SAN; the fallback's descriptive name is not one.
+    san = common_name if _HOST_NAME.fullmatch(common_name) else "ingress.local"
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     cert = (
         x509.CertificateBuilder()
@@ -922,7 +926,7 @@ def self_signed_certificate(common_name: str, days: int = 3650) -> tuple[bytes, 
         .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("ingress.local")]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

@@ -10,23 +10,11 @@ from typing import Any
 import pytest
 
 from nodeless import clocks
-from nodeless.apiserver import app, loopback
 from nodeless.client import clients, informers
 from nodeless.networking import activation, servicemaps
-from nodeless.storage import memory
 
 DEPLOYMENTS = activation.DEPLOYMENTS
 SERVICES = servicemaps.SERVICES
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[clients.ApiClient]:
-    server = app.ApiServer(memory.MemoryBackend(), port=0, tls=False)
-    await server.start()
-    try:
-        yield loopback.LoopbackApiClient(server.api)
-    finally:
-        await server.stop()
 
 
 def deployment(name: str, replicas: int, **annotations: str) -> dict[str, Any]:
@@ -86,6 +74,14 @@ async def settle(scaler: activation.ScaleToZero, name: str, want: int) -> None:
     raise AssertionError(f"{name} never showed {want} replicas in the informer")
 
 
+async def known_service(scaler: activation.ScaleToZero, name: str) -> None:
+    for _ in range(200):
+        if scaler.services.service_object("default", name) is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"Service {name} never reached the ServiceMap")
+
+
 async def test_an_idle_opted_in_deployment_scales_to_zero_after_its_grace_period(
     client: clients.ApiClient, scaler: tuple[activation.ScaleToZero, clocks.FakeClock]
 ) -> None:
@@ -119,10 +115,7 @@ async def test_a_request_in_flight_keeps_its_deployment_up(
     )
     await client.create(SERVICES, service("web", "web"))
     await settle(tool, "web", 1)
-    for _ in range(200):
-        if tool.services.service_object("default", "web") is not None:
-            break
-        await asyncio.sleep(0.01)
+    await known_service(tool, "web")
     finished = tool.request_started("default", "web")
     await clock.advance(60)
     await tool.scale_idle()
@@ -142,10 +135,7 @@ async def test_the_first_request_wakes_a_sleeping_deployment(
     await client.create(SERVICES, service("web", "web"))
     await settle(tool, "web", 0)
     await settle(tool, "other", 0)
-    for _ in range(200):
-        if tool.services.service_object("default", "web") is not None:
-            break
-        await asyncio.sleep(0.01)
+    await known_service(tool, "web")
     await tool.activate("default", "web")
     assert await replicas(client, "web") == 1
     assert await replicas(client, "other") == 0, "only the Service's own pods wake"

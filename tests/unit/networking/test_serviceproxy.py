@@ -4,15 +4,10 @@ update rewrites (only what changed), and the proxy following the API."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from nodeless.apiserver import app, loopback
 from nodeless.client import clients, informers
 from nodeless.networking import servicemaps, serviceproxy
-from nodeless.storage import memory
 
 POD_CIDR = "10.88.0.0/16"
 TABLE = "nodeless_t"
@@ -144,16 +139,6 @@ def test_the_table_is_named_after_the_bridge() -> None:
 
 SERVICES = clients.ResourceRef("", "v1", "services", True, "Service")
 SLICES = clients.ResourceRef("discovery.k8s.io", "v1", "endpointslices", True, "EndpointSlice")
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[clients.ApiClient]:
-    server = app.ApiServer(memory.MemoryBackend(), port=0, tls=False)
-    await server.start()
-    try:
-        yield loopback.LoopbackApiClient(server.api)
-    finally:
-        await server.stop()
 
 
 def endpoint_slice(name: str, service: str, *ips: str) -> dict[str, Any]:
