@@ -14,6 +14,16 @@ Opting in, on the Deployment::
         nodeless.dev/scale-to-zero: "true"
         nodeless.dev/scale-to-zero-grace: "5m"    # default 60s
 
+Concurrency-based autoscaling, as Knative's KPA: a Deployment annotated
+with a target concurrency per pod (``nodeless.dev/target-concurrency`` or
+Knative's ``autoscaling.knative.dev/target``) is sized every second to
+ceil(average requests in flight / target), averaged over a stable window
+(60 s, ``autoscaling.knative.dev/window``) — or over the panic window (6 s,
+a tenth of it) when that asks for at least twice the ready pods, in which
+case it scales up at once and does not scale down until the burst has been
+over for a stable window. Scale-down is at most halving per step; bounds
+come from ``min-scale``/``max-scale`` (both prefixes).
+
 A Deployment belongs to the Services whose selector its pod template
 matches. Times come from the injected clock.
 """
@@ -21,8 +31,10 @@ matches. Times come from the injected clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,6 +51,14 @@ SCALE_TO_ZERO = "nodeless.dev/scale-to-zero"
 GRACE = "nodeless.dev/scale-to-zero-grace"
 DEFAULT_GRACE = 60.0
 CHECK_INTERVAL = 1.0
+TARGETS = ("nodeless.dev/target-concurrency", "autoscaling.knative.dev/target")
+WINDOWS = ("nodeless.dev/window", "autoscaling.knative.dev/window")
+MIN_SCALES = ("nodeless.dev/min-scale", "autoscaling.knative.dev/min-scale")
+MAX_SCALES = ("nodeless.dev/max-scale", "autoscaling.knative.dev/max-scale")
+DEFAULT_WINDOW = 60.0
+PANIC_WINDOW_SHARE = 0.1  # Knative's panic-window-percentage 10
+PANIC_THRESHOLD = 2.0  # Knative's panic-threshold-percentage 200
+MAX_SCALE_DOWN_RATE = 2.0
 
 Key = tuple[str, str]
 
@@ -60,6 +80,45 @@ def grace_seconds(deployment: Mapping[str, Any]) -> float:
         return DEFAULT_GRACE
 
 
+def _annotation(deployment: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    for name in names:
+        if name in annotations:
+            return str(annotations[name])
+    return None
+
+
+def target_concurrency(deployment: Mapping[str, Any]) -> float | None:
+    """Requests in flight per pod the Deployment is sized for; None if not autoscaled."""
+    text = _annotation(deployment, TARGETS)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        log.warning("target concurrency %r is not a number", text)
+        return None
+    return value if value > 0 else None
+
+
+def _bound(deployment: Mapping[str, Any], names: tuple[str, ...], default: int) -> int:
+    text = _annotation(deployment, names)
+    try:
+        return max(0, int(text)) if text is not None else default
+    except ValueError:
+        return default
+
+
+def window_seconds(deployment: Mapping[str, Any]) -> float:
+    text = _annotation(deployment, WINDOWS)
+    if text is None:
+        return DEFAULT_WINDOW
+    try:
+        return max(6.0, commands.parse_duration(text))
+    except ValueError:
+        return DEFAULT_WINDOW
+
+
 def selects(service: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
     """Whether the Service's selector matches the Deployment's pods."""
     selector = (service.get("spec") or {}).get("selector") or {}
@@ -70,8 +129,9 @@ def selects(service: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-class ScaleToZero:
-    """The gateway's activator and the idle scaler, one per cluster."""
+class ServingAutoscaler:
+    """The gateway's activator, the idle scaler and the concurrency
+    autoscaler, one per cluster, fed by the gateway's request counts."""
 
     def __init__(
         self,
@@ -91,6 +151,10 @@ class ScaleToZero:
         self.interval = interval
         self._last: dict[Key, float] = {}
         self._in_flight: dict[Key, int] = {}
+        # Per Deployment: (time, requests in flight) once a tick, and when a
+        # panic began (None outside one) with the most pods it asked for.
+        self._samples: dict[Key, collections.deque[tuple[float, int]]] = {}
+        self._panic: dict[Key, tuple[float, int]] = {}
         self._started = self.clock.monotonic()
         self._task: asyncio.Task[None] | None = None
 
@@ -98,7 +162,7 @@ class ScaleToZero:
         self.deployments.start()
         await self.deployments.wait_synced()
         self._started = self.clock.monotonic()
-        self._task = asyncio.create_task(self._run(), name="scale-to-zero")
+        self._task = asyncio.create_task(self._run(), name="serving-autoscaler")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -149,9 +213,80 @@ class ScaleToZero:
         while True:
             await self.clock.sleep(self.interval)
             try:
+                await self.autoscale()
                 await self.scale_idle()
             except (errors.StatusError, OSError) as err:
                 log.warning("scale-to-zero check failed: %s", err)
+
+    def in_flight(self, deployment: Mapping[str, Any]) -> int:
+        """Requests in flight through the gateway to the Deployment's Services."""
+        namespace = str(deployment["metadata"].get("namespace") or "")
+        total = 0
+        for service in self.services.services.objects(namespace):
+            if selects(service, deployment):
+                total += self._in_flight.get((namespace, str(service["metadata"]["name"])), 0)
+        return total
+
+    async def autoscale(self) -> None:
+        """Sample concurrency and size every autoscaled Deployment (one tick)."""
+        now = self.clock.monotonic()
+        seen = set()
+        for deployment in self.deployments.objects():
+            target = target_concurrency(deployment)
+            if target is None:
+                continue
+            meta = deployment["metadata"]
+            key = (str(meta.get("namespace") or ""), str(meta["name"]))
+            seen.add(key)
+            window = window_seconds(deployment)
+            samples = self._samples.setdefault(key, collections.deque())
+            samples.append((now, self.in_flight(deployment)))
+            while samples and samples[0][0] <= now - window:
+                samples.popleft()
+            current = int((deployment.get("spec") or {}).get("replicas") or 0)
+            if current == 0:
+                continue  # asleep: waking is the activator's job
+            desired = self.desired_replicas(key, deployment, target, window, now)
+            if desired != current:
+                await self._scale(
+                    deployment, desired, "ConcurrencyScaled", self._why(key, samples, target)
+                )
+        for key in set(self._samples) - seen:
+            self._samples.pop(key, None)
+            self._panic.pop(key, None)
+
+    def desired_replicas(
+        self, key: Key, deployment: Mapping[str, Any], target: float, window: float, now: float
+    ) -> int:
+        samples = self._samples.get(key) or collections.deque()
+        current = int((deployment.get("spec") or {}).get("replicas") or 0)
+        status = deployment.get("status") or {}
+        ready = max(1, int(status.get("readyReplicas") or current or 1))
+        stable = _average(samples, now - window)
+        panic = _average(samples, now - window * PANIC_WINDOW_SHARE)
+        want_stable = math.ceil(stable / target)
+        want_panic = math.ceil(panic / target)
+        over = want_panic / ready >= PANIC_THRESHOLD
+        began = self._panic.get(key)
+        if over:
+            # A burst: scale for the short window now, and hold what it asked for.
+            most = max(want_panic, began[1] if began else 0, current)
+            self._panic[key] = (now, most)
+            desired = most
+        elif began is not None and now - began[0] < window:
+            desired = max(began[1], current)
+        else:
+            self._panic.pop(key, None)
+            # Scale down at most by half a step (Knative's max-scale-down-rate).
+            desired = max(want_stable, math.ceil(current / MAX_SCALE_DOWN_RATE))
+        lowest = max(1, _bound(deployment, MIN_SCALES, 1))
+        highest = _bound(deployment, MAX_SCALES, 0) or 10_000
+        return max(lowest, min(highest, desired))
+
+    def _why(self, key: Key, samples: collections.deque[tuple[float, int]], target: float) -> str:
+        mode = "panic" if key in self._panic else "stable"
+        latest = samples[-1][1] if samples else 0
+        return f"{latest} requests in flight, target {target:g} per pod ({mode} window)"
 
     async def scale_idle(self) -> None:
         """Scale to zero every opted-in Deployment idle past its grace period."""
@@ -199,3 +334,8 @@ class ScaleToZero:
             self.recorder.record(
                 involved, "Normal", reason, f"Scaled to {replicas} replica{plural}: {why}"
             )
+
+
+def _average(samples: collections.deque[tuple[float, int]], since: float) -> float:
+    values = [value for t, value in samples if t > since]
+    return sum(values) / len(values) if values else 0.0

@@ -70,7 +70,9 @@ class HostNetworking:
         self.proxy = serviceproxy.ServiceProxy(
             self.services, bridge=settings.bridge, pod_cidr=settings.pod_cidr
         )
-        self.scaler = activation.ScaleToZero(client, self.factory, self.services, recorder=recorder)
+        self.scaler = activation.ServingAutoscaler(
+            client, self.factory, self.services, recorder=recorder
+        )
         self.dns: clusterdns.ClusterDns | None = None
         self.gateway: gateway.IngressGateway | None = None
         self.dns_ip = settings.dns_service_ip

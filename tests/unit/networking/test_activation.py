@@ -49,13 +49,13 @@ async def replicas(client: clients.ApiClient, name: str) -> int:
 @pytest.fixture
 async def scaler(
     client: clients.ApiClient,
-) -> AsyncIterator[tuple[activation.ScaleToZero, clocks.FakeClock]]:
+) -> AsyncIterator[tuple[activation.ServingAutoscaler, clocks.FakeClock]]:
     clock = clocks.FakeClock()
     factory = informers.InformerFactory(client)
     services = servicemaps.ServiceMap(factory)
     services.start()
     await services.wait_synced()
-    scaler = activation.ScaleToZero(client, factory, services, clock=clock, interval=3600)
+    scaler = activation.ServingAutoscaler(client, factory, services, clock=clock, interval=3600)
     await scaler.start()
     try:
         yield scaler, clock
@@ -65,7 +65,7 @@ async def scaler(
         await factory.stop()
 
 
-async def settle(scaler: activation.ScaleToZero, name: str, want: int) -> None:
+async def settle(scaler: activation.ServingAutoscaler, name: str, want: int) -> None:
     for _ in range(200):
         obj = scaler.deployments.get(f"default/{name}")
         if obj is not None and obj["spec"].get("replicas") == want:
@@ -74,7 +74,7 @@ async def settle(scaler: activation.ScaleToZero, name: str, want: int) -> None:
     raise AssertionError(f"{name} never showed {want} replicas in the informer")
 
 
-async def known_service(scaler: activation.ScaleToZero, name: str) -> None:
+async def known_service(scaler: activation.ServingAutoscaler, name: str) -> None:
     for _ in range(200):
         if scaler.services.service_object("default", name) is not None:
             return
@@ -83,7 +83,7 @@ async def known_service(scaler: activation.ScaleToZero, name: str) -> None:
 
 
 async def test_an_idle_opted_in_deployment_scales_to_zero_after_its_grace_period(
-    client: clients.ApiClient, scaler: tuple[activation.ScaleToZero, clocks.FakeClock]
+    client: clients.ApiClient, scaler: tuple[activation.ServingAutoscaler, clocks.FakeClock]
 ) -> None:
     tool, clock = scaler
     await client.create(
@@ -106,7 +106,7 @@ async def test_an_idle_opted_in_deployment_scales_to_zero_after_its_grace_period
 
 
 async def test_a_request_in_flight_keeps_its_deployment_up(
-    client: clients.ApiClient, scaler: tuple[activation.ScaleToZero, clocks.FakeClock]
+    client: clients.ApiClient, scaler: tuple[activation.ServingAutoscaler, clocks.FakeClock]
 ) -> None:
     tool, clock = scaler
     await client.create(
@@ -127,7 +127,7 @@ async def test_a_request_in_flight_keeps_its_deployment_up(
 
 
 async def test_the_first_request_wakes_a_sleeping_deployment(
-    client: clients.ApiClient, scaler: tuple[activation.ScaleToZero, clocks.FakeClock]
+    client: clients.ApiClient, scaler: tuple[activation.ServingAutoscaler, clocks.FakeClock]
 ) -> None:
     tool, _ = scaler
     await client.create(DEPLOYMENTS, deployment("web", 0, **{activation.SCALE_TO_ZERO: "true"}))
@@ -145,3 +145,73 @@ def test_grace_defaults_and_reads_go_durations() -> None:
     assert activation.grace_seconds(deployment("a", 1)) == activation.DEFAULT_GRACE
     assert activation.grace_seconds(deployment("a", 1, **{activation.GRACE: "1m30s"})) == 90
     assert activation.grace_seconds(deployment("a", 1, **{activation.GRACE: "soon"})) == 60
+
+
+async def ticks(tool: activation.ServingAutoscaler, clock: clocks.FakeClock, seconds: int) -> None:
+    """One autoscaling tick a second, as the running loop does."""
+    for _ in range(seconds):
+        await clock.advance(1)
+        await tool.autoscale()
+
+
+async def test_a_burst_scales_up_at_once_in_panic_and_down_only_after_a_stable_window(
+    client: clients.ApiClient, scaler: tuple[activation.ServingAutoscaler, clocks.FakeClock]
+) -> None:
+    tool, clock = scaler
+    annotations = {"nodeless.dev/target-concurrency": "2", "nodeless.dev/max-scale": "5"}
+    await client.create(DEPLOYMENTS, deployment("web", 1, **annotations))
+    await client.create(SERVICES, service("web", "web"))
+    await settle(tool, "web", 1)
+    await known_service(tool, "web")
+    burst = [tool.request_started("default", "web") for _ in range(8)]
+    await ticks(tool, clock, 1)
+    # 8 in flight at 2 per pod is 4 pods: at least twice the 1 ready, so panic.
+    assert await replicas(client, "web") == 4
+    await settle(tool, "web", 4)
+    for finished in burst:
+        finished()
+    await ticks(tool, clock, 30)
+    assert await replicas(client, "web") == 4, "no scale-down inside the panic's window"
+    await ticks(tool, clock, 40)
+    assert await replicas(client, "web") < 4
+    for _ in range(10):
+        await settle(tool, "web", await replicas(client, "web"))
+        await ticks(tool, clock, 1)
+    assert await replicas(client, "web") == 1, "back to the minimum, halving at most per step"
+
+
+async def test_steady_load_is_sized_from_the_stable_window_within_bounds(
+    client: clients.ApiClient, scaler: tuple[activation.ServingAutoscaler, clocks.FakeClock]
+) -> None:
+    tool, clock = scaler
+    annotations = {"autoscaling.knative.dev/target": "1", "autoscaling.knative.dev/max-scale": "3"}
+    await client.create(DEPLOYMENTS, deployment("web", 2, **annotations))
+    await client.create(SERVICES, service("web", "web"))
+    await settle(tool, "web", 2)
+    await known_service(tool, "web")
+    load = [tool.request_started("default", "web") for _ in range(3)]
+    # 3 in flight at 1 per pod wants 3, not twice the 2 ready: no panic.
+    await ticks(tool, clock, 5)
+    assert await replicas(client, "web") == 3
+    more = [tool.request_started("default", "web") for _ in range(6)]
+    await settle(tool, "web", 3)
+    await ticks(tool, clock, 5)
+    assert await replicas(client, "web") == 3, "max-scale caps it"
+    for finished in load + more:
+        finished()
+
+
+def test_the_target_reads_both_annotation_names_and_ignores_nonsense() -> None:
+    assert activation.target_concurrency(deployment("a", 1)) is None
+    assert (
+        activation.target_concurrency(
+            deployment("a", 1, **{"autoscaling.knative.dev/target": "10"})
+        )
+        == 10
+    )
+    assert (
+        activation.target_concurrency(
+            deployment("a", 1, **{"nodeless.dev/target-concurrency": "many"})
+        )
+        is None
+    )
