@@ -9,6 +9,7 @@ import http.client
 import json
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -375,3 +376,23 @@ def test_a_workload_scales_from_zero_on_the_first_request_and_back_when_idle(
         "jsonpath={.items[*].reason}",
     ).stdout.split()  # fmt: skip
     assert {"ScaledFromZero", "ScaledToZero"} <= set(reasons), reasons
+
+
+def test_kubectl_port_forward_to_a_service_reaches_one_of_its_pods(
+    cluster: tuple[Cluster, int, int],
+) -> None:
+    c, _, _ = cluster
+    local = free_port()
+    # kubectl resolves svc/web to a ready pod and the Service port 80 to its
+    # named targetPort (http: 8080), then forwards to that pod.
+    argv, env = c.kubectl_command("port-forward", "svc/web", f"{local}:80")
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"Forwarding from 127.0.0.1:{local} -> 8080" in line, line
+        status, body = get("127.0.0.1", local, "/index.html", timeout=20)
+        assert status == 200 and body.startswith("web web-"), (status, body)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
