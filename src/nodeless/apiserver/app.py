@@ -156,6 +156,8 @@ class ApiServer:
         self.crds.attach()
         await self.crds.load_existing()
         await self._bootstrap()
+        # Before serving: no create can be between its two writes yet.
+        await self.service_ips.repair()
         ssl_context: ssl.SSLContext | None = None
         authenticator: Authenticator | None = None
         if self.tls:
@@ -184,7 +186,6 @@ class ApiServer:
         self.api.address = f"{self.host}:{self.port}"
         await self._kubernetes_service()
         await self.service_ips.ensure_service_cidr()
-        await self.service_ips.repair()
 
     async def stop(self) -> None:
         self.api.shutting_down.set()

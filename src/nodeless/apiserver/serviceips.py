@@ -24,6 +24,7 @@ etcd, and the objects are how anyone can see what is taken.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import random
 from typing import Any
@@ -91,6 +92,9 @@ class ServiceIPs:
         if not isinstance(spec, dict):
             return
         held = self.held(old)
+        if not held and _headless(old) and spec.get("type") != "ExternalName":
+            # "None" is held too: a headless Service stays headless.
+            held = ["None"]
         if not held:
             return
         if spec.get("type") == "ExternalName":
@@ -131,7 +135,7 @@ class ServiceIPs:
                     "may not be set for ExternalName services",
                 )
             return []
-        if old is not None and self.held(old):
+        if old is not None and (self.held(old) or _headless(old)):
             return []
         ip = str(spec.get("clusterIP") or "")
         ips = [str(i) for i in spec.get("clusterIPs") or []]
@@ -232,7 +236,7 @@ class ServiceIPs:
             if high <= low:
                 continue
             start = self._rng.randrange(low, high)
-            for offset in (*range(start, high), *range(low, start)):
+            for offset in itertools.chain(range(start, high), range(low, start)):
                 ip = self.address(offset + 1)
                 if ip in taken:
                     continue
@@ -323,6 +327,11 @@ class ServiceIPs:
             if ip not in existing and ipaddress.ip_address(ip) in self.network:
                 log.info("recording ClusterIP %s of an existing Service", ip)
                 await self._take(ip, self._parent(holder), False)
+
+
+def _headless(service: Obj) -> bool:
+    spec = service.get("spec") or {}
+    return spec.get("clusterIP") == "None" or (spec.get("clusterIPs") or [None])[0] == "None"
 
 
 def _go_strings(values: Any) -> str:

@@ -7,6 +7,7 @@ name, missing required field) are 422 Invalid with one cause per field.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterator
@@ -233,7 +234,19 @@ def kind_problems(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.
                             f"{field_name}[{key}]",
                         )
                     )
+    elif group == "discovery.k8s.io" and kind == "EndpointSlice":
+        causes += _endpoint_slice_problems(obj)
     elif group == "" and kind == "Service":
+        affinity = ((obj.get("spec") or {}).get("sessionAffinityConfig") or {}).get("clientIP")
+        timeout = (affinity or {}).get("timeoutSeconds")
+        if timeout is not None and not (isinstance(timeout, int) and 0 < timeout <= 86400):
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {timeout}: must be greater than 0 and less than 86400",
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                )
+            )
         for i, port in enumerate((obj.get("spec") or {}).get("ports") or []):
             number = port.get("port")
             if not isinstance(number, int) or not 1 <= number <= 65535:
@@ -244,6 +257,50 @@ def kind_problems(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.
                         f"spec.ports[{i}].port",
                     )
                 )
+    return causes
+
+
+def _endpoint_slice_problems(obj: dict[str, Any]) -> list[errors.Cause]:
+    """Upstream's address and port checks: what the service proxy and DNS
+    turn into rules and records must be an address of the slice's type."""
+    causes: list[errors.Cause] = []
+    address_type = obj.get("addressType")
+    versions = {"IPv4": 4, "IPv6": 6}
+    for i, endpoint in enumerate(obj.get("endpoints") or []):
+        for j, address in enumerate(endpoint.get("addresses") or []):
+            where = f"endpoints[{i}].addresses[{j}]"
+            if address_type == "FQDN":
+                if not isinstance(address, str) or not _DNS1123_SUBDOMAIN.match(address):
+                    causes.append(
+                        errors.Cause(
+                            "FieldValueInvalid",
+                            f'Invalid value: "{address}": must be a valid FQDN',
+                            where,
+                        )
+                    )
+                continue
+            try:
+                parsed = ipaddress.ip_address(str(address))
+            except ValueError:
+                parsed = None
+            if parsed is None or parsed.version != versions.get(str(address_type)):
+                causes.append(
+                    errors.Cause(
+                        "FieldValueInvalid",
+                        f'Invalid value: "{address}": must be a valid {address_type} address',
+                        where,
+                    )
+                )
+    for i, port in enumerate(obj.get("ports") or []):
+        number = port.get("port")
+        if number is not None and not (isinstance(number, int) and 1 <= number <= 65535):
+            causes.append(
+                errors.Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {number}: must be between 1 and 65535, inclusive",
+                    f"ports[{i}].port",
+                )
+            )
     return causes
 
 

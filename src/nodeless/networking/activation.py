@@ -155,16 +155,37 @@ class ServingAutoscaler:
         # panic began (None outside one) with the most pods it asked for.
         self._samples: dict[Key, collections.deque[tuple[float, int]]] = {}
         self._panic: dict[Key, tuple[float, int]] = {}
+        # Replica counts last seen per Deployment, and when they last changed.
+        self._seen_replicas: dict[Key, int] = {}
+        self._scaled_at: dict[Key, float] = {}
+        self._handlers: informers.EventHandlers | None = None
         self._started = self.clock.monotonic()
         self._task: asyncio.Task[None] | None = None
 
+    def _deployment_seen(self, deployment: clients.Object) -> None:
+        """A new Deployment or a changed replica count (kubectl scale, a
+        rollout) is activity: the grace period starts again from it."""
+        meta = deployment.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
+        if self._seen_replicas.get(key) != replicas:
+            self._seen_replicas[key] = replicas
+            self._scaled_at[key] = self.clock.monotonic()
+
     async def start(self) -> None:
+        self._handlers = self.deployments.add_handlers(
+            on_add=self._deployment_seen,
+            on_update=lambda _old, new: self._deployment_seen(new),
+        )
         self.deployments.start()
         await self.deployments.wait_synced()
         self._started = self.clock.monotonic()
         self._task = asyncio.create_task(self._run(), name="serving-autoscaler")
 
     async def stop(self) -> None:
+        if self._handlers is not None:
+            self.deployments.remove_handlers(self._handlers)
+            self._handlers = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -248,9 +269,12 @@ class ServingAutoscaler:
                 continue  # asleep: waking is the activator's job
             desired = self.desired_replicas(key, deployment, target, window, now)
             if desired != current:
-                await self._scale(
-                    deployment, desired, "ConcurrencyScaled", self._why(key, samples, target)
-                )
+                try:
+                    await self._scale(
+                        deployment, desired, "ConcurrencyScaled", self._why(key, samples, target)
+                    )
+                except errors.StatusError as err:  # one Deployment's failure stops no other
+                    log.warning("scaling %s/%s failed: %s", *key, err)
         for key in set(self._samples) - seen:
             self._samples.pop(key, None)
             self._panic.pop(key, None)
@@ -274,7 +298,10 @@ class ServingAutoscaler:
             self._panic[key] = (now, most)
             desired = most
         elif began is not None and now - began[0] < window:
-            desired = max(began[1], current)
+            # Inside a panic: never below what it asked for, nor below what
+            # either window asks for now (Knative keeps the larger).
+            desired = max(began[1], current, want_stable, want_panic)
+            self._panic[key] = (began[0], desired)
         else:
             self._panic.pop(key, None)
             # Scale down at most by half a step (Knative's max-scale-down-rate).
@@ -304,12 +331,17 @@ class ServingAutoscaler:
                     key = (namespace, str(service["metadata"]["name"]))
                     last = max(last, self._last.get(key, self._started))
                     busy = busy or key in self._in_flight
+            key = (namespace, str(deployment["metadata"]["name"]))
+            last = max(last, self._scaled_at.get(key, last))
             if busy:
                 continue
             idle = now - last
             grace = grace_seconds(deployment)
             if idle >= grace:
-                await self._scale(deployment, 0, "ScaledToZero", f"no requests for {idle:.0f}s")
+                try:
+                    await self._scale(deployment, 0, "ScaledToZero", f"no requests for {idle:.0f}s")
+                except errors.StatusError as err:
+                    log.warning("scaling %s/%s to zero failed: %s", *key, err)
 
     async def _scale(
         self, deployment: Mapping[str, Any], replicas: int, reason: str, why: str

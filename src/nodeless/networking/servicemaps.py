@@ -10,6 +10,7 @@ the slice's ``conditions`` (a missing ``ready`` counts as ready, as upstream).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ def slice_endpoints(
             ):
                 number = port.get("port")
                 break
-        if not number:
+        if not isinstance(number, int) or not 1 <= number <= 65535:
             continue
         for endpoint in eps.get("endpoints") or []:
             conditions = endpoint.get("conditions") or {}
@@ -143,7 +144,7 @@ def slice_endpoints(
             serving = conditions.get("serving", ready) is not False
             terminating = bool(conditions.get("terminating"))
             target = endpoint.get("targetRef") or {}
-            for ip in endpoint.get("addresses") or []:
+            for ip in _ipv4_addresses(endpoint):
                 previous = found.get(ip)
                 if previous is not None and previous.ready:
                     continue
@@ -303,7 +304,7 @@ def _portless(eps: Mapping[str, Any]) -> list[Endpoint]:
         conditions = endpoint.get("conditions") or {}
         ready = conditions.get("ready") is not False
         target = endpoint.get("targetRef") or {}
-        for ip in endpoint.get("addresses") or []:
+        for ip in _ipv4_addresses(endpoint):
             out.append(
                 Endpoint(
                     ip=str(ip),
@@ -316,4 +317,16 @@ def _portless(eps: Mapping[str, Any]) -> list[Endpoint]:
                     zone=str(endpoint.get("zone") or ""),
                 )
             )
+    return out
+
+
+def _ipv4_addresses(endpoint: Mapping[str, Any]) -> list[str]:
+    """The endpoint's addresses that are IPv4 addresses, canonical: they end
+    up in nftables rules and DNS records, so nothing else may pass."""
+    out = []
+    for address in endpoint.get("addresses") or []:
+        try:
+            out.append(str(ipaddress.IPv4Address(str(address))))
+        except ValueError:
+            log.warning("ignoring endpoint address %r: not an IPv4 address", address)
     return out

@@ -38,6 +38,7 @@ from nodeless.networking import servicemaps
 log = logging.getLogger(__name__)
 
 MASQUERADE_MARK = 0x4000
+MAX_AFFINITY_SECONDS = 86400  # upstream's validation limit
 # Changes arriving together are applied together.
 MIN_SYNC_INTERVAL = 0.05
 RETRY_INTERVAL = 2.0
@@ -112,13 +113,15 @@ def service_ruleset(
     out = Ruleset()
     if service.headless or service.type == "ExternalName":
         return out
-    addresses = [ip for ip in (*service.cluster_ips, *external_ips) if _ipv4(ip)]
+    addresses = [
+        str(ipaddress.IPv4Address(ip)) for ip in (*service.cluster_ips, *external_ips) if _ipv4(ip)
+    ]
     if not addresses:
         return out
     mark = f"meta mark set meta mark | {MASQUERADE_MARK:#x}"
     for port in service.ports:
         proto = PROTOCOLS.get(port.protocol)
-        if proto is None or not port.port:
+        if proto is None or not 1 <= port.port <= 65535:
             continue
         where = f"{service.namespace}/{service.name}/{proto}/{port.name}"
         keys = [f"{ip} . {proto} . {port.port}" for ip in addresses]
@@ -140,7 +143,7 @@ def service_ruleset(
             sep_chain = _chain_id("sep", f"{where}/{endpoint.ip}:{endpoint.port}")
             sep_chains.append(sep_chain)
             sep_rules = [f"ip saddr {endpoint.ip} {mark}"]
-            if service.affinity_seconds:
+            if 0 < service.affinity_seconds <= MAX_AFFINITY_SECONDS:
                 # The timeout is part of the name: a set's timeout cannot
                 # change in place, so a new one replaces it.
                 affinity = _chain_id("aff", f"{sep_chain}/{service.affinity_seconds}")
@@ -269,6 +272,9 @@ class ServiceProxy:
         self.masquerade_all = masquerade_all
         self.min_sync_interval = min_sync_interval
         self.applied: dict[servicemaps.Key, Ruleset] = {}
+        # Which Service holds each map key (an externalIP:port two Services
+        # claim goes to the first; the other's claim waits until it is free).
+        self.owners: dict[str, servicemaps.Key] = {}
         self.syncs = 0
         self._dirty: set[servicemaps.Key] = set()
         self._full = True
@@ -316,11 +322,37 @@ class ServiceProxy:
             external_ips=external,
         )
 
+    def _claimed(self, key: servicemaps.Key, rules: Ruleset) -> Ruleset:
+        """``rules`` without the map keys another Service holds; records ours."""
+        for mapping in (rules.services, rules.no_endpoints):
+            for element in list(mapping):
+                owner = self.owners.setdefault(element, key)
+                if owner != key:
+                    log.warning("%s/%s: %s is already %s/%s's; not routed", *key, element, *owner)
+                    del mapping[element]
+        return rules
+
+    def _release(self, key: servicemaps.Key, rules: Ruleset) -> set[servicemaps.Key]:
+        """Give up the map keys ``key`` held but ``rules`` no longer has; the
+        Services that wanted them are returned, to be synced again."""
+        waiting: set[servicemaps.Key] = set()
+        wanted = set(rules.services) | set(rules.no_endpoints)
+        for element, owner in list(self.owners.items()):
+            if owner == key and element not in wanted:
+                del self.owners[element]
+                waiting.add(key)
+        if waiting:
+            waiting = {k for k in self.services.keys() if k != key}
+        return waiting
+
     async def sync_once(self) -> None:
         """Apply what changed since the last sync (or everything)."""
         if self._full:
             self._dirty.clear()
-            wanted = {key: self.ruleset(key) for key in self.services.keys()}
+            self.owners.clear()
+            wanted = {
+                key: self._claimed(key, self.ruleset(key)) for key in sorted(self.services.keys())
+            }
             merged = Ruleset()
             for rules in wanted.values():
                 merged.update(rules)
@@ -331,12 +363,18 @@ class ServiceProxy:
             dirty, self._dirty = self._dirty, set()
             old, new = Ruleset(), Ruleset()
             changed = {}
-            for key in dirty:
+            retry: set[servicemaps.Key] = set()
+            for key in sorted(dirty):
                 before = self.applied.get(key, Ruleset())
-                after = self.ruleset(key)
+                after = self._claimed(key, self.ruleset(key))
+                retry |= self._release(key, after)
                 old.update(before)
                 new.update(after)
                 changed[key] = after
+            # A freed key may be wanted by another Service: look again next sync.
+            if retry - dirty:
+                self._dirty |= retry - dirty
+                self._wake.set()
             script = delta_script(self.table, old, new)
             if script:
                 try:
@@ -359,7 +397,7 @@ class ServiceProxy:
             self._wake.clear()
             try:
                 await self.sync_once()
-            except (NftError, OSError) as err:
+            except Exception as err:  # the loop must outlive any one bad update
                 log.warning("service rules update failed (rewriting the table next): %s", err)
                 self._full = True
                 await asyncio.sleep(RETRY_INTERVAL)

@@ -206,3 +206,48 @@ async def test_repair_releases_addresses_of_services_that_are_gone(client: Clien
     assert await ip_owner(client, "10.96.0.40") is not None
     await client.server.service_ips.repair()
     assert await ip_owner(client, "10.96.0.40") is None
+
+
+async def test_a_headless_service_stays_headless_when_an_update_leaves_clusterip_out(
+    client: Client,
+) -> None:
+    _, created, _ = await client.request("POST", SERVICES, service("db", clusterIP="None"))
+    replacement = service("db")
+    replacement["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"]
+    code, obj, _ = await client.request("PUT", SERVICES + "/db", replacement)
+    assert code == 200 and obj["spec"]["clusterIPs"] == ["None"]
+    code, _, _ = await client.request(
+        "PATCH",
+        SERVICES + "/db",
+        {"spec": {"clusterIP": "10.96.0.50", "clusterIPs": ["10.96.0.50"]}},
+        content_type="application/merge-patch+json",
+    )
+    assert code == 422
+
+
+async def test_endpoint_slices_with_addresses_or_ports_that_are_not_real_are_refused(
+    client: Client,
+) -> None:
+    slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    body = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "bad"},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.88.0.5\nflush ruleset"]}, {"addresses": ["fd00::1"]}],
+        "ports": [{"port": 99999}],
+    }
+    code, status, _ = await client.request("POST", slices, body)
+    assert code == 422
+    fields = {cause["field"] for cause in status["details"]["causes"]}
+    assert fields == {"endpoints[0].addresses[0]", "endpoints[1].addresses[0]", "ports[0].port"}
+
+
+async def test_a_session_affinity_timeout_past_a_day_is_refused(client: Client) -> None:
+    body = service("web", sessionAffinity="ClientIP")
+    body["spec"]["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 100000000}}
+    code, status, _ = await client.request("POST", SERVICES, body)
+    assert code == 422
+    assert status["details"]["causes"][0]["field"] == (
+        "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+    )

@@ -215,3 +215,21 @@ def test_the_target_reads_both_annotation_names_and_ignores_nonsense() -> None:
         )
         is None
     )
+
+
+async def test_a_deployment_scaled_up_by_hand_gets_its_grace_period(
+    client: clients.ApiClient, scaler: tuple[activation.ServingAutoscaler, clocks.FakeClock]
+) -> None:
+    tool, clock = scaler
+    await clock.advance(600)  # nodeless has been up for a while
+    await client.create(
+        DEPLOYMENTS,
+        deployment("web", 2, **{activation.SCALE_TO_ZERO: "true", activation.GRACE: "30s"}),
+    )
+    await client.create(SERVICES, service("web", "web"))
+    await settle(tool, "web", 2)
+    await tool.scale_idle()
+    assert await replicas(client, "web") == 2, "new: not idle yet"
+    await clock.advance(31)
+    await tool.scale_idle()
+    assert await replicas(client, "web") == 0

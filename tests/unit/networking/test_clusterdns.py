@@ -423,21 +423,30 @@ class FakeUpstream:
                 if out is not None:
                     self.transport.sendto(out, addr)
 
-        self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-        self.port = self._udp.get_extra_info("sockname")[1]
-
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-                size = int.from_bytes(await reader.readexactly(2), "big")
-                self.tcp_queries += 1
-                out = self.reply(await reader.readexactly(size), tcp=True)
-                if out is not None:
-                    writer.write(len(out).to_bytes(2, "big") + out)
-                    await writer.drain()
-            writer.close()
-
-        self._tcp = await asyncio.start_server(serve, "127.0.0.1", self.port)
+        # UDP and TCP on one port: the TCP side of a free UDP port may be
+        # taken by another process, so try a few.
+        for attempt in range(20):
+            self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+            self.port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+            except OSError:
+                self._udp.close()
+                if attempt == 19:
+                    raise
+                continue
+            return self
         return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            self.tcp_queries += 1
+            out = self.reply(await reader.readexactly(size), tcp=True)
+            if out is not None:
+                writer.write(len(out).to_bytes(2, "big") + out)
+                await writer.drain()
+        writer.close()
 
     async def stop(self) -> None:
         if self._udp is not None:

@@ -206,3 +206,57 @@ async def _settle(proxy: serviceproxy.ServiceProxy, syncs: int) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{proxy.syncs} syncs, expected {syncs}")
+
+
+def test_endpoint_addresses_that_are_not_ipv4_never_reach_a_rule() -> None:
+    slices = [
+        {
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.88.0.5\nflush ruleset"]},
+                {"addresses": ["10.88.0.6"]},
+            ],
+        }
+    ]
+    found = servicemaps.slice_endpoints(slices, "http", "TCP")
+    assert [e.ip for e in found] == ["10.88.0.6"]
+
+
+async def test_an_address_two_services_claim_goes_to_the_first_until_it_lets_go(
+    client: clients.ApiClient,
+) -> None:
+    scripts: list[str] = []
+
+    async def runner(script: str) -> None:
+        scripts.append(script)
+
+    factory = informers.InformerFactory(client)
+    service_map = servicemaps.ServiceMap(factory)
+    proxy = serviceproxy.ServiceProxy(
+        service_map, bridge="t", pod_cidr=POD_CIDR, runner=runner, min_sync_interval=0
+    )
+    await proxy.start()
+    try:
+        for name in ("a", "b"):
+            body = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"externalIPs": ["192.0.2.50"], "ports": [{"name": "http", "port": 80}]},
+            }
+            await client.create(SERVICES, body)
+            await _settle(proxy, proxy.syncs + 1)
+        element = "192.0.2.50 . tcp . 80"
+        assert proxy.owners[element] == ("default", "a")
+        await client.delete(SERVICES, "default", "a")
+        for _ in range(500):
+            if proxy.owners.get(element) == ("default", "b"):
+                break
+            await asyncio.sleep(0.01)
+        assert proxy.owners.get(element) == ("default", "b")
+        assert any(f"add element ip {TABLE} no-endpoints {{ {element} :" in s for s in scripts[-3:])
+    finally:
+        await proxy.stop()
+        service_map.stop()
+        await factory.stop()
