@@ -167,6 +167,13 @@ class HostNetworking:
         await self.client.update(ref, updated)
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # nothing half-started is left running
+            raise
+
+    async def _start(self) -> None:
         await self.proxy.start()
         try:
             upstreams = clusterdns.nameservers(HOST_RESOLV_CONF.read_text())
