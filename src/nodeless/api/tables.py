@@ -427,6 +427,18 @@ _INGRESS_CLASS_COLUMNS = (
     _c("Parameters", description="A reference to a resource with additional parameters"),
     _AGE,
 )
+_IP_ADDRESS_COLUMNS = (
+    _NAME,
+    _c(
+        "ParentRef",
+        description="ParentRef references the resource (usually a Service) this IP address is for",
+    ),
+)
+_SERVICE_CIDR_COLUMNS = (
+    _NAME,
+    _c("CIDRs", description="Service CIDRs the cluster allocates Service ClusterIPs from"),
+    _AGE,
+)
 _STATEFUL_SET_COLUMNS = (
     _NAME,
     _c("Ready", description="Number of the pod with ready state"),
@@ -1077,6 +1089,25 @@ def _ingress_class_cells(obj: dict[str, Any], now: datetime.datetime) -> list[An
             text += "." + _str(params.get("apiGroup"))
         text += "/" + _str(params.get("name"))
     return [_name(obj), _str(spec.get("controller")), text, _age(obj, now)]
+
+
+def _ip_address_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
+    ref = _get(obj, "spec", "parentRef")
+    parent = "<none>"
+    if isinstance(ref, dict):
+        # upstream's GroupResource string, lower-cased: "services" or "things.example.com"
+        resource = _str(ref.get("resource"))
+        group = _str(ref.get("group"))
+        parent = (f"{resource}.{group}" if group else resource).lower()
+        if ref.get("namespace"):
+            parent += "/" + _str(ref.get("namespace"))
+        parent += "/" + _str(ref.get("name"))
+    return [_name(obj), parent]
+
+
+def _service_cidr_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
+    cidrs = _get(obj, "spec", "cidrs")
+    return [_name(obj), ",".join(_str(c) for c in cidrs or []) or "<none>", _age(obj, now)]
 
 
 def _stateful_set_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
@@ -1813,6 +1844,8 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("autoscaling", "HorizontalPodAutoscaler"): _Printer(_HPA_COLUMNS, _hpa_cells),
     ("networking.k8s.io", "Ingress"): _Printer(_INGRESS_COLUMNS, _ingress_cells),
     ("networking.k8s.io", "IngressClass"): _Printer(_INGRESS_CLASS_COLUMNS, _ingress_class_cells),
+    ("networking.k8s.io", "IPAddress"): _Printer(_IP_ADDRESS_COLUMNS, _ip_address_cells),
+    ("networking.k8s.io", "ServiceCIDR"): _Printer(_SERVICE_CIDR_COLUMNS, _service_cidr_cells),
     ("networking.k8s.io", "NetworkPolicy"): _Printer(
         _NETWORK_POLICY_COLUMNS, _network_policy_cells
     ),

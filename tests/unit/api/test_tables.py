@@ -311,6 +311,8 @@ ALL_KINDS = [
     ("autoscaling", "HorizontalPodAutoscaler"),
     ("networking.k8s.io", "Ingress"),
     ("networking.k8s.io", "IngressClass"),
+    ("networking.k8s.io", "IPAddress"),
+    ("networking.k8s.io", "ServiceCIDR"),
     ("networking.k8s.io", "NetworkPolicy"),
     ("policy", "PodDisruptionBudget"),
     ("coordination.k8s.io", "Lease"),
@@ -1147,6 +1149,30 @@ def test_ingress_class_row() -> None:
         "nginx",
         "k8s.io/ingress-nginx",
         "Params.k8s.example.com/p",
+        "10m",
+    ]
+
+
+def test_ip_address_and_service_cidr_rows() -> None:
+    address = {
+        "metadata": meta("10.96.0.1"),
+        "spec": {
+            "parentRef": {
+                "group": "",
+                "resource": "services",
+                "namespace": "default",
+                "name": "kubernetes",
+            }
+        },
+    }
+    assert tables.cells_for("networking.k8s.io", "IPAddress", address, NOW) == [
+        "10.96.0.1",
+        "services/default/kubernetes",
+    ]
+    cidr = {"metadata": meta("kubernetes"), "spec": {"cidrs": ["10.96.0.0/12"]}}
+    assert tables.cells_for("networking.k8s.io", "ServiceCIDR", cidr, NOW) == [
+        "kubernetes",
+        "10.96.0.0/12",
         "10m",
     ]
 
