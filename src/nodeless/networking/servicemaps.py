@@ -37,7 +37,6 @@ class ServicePort:
     protocol: str
     port: int
     target_port: int | str
-    app_protocol: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ class Service:
     ports: tuple[ServicePort, ...]
     external_name: str = ""
     affinity_seconds: int = 0  # 0: no ClientIP session affinity
-    load_balancer_ips: tuple[str, ...] = ()
     publish_not_ready: bool = False
 
     @property
@@ -59,12 +57,6 @@ class Service:
         return self.type != "ExternalName" and (
             not self.cluster_ips or self.cluster_ips[0] == "None"
         )
-
-    def port(self, name: str) -> ServicePort | None:
-        for port in self.ports:
-            if port.name == name:
-                return port
-        return None
 
 
 @dataclass(frozen=True)
@@ -75,14 +67,11 @@ class Endpoint:
     serving: bool = True
     terminating: bool = False
     hostname: str = ""
-    pod_name: str = ""
-    zone: str = ""
 
 
 def parse_service(obj: Mapping[str, Any]) -> Service:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
     ips = [str(ip) for ip in spec.get("clusterIPs") or [] if ip]
     if not ips and spec.get("clusterIP"):
         ips = [str(spec["clusterIP"])]
@@ -94,7 +83,6 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
             target_port=p.get("targetPort")
             if p.get("targetPort") is not None
             else int(p.get("port") or 0),
-            app_protocol=str(p.get("appProtocol") or ""),
         )
         for p in spec.get("ports") or []
     )
@@ -102,11 +90,6 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
     if spec.get("sessionAffinity") == "ClientIP":
         config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
         affinity = int(config.get("timeoutSeconds") or DEFAULT_AFFINITY_SECONDS)
-    lb_ips = tuple(
-        str(entry["ip"])
-        for entry in (status.get("loadBalancer") or {}).get("ingress") or []
-        if entry.get("ip")
-    )
     return Service(
         namespace=str(meta.get("namespace") or "default"),
         name=str(meta.get("name") or ""),
@@ -115,7 +98,6 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
         ports=ports,
         external_name=str(spec.get("externalName") or ""),
         affinity_seconds=affinity,
-        load_balancer_ips=lb_ips,
         publish_not_ready=bool(spec.get("publishNotReadyAddresses")),
     )
 
@@ -138,26 +120,10 @@ def slice_endpoints(
                 break
         if not isinstance(number, int) or not 1 <= number <= 65535:
             continue
-        for endpoint in eps.get("endpoints") or []:
-            conditions = endpoint.get("conditions") or {}
-            ready = conditions.get("ready") is not False
-            serving = conditions.get("serving", ready) is not False
-            terminating = bool(conditions.get("terminating"))
-            target = endpoint.get("targetRef") or {}
-            for ip in _ipv4_addresses(endpoint):
-                previous = found.get(ip)
-                if previous is not None and previous.ready:
-                    continue
-                found[ip] = Endpoint(
-                    ip=str(ip),
-                    port=int(number),
-                    ready=ready,
-                    serving=serving,
-                    terminating=terminating,
-                    hostname=str(endpoint.get("hostname") or ""),
-                    pod_name=str(target.get("name") or "") if target.get("kind") == "Pod" else "",
-                    zone=str(endpoint.get("zone") or ""),
-                )
+        for endpoint in _endpoints(eps, number):
+            previous = found.get(endpoint.ip)
+            if previous is None or not previous.ready:
+                found[endpoint.ip] = endpoint
     return [found[ip] for ip in sorted(found, key=_ip_order)]
 
 
@@ -244,7 +210,7 @@ class ServiceMap:
         for eps in self.slices_of(namespace, name):
             if eps.get("addressType", "IPv4") != "IPv4":
                 continue
-            for endpoint in _portless(eps):
+            for endpoint in _endpoints(eps, 0):
                 if endpoint.ip not in found or (endpoint.ready and not found[endpoint.ip].ready):
                     found[endpoint.ip] = endpoint
         return [found[ip] for ip in sorted(found, key=_ip_order)]
@@ -297,24 +263,21 @@ class ServiceMap:
         self._notify(key)
 
 
-def _portless(eps: Mapping[str, Any]) -> list[Endpoint]:
-    """A slice's endpoints with no port resolved (port 0)."""
+def _endpoints(eps: Mapping[str, Any], port: int) -> list[Endpoint]:
+    """A slice's endpoints, one per IPv4 address, with ``port`` (0: none resolved)."""
     out = []
     for endpoint in eps.get("endpoints") or []:
         conditions = endpoint.get("conditions") or {}
         ready = conditions.get("ready") is not False
-        target = endpoint.get("targetRef") or {}
         for ip in _ipv4_addresses(endpoint):
             out.append(
                 Endpoint(
-                    ip=str(ip),
-                    port=0,
+                    ip=ip,
+                    port=port,
                     ready=ready,
                     serving=conditions.get("serving", ready) is not False,
                     terminating=bool(conditions.get("terminating")),
                     hostname=str(endpoint.get("hostname") or ""),
-                    pod_name=str(target.get("name") or "") if target.get("kind") == "Pod" else "",
-                    zone=str(endpoint.get("zone") or ""),
                 )
             )
     return out

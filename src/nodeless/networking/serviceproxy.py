@@ -332,18 +332,14 @@ class ServiceProxy:
                     del mapping[element]
         return rules
 
-    def _release(self, key: servicemaps.Key, rules: Ruleset) -> set[servicemaps.Key]:
-        """Give up the map keys ``key`` held but ``rules`` no longer has; the
-        Services that wanted them are returned, to be synced again."""
-        waiting: set[servicemaps.Key] = set()
+    def _release(self, key: servicemaps.Key, rules: Ruleset) -> bool:
+        """Give up the map keys ``key`` held but ``rules`` no longer has;
+        whether any was freed (another Service may have wanted it)."""
         wanted = set(rules.services) | set(rules.no_endpoints)
-        for element, owner in list(self.owners.items()):
-            if owner == key and element not in wanted:
-                del self.owners[element]
-                waiting.add(key)
-        if waiting:
-            waiting = {k for k in self.services.keys() if k != key}
-        return waiting
+        freed = [e for e, owner in self.owners.items() if owner == key and e not in wanted]
+        for element in freed:
+            del self.owners[element]
+        return bool(freed)
 
     async def sync_once(self) -> None:
         """Apply what changed since the last sync (or everything)."""
@@ -363,17 +359,17 @@ class ServiceProxy:
             dirty, self._dirty = self._dirty, set()
             old, new = Ruleset(), Ruleset()
             changed = {}
-            retry: set[servicemaps.Key] = set()
+            freed = False
             for key in sorted(dirty):
                 before = self.applied.get(key, Ruleset())
                 after = self._claimed(key, self.ruleset(key))
-                retry |= self._release(key, after)
+                freed = self._release(key, after) or freed
                 old.update(before)
                 new.update(after)
                 changed[key] = after
             # A freed key may be wanted by another Service: look again next sync.
-            if retry - dirty:
-                self._dirty |= retry - dirty
+            if freed and (others := set(self.services.keys()) - dirty):
+                self._dirty |= others
                 self._wake.set()
             script = delta_script(self.table, old, new)
             if script:
