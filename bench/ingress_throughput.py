@@ -19,24 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import tempfile
+import ssl
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from pods_real import (
-    bridge_exists,
-    clean_up,
-    cluster_settings,
     session_for,
-    start_cluster,
-    stop_cluster,
-    unavailable,
 )
-from pods_simulated import free_port, percentile, tls_from_kubeconfig
-from scale_from_zero import HOST, NAMESPACE, manifests
+from pods_simulated import percentile
+from scale_from_zero import HOST, NAMESPACE, manifests, preflight, report, with_gateway_cluster
 
 CIDR = "10.95.1.0/24"
 BRIDGE = "nlbench6"
@@ -78,7 +70,7 @@ async def load(url: str, host: str, seconds: float, concurrency: int) -> dict[st
 
 
 async def run(
-    server: str, ctx: Any, gateway: str, seconds: float, concurrency: int
+    server: str, ctx: ssl.SSLContext, gateway: str, seconds: float, concurrency: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     async with session_for(ctx) as api:
         for path, body in manifests():
@@ -135,57 +127,32 @@ def main() -> int:
         "target": None,
         "met": None,
     }
-    if why := unavailable():
-        print(f"ingress_throughput: skipped: {why}")
-        print(json.dumps({**result, "skipped": why}))
-        return 0
-    if bridge_exists(BRIDGE):
-        print(f"ingress_throughput: bridge {BRIDGE} exists already (another run?)")
-        print(json.dumps({**result, "skipped": f"bridge {BRIDGE} exists"}))
-        return 1
-    workdir = Path(tempfile.mkdtemp(prefix="nlb-"))
-    data = workdir / "data"
-    http_port = free_port()
-    options = ("--ingress-listen", f"127.0.0.1:{http_port}", "--ingress-tls-listen", "off")
-    errors: list[str] = []
-    notes: list[str] = []
+    if (status := preflight("ingress_throughput", BRIDGE, result)) is not None:
+        return status
     print(
         f"ingress_throughput: {args.concurrency} clients, {seconds:g} s per path "
         "(pod IP first, then the gateway)"
     )
-    cleanup_args = argparse.Namespace(pod_bridge=BRIDGE, baseline_bridge=BRIDGE, keep=args.keep)
-    try:
-        cluster = start_cluster(data, workdir / "nodeless.log", CIDR, BRIDGE, options=options)
-        try:
-            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
-            gateway = f"http://127.0.0.1:{http_port}/index.html"
-            direct, through = asyncio.run(run(server, ctx, gateway, seconds, args.concurrency))
-            result.update(
-                nodeless=through,
-                baseline=direct,
-                ratio=round(through["rps"] / direct["rps"], 2) if direct["rps"] else None,
+
+    async def body(
+        server: str, ctx: ssl.SSLContext, gateway: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return await run(server, ctx, gateway, seconds, args.concurrency)
+
+    outcome, notes, errors = with_gateway_cluster(CIDR, BRIDGE, args.keep, body)
+    if outcome is not None:
+        direct, through = outcome
+        result.update(
+            nodeless=through,
+            baseline=direct,
+            ratio=round(through["rps"] / direct["rps"], 2) if direct["rps"] else None,
+        )
+        for name, row in (("pod IP", direct), ("gateway", through)):
+            print(
+                f"  {name:8} {row['rps']:8.1f} req/s  p50 {row['p50_ms']:.2f} ms  "
+                f"p99 {row['p99_ms']:.2f} ms  failures {row['failures']}"
             )
-            for name, row in (("pod IP", direct), ("gateway", through)):
-                print(
-                    f"  {name:8} {row['rps']:8.1f} req/s  p50 {row['p50_ms']:.2f} ms  "
-                    f"p99 {row['p99_ms']:.2f} ms  failures {row['failures']}"
-                )
-        except Exception as e:
-            errors.append(f"nodeless: {e!r}")
-        finally:
-            stop_cluster(cluster)
-    except Exception as e:
-        errors.append(f"starting nodeless up: {e!r}")
-    finally:
-        clean_up(cleanup_args, workdir, (cluster_settings(data, CIDR, BRIDGE),), notes, errors)
-    for note in notes:
-        print(f"  note: {note}")
-    for error in errors:
-        print(f"  error: {error}")
-    if errors:
-        result["errors"] = errors
-    print(json.dumps(result))
-    return 1 if errors else 0
+    return report(result, notes, errors)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from pods_real import (
@@ -42,6 +44,7 @@ from pods_real import (
 )
 from pods_simulated import free_port, tls_from_kubeconfig
 
+T = TypeVar("T")
 NAMESPACE = "default"
 HOST = "hello.bench.test"
 CIDR = "10.95.0.0/24"
@@ -143,7 +146,9 @@ async def asleep(api: aiohttp.ClientSession, server: str) -> bool:
     return replicas == 0 and not pods
 
 
-async def run(server: str, ctx: Any, gateway: str, rounds: int) -> tuple[list[float], list[float]]:
+async def run(
+    server: str, ctx: ssl.SSLContext, gateway: str, rounds: int
+) -> tuple[list[float], list[float]]:
     cold: list[float] = []
     warm: list[float] = []
     async with session_for(ctx) as api:
@@ -169,6 +174,67 @@ async def run(server: str, ctx: Any, gateway: str, rounds: int) -> tuple[list[fl
     return cold, warm
 
 
+def preflight(bench: str, bridge: str, result: dict[str, Any]) -> int | None:
+    """The exit status when the bench cannot run here (said, with the JSON
+    line), or None to go on."""
+    if why := unavailable():
+        print(f"{bench}: skipped: {why}")
+        print(json.dumps({**result, "skipped": why}))
+        return 0
+    if bridge_exists(bridge):
+        print(f"{bench}: bridge {bridge} exists already (another run?)")
+        print(json.dumps({**result, "skipped": f"bridge {bridge} exists"}))
+        return 1
+    return None
+
+
+def with_gateway_cluster(
+    cidr: str,
+    bridge: str,
+    keep: bool,
+    body: Callable[[str, ssl.SSLContext, str], Awaitable[T]],
+) -> tuple[T | None, list[str], list[str]]:
+    """Run ``body(api server, its TLS context, the gateway's URL)`` against a
+    fresh `nodeless up --provider cri` with the ingress gateway on a free
+    port; everything started is removed after. (result or None, notes, errors)."""
+    workdir = Path(tempfile.mkdtemp(prefix="nlb-"))
+    data = workdir / "data"
+    http_port = free_port()
+    options = ("--ingress-listen", f"127.0.0.1:{http_port}", "--ingress-tls-listen", "off")
+    errors: list[str] = []
+    notes: list[str] = []
+    outcome: T | None = None
+    # clean_up's arguments: these benches have one bridge, given twice.
+    cleanup_args = argparse.Namespace(pod_bridge=bridge, baseline_bridge=bridge, keep=keep)
+    try:
+        cluster = start_cluster(data, workdir / "nodeless.log", cidr, bridge, options=options)
+        try:
+            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
+            gateway = f"http://127.0.0.1:{http_port}/index.html"
+            outcome = asyncio.run(body(server, ctx, gateway))
+        except Exception as e:
+            errors.append(f"nodeless: {e!r}")
+        finally:
+            stop_cluster(cluster)
+    except Exception as e:
+        errors.append(f"starting nodeless up: {e!r}")
+    finally:
+        clean_up(cleanup_args, workdir, (cluster_settings(data, cidr, bridge),), notes, errors)
+    return outcome, notes, errors
+
+
+def report(result: dict[str, Any], notes: list[str], errors: list[str]) -> int:
+    """Print the notes, errors and the JSON line; the exit status."""
+    for note in notes:
+        print(f"  note: {note}")
+    for error in errors:
+        print(f"  error: {error}")
+    if errors:
+        result["errors"] = errors
+    print(json.dumps(result))
+    return 1 if errors else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,39 +254,17 @@ def main() -> int:
         "target": "cold <= 1000 ms",
         "met": None,
     }
-    if why := unavailable():
-        print(f"scale_from_zero: skipped: {why}")
-        print(json.dumps({**result, "skipped": why}))
-        return 0
-    if bridge_exists(BRIDGE):
-        print(f"scale_from_zero: bridge {BRIDGE} exists already (another run?)")
-        print(json.dumps({**result, "skipped": f"bridge {BRIDGE} exists"}))
-        return 1
-    workdir = Path(tempfile.mkdtemp(prefix="nlb-"))
-    data = workdir / "data"
-    http_port = free_port()
-    options = ("--ingress-listen", f"127.0.0.1:{http_port}", "--ingress-tls-listen", "off")
-    errors: list[str] = []
-    notes: list[str] = []
-    cold: list[float] = []
-    warm: list[float] = []
+    if (status := preflight("scale_from_zero", BRIDGE, result)) is not None:
+        return status
     print(f"scale_from_zero: {rounds} cold starts of {IMAGE} through the ingress gateway")
-    # clean_up's arguments: this bench has one bridge, given twice.
-    cleanup_args = argparse.Namespace(pod_bridge=BRIDGE, baseline_bridge=BRIDGE, keep=args.keep)
-    try:
-        cluster = start_cluster(data, workdir / "nodeless.log", CIDR, BRIDGE, options=options)
-        try:
-            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
-            gateway = f"http://127.0.0.1:{http_port}/index.html"
-            cold, warm = asyncio.run(run(server, ctx, gateway, rounds))
-        except Exception as e:
-            errors.append(f"nodeless: {e!r}")
-        finally:
-            stop_cluster(cluster)
-    except Exception as e:
-        errors.append(f"starting nodeless up: {e!r}")
-    finally:
-        clean_up(cleanup_args, workdir, (cluster_settings(data, CIDR, BRIDGE),), notes, errors)
+
+    async def body(
+        server: str, ctx: ssl.SSLContext, gateway: str
+    ) -> tuple[list[float], list[float]]:
+        return await run(server, ctx, gateway, rounds)
+
+    outcome, notes, errors = with_gateway_cluster(CIDR, BRIDGE, args.keep, body)
+    cold, warm = outcome or ([], [])
     if cold:
         c50 = statistics.median(cold) * 1000
         w50 = statistics.median(warm) * 1000
@@ -233,14 +277,7 @@ def main() -> int:
         print(
             f"  cold p50 {fmt(c50, '.0f')} ms (max {max(cold) * 1000:.0f}); warm p50 {w50:.1f} ms"
         )
-    for note in notes:
-        print(f"  note: {note}")
-    for error in errors:
-        print(f"  error: {error}")
-    if errors:
-        result["errors"] = errors
-    print(json.dumps(result))
-    return 1 if errors else 0
+    return report(result, notes, errors)
 
 
 if __name__ == "__main__":
