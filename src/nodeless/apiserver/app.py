@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nodeless.api import errors, kinds
+from nodeless.api import errors, kinds, knativeserving
 from nodeless.apiserver import (
     admitting,
     certificates,
@@ -136,6 +136,7 @@ class ApiServer:
         self.zones = list(zones)
         self.catalogue = specs or catalogue.Catalogue.load()
         self.store.admitters.append(admitting.serverless(self.catalogue, self.zones))
+        self.store.admitters.append(admitting.knative_serving)
         self.service_ips = serviceips.ServiceIPs(self.store, service_cidr)
         self.store.allocators[("", "Service")] = self.service_ips
         self.pki: certificates.Pki | None = None
@@ -216,6 +217,7 @@ class ApiServer:
                 )
             await self._ensure_service_account(name)
         await self._default_storage_class()
+        await self._bundled_crds()
 
     async def _default_storage_class(self) -> None:
         """The ``local-path`` StorageClass, the cluster's default, served by the
@@ -240,6 +242,47 @@ class ApiServer:
             await self.store.create(
                 storage_class, "", body, storing.WriteOptions(manager="nodeless")
             )
+
+    async def _bundled_crds(self) -> None:
+        """The CustomResourceDefinitions Nodeless serves itself (Knative
+        Serving's Service and Revision): created when missing, and brought up
+        to date when an older Nodeless installed them; established before the
+        API serves, so every component can watch them from the start."""
+        crd_kind = self.registry.by_kind(crds.CRD_GROUP, "v1", "CustomResourceDefinition")
+        assert crd_kind is not None
+        options = storing.WriteOptions(manager="nodeless")
+        wanted = knativeserving.crds()
+        for crd in wanted:
+            name = crd["metadata"]["name"]
+            entry = await self.store.get_stored(crd_kind, "", name)
+            if entry is None:
+                with contextlib.suppress(errors.StatusError):
+                    await self.store.create(crd_kind, "", crd, options)
+                continue
+            current = entry.obj
+            labels = current["metadata"].get("labels") or {}
+            ours = labels.get("app.kubernetes.io/managed-by") == "nodeless"
+            if ours and current.get("spec") != crd["spec"]:
+                updated = {**current, "spec": crd["spec"], "metadata": {**current["metadata"]}}
+                updated["metadata"]["labels"] = crd["metadata"]["labels"]
+                updated["metadata"].pop("resourceVersion", None)
+
+                def replace(
+                    _current: dict[str, Any] | None, new: dict[str, Any] = updated
+                ) -> dict[str, Any]:
+                    return new
+
+                with contextlib.suppress(errors.StatusError):
+                    await self.store.update(crd_kind, "", name, replace, options)
+        # The registry learns of a CRD from the watch cache's event.
+        for _ in range(500):
+            if all(
+                self.registry.lookup(c["spec"]["group"], "v1", c["spec"]["names"]["plural"])
+                for c in wanted
+            ):
+                return
+            await asyncio.sleep(0.01)
+        log.warning("bundled CRDs were not served within 5 s")
 
     async def _kubernetes_service(self) -> None:
         """The ``kubernetes`` Service in ``default`` and its Endpoints, pointing at

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeless import __version__, clocks
-from nodeless.api import errors
+from nodeless.api import errors, knativeserving
 from nodeless.apiserver import (
     app,
     certificates,
@@ -113,6 +113,12 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--cluster-domain", default=networking.DEFAULT_DOMAIN, help="cluster DNS domain"
+    )
+    up.add_argument(
+        "--serving-domain",
+        default=knativeserving.DEFAULT_DOMAIN,
+        help="the domain of Knative Services' URLs: http://<name>.<namespace>.<domain> "
+        "(default example.com, as Knative's config-domain)",
     )
     up.add_argument(
         "--ingress-listen",
@@ -368,6 +374,7 @@ async def start_components(
             recorder=recorder,
             # The local-path provisioner's PersistentVolumes live beside the store.
             volumes_root=Path(args.data_dir).resolve() / "volumes",
+            serving_domain=args.serving_domain,
         )
         await controllers.start()
         components.running.append(controllers)

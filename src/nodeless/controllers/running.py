@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nodeless import clocks
+from nodeless.api import knativeserving
 from nodeless.client import clients, events, informers
 from nodeless.controllers import (
     cronjobs,
@@ -18,6 +19,8 @@ from nodeless.controllers import (
     garbagecollection,
     horizontalpodautoscalers,
     jobs,
+    knativerevisions,
+    knativeservices,
     namespaces,
     persistentvolumes,
     replicasets,
@@ -36,7 +39,8 @@ class Runnable(Protocol):
 
 
 # Every controller, in start order; each takes (client, factory, *, clock, recorder).
-# The PersistentVolumeController, which also takes the volumes root, starts last.
+# The KnativeServiceController (which also takes the serving domain) and the
+# PersistentVolumeController (the volumes root) come after them.
 CONTROLLERS: tuple[type[Any], ...] = (
     garbagecollection.GarbageCollectorController,
     namespaces.NamespaceController,
@@ -54,6 +58,7 @@ CONTROLLERS: tuple[type[Any], ...] = (
     horizontalpodautoscalers.HorizontalPodAutoscalerController,
     volumeprotection.PVCProtectionController,
     volumeprotection.PVProtectionController,
+    knativerevisions.RevisionController,
 )
 
 
@@ -66,10 +71,12 @@ class ControllerManager:
         recorder: events.EventRecorder | None = None,
         enabled: set[str] | None = None,
         volumes_root: Path | None = persistentvolumes.DEFAULT_VOLUMES_ROOT,
+        serving_domain: str = knativeserving.DEFAULT_DOMAIN,
     ) -> None:
         """``volumes_root`` is where the local-path provisioner makes volume
         directories (``nodeless up`` is to pass ``<data-dir>/volumes``); None
-        provisions nothing and only binds PersistentVolumes that exist."""
+        provisions nothing and only binds PersistentVolumes that exist.
+        ``serving_domain`` is the domain of Knative Services' URLs."""
         self.client = client
         self.clock = clock or clocks.SystemClock()
         self.recorder = recorder
@@ -79,6 +86,13 @@ class ControllerManager:
             for cls in CONTROLLERS
             if enabled is None or cls.__name__ in enabled
         ]
+        serving = knativeservices.KnativeServiceController
+        if enabled is None or serving.__name__ in enabled:
+            self.controllers.append(
+                serving(
+                    client, self.factory, clock=self.clock, recorder=recorder, domain=serving_domain
+                )
+            )
         volumes = persistentvolumes.PersistentVolumeController
         if enabled is None or volumes.__name__ in enabled:
             self.controllers.append(

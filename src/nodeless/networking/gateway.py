@@ -1,10 +1,11 @@
 """The L7 ingress gateway: an aiohttp reverse proxy serving the Ingresses of
 one IngressClass (``nodeless`` by default), as a cloud's ALB-backed ingress
-does for a serverless cluster.
+does for a serverless cluster, and the routes of Knative Services
+(``servingroutes``: their URL hosts, split between Revisions by percent).
 
 Routing is ``ingresses.RouteTable``; this module is the I/O around it:
 
-- informers on Ingresses, IngressClasses and Secrets plus the shared
+- informers on Ingresses, IngressClasses, Secrets and Knative Services plus the shared
   ``servicemaps.ServiceMap`` mark the table dirty; it is rebuilt lazily (at
   the next request or TLS handshake) and by a debounced background pass that
   also writes ``status.loadBalancer`` and Warning Events, so a burst of
@@ -60,7 +61,7 @@ from yarl import URL
 from nodeless import clocks
 from nodeless.api import errors
 from nodeless.client import clients, events, informers
-from nodeless.networking import ingresses, servicemaps
+from nodeless.networking import ingresses, servicemaps, servingroutes
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("nodeless.gateway.access")
@@ -196,6 +197,8 @@ class IngressGateway:
         self._ingresses = factory.informer(INGRESSES)
         self._classes = factory.informer(INGRESS_CLASSES)
         self._secrets = factory.informer(SECRETS)
+        self._knative = factory.informer(servingroutes.KNATIVE_SERVICES)
+        self._picker = servingroutes.WeightedPicker()
         self._subscriptions: list[tuple[informers.Informer, informers.EventHandlers]] = []
         self._listening_to_services = False
         self._running = False
@@ -231,7 +234,7 @@ class IngressGateway:
     async def _start(self) -> None:
         self._running = True
         await self._ensure_ingress_class()
-        for informer in (self._ingresses, self._classes, self._secrets):
+        for informer in (self._ingresses, self._classes, self._secrets, self._knative):
             handlers = informer.add_handlers(
                 on_add=self._object_changed,
                 on_update=lambda _old, new: self._object_changed(new),
@@ -243,7 +246,7 @@ class IngressGateway:
             # ServiceMap has no way to unsubscribe; _running mutes us after stop.
             self.services.on_change(self._service_changed)
             self._listening_to_services = True
-        for informer in (self._ingresses, self._classes, self._secrets):
+        for informer in (self._ingresses, self._classes, self._secrets, self._knative):
             await informer.wait_synced()
         await self.services.wait_synced()
         self._session = aiohttp.ClientSession(
@@ -394,7 +397,13 @@ class IngressGateway:
         def secret(namespace: str, name: str) -> Mapping[str, Any] | None:
             return self._secrets.get(f"{namespace}/{name}")
 
-        table = ingresses.build(self._ingresses.objects(), classes, self.services.service, secret)
+        table = ingresses.build(
+            self._ingresses.objects(),
+            classes,
+            self.services.service,
+            secret,
+            extra=servingroutes.routes(self._knative.objects()),
+        )
         if self._directory is not None:  # serving HTTPS
             self._load_certificates(table)
         self._table = table
@@ -579,6 +588,10 @@ class IngressGateway:
         match = self.route_table().match(request.host, request.path)
         if match is None:
             return _answer(exchange, 404, "404 page not found: no Ingress rule matches")
+        route = match.route
+        if route is not None and len(route.split) > 1:
+            backend = self._picker.pick(route.host, route.split)
+            match = ingresses.Match(backend, match.ingress, route)
         if self.on_request is not None:
             finished = self.on_request(match.backend.namespace, match.backend.service)
             try:

@@ -96,6 +96,8 @@ class Route:
     ingress: Key
     # Sort key of the Ingress: older first.
     age: tuple[str, str, str] = ("", "", "")
+    # Weighted backends (a Knative traffic split); ``backend`` is then the heaviest.
+    split: tuple[tuple[Backend, int], ...] = ()
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -348,17 +350,33 @@ def build(
     classes: ClassSelection,
     services: ServiceLookup,
     secrets: SecretLookup,
+    extra: Iterable[Route] = (),
 ) -> RouteTable:
-    """The route table of every Ingress of ours, oldest Ingress first."""
+    """The route table of every Ingress of ours, oldest Ingress first, then
+    the ``extra`` routes (Knative Services') on hosts and paths no Ingress claims."""
     table = RouteTable()
     claimed: dict[tuple[str, str, PathType], Key] = {}
     for ingress in sorted((i for i in ingresses if is_ours(i, classes)), key=_age):
         _add(table, claimed, ingress, services, secrets)
+    for route in extra:
+        if (route.host, route.path, route.path_type) in claimed:
+            continue
+        claimed[(route.host, route.path, route.path_type)] = route.ingress
+        _place(table, route)
     for by_host in (table.exact, table.wildcard):
         for routes in by_host.values():
             routes.sort(key=_precedence)
     table.any_host.sort(key=_precedence)
     return table
+
+
+def _place(table: RouteTable, route: Route) -> None:
+    if not route.host:
+        table.any_host.append(route)
+    elif route.host.startswith("*."):
+        table.wildcard.setdefault(route.host[2:], []).append(route)
+    else:
+        table.exact.setdefault(route.host, []).append(route)
 
 
 def _add(
@@ -411,13 +429,7 @@ def _add(
                     )
                 continue
             claimed[(host, path, path_type)] = key
-            route = Route(host, path, path_type, backend, key, age)
-            if not host:
-                table.any_host.append(route)
-            elif host.startswith("*."):
-                table.wildcard.setdefault(host[2:], []).append(route)
-            else:
-                table.exact.setdefault(host, []).append(route)
+            _place(table, Route(host, path, path_type, backend, key, age))
     for item in spec.get("tls") or ():
         secret_name = str(item.get("secretName") or "")
         if not secret_name:

@@ -60,6 +60,8 @@ TEMPLATE_PATHS: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template"),
     ("", "ReplicationController"): ("spec", "template"),
     ("", "PodTemplate"): ("template",),
+    # Knative Serving's Service: each Revision runs its template as pods.
+    ("serving.knative.dev", "Service"): ("spec", "template"),
 }
 
 DAEMONSET_MESSAGE: Final = (
