@@ -879,3 +879,68 @@ async def test_stop_is_clean_and_a_stopped_gateway_refuses(cluster: Cluster) -> 
     await gw.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
         await cluster.http.get(f"http://127.0.0.1:{port}/")
+
+
+# --- Knative Services ---------------------------------------------------------------------------
+
+KSVC = clients.ResourceRef("serving.knative.dev", "v1", "services", True, "Service")
+
+
+async def test_a_knative_service_splits_its_traffic_exactly_and_tags_reach_one_revision(
+    cluster: Cluster,
+) -> None:
+    old, new = await cluster.pod("old"), await cluster.pod("new")
+    for name, pod in (("hello-00001", old), ("hello-00002", new)):
+        await cluster.service(name)
+        await cluster.endpoints(name, pod)
+    await cluster.client.create(
+        KSVC,
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": "hello", "namespace": NS},
+            "spec": {"template": {"spec": {"containers": [{"image": "hello"}]}}},
+        },
+    )
+    # What the Knative Service controller publishes once both Revisions are Ready.
+    await cluster.client.patch(
+        KSVC,
+        NS,
+        "hello",
+        {
+            "status": {
+                "url": "http://hello.default.example.com",
+                "traffic": [
+                    {"revisionName": "hello-00001", "percent": 90},
+                    {
+                        "revisionName": "hello-00002",
+                        "percent": 10,
+                        "tag": "canary",
+                        "url": "http://canary-hello.default.example.com",
+                    },
+                ],
+            }
+        },
+        subresource="status",
+    )
+    seen_services: list[str] = []
+
+    def on_request(namespace: str, service: str) -> Callable[[], None]:
+        seen_services.append(service)
+        return lambda: None
+
+    gw = await cluster.gateway(on_request=on_request)
+    await eventually(lambda: routed(cluster, gw, "hello-00002", 1))
+    await cluster.until(gw, "/", "hello.default.example.com", 200)
+    old.hits = new.hits = 0
+    seen_services.clear()
+    answers = [await cluster.get(gw, "/x", "hello.default.example.com") for _ in range(100)]
+    assert {status for status, _ in answers} == {200}
+    assert (old.hits, new.hits) == (90, 10)
+    # Requests are counted against the Revision's Service (the autoscaler's key).
+    assert sorted(set(seen_services)) == ["hello-00001", "hello-00002"]
+    for _ in range(5):
+        status, seen = await cluster.get(gw, "/", "canary-hello.default.example.com")
+        assert (status, seen["pod"]) == (200, "new")
+    status, _ = await cluster.get(gw, "/", "other.default.example.com")
+    assert status == 404
