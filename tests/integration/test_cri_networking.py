@@ -123,6 +123,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
         yield c, http_port, https_port
     finally:
         try:
+            # Knative Services first: their Revisions would bring Deployments back.
+            c.kubectl("delete", "ksvc", "--all", "--wait=true", timeout=120, check=False)
             c.kubectl("delete", "deployment", "--all", "--wait=true", timeout=120, check=False)
             c.kubectl("delete", "pod", "--all", "--wait=true", timeout=120, check=False)
         finally:
@@ -396,3 +398,121 @@ def test_kubectl_port_forward_to_a_service_reaches_one_of_its_pods(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+KNATIVE = """
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: greeter, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/window: 6s
+    spec:
+      containers:
+      - image: registry.local/nodeless/busybox:1.36
+        env: [{name: GREETING, value: "%(greeting)s"}]
+        command:
+        - sh
+        - -c
+        - >-
+          mkdir -p /www && echo "$GREETING $K_REVISION" > /www/index.html
+          && httpd -f -p $PORT -h /www & trap 'exit 0' TERM; wait
+%(traffic)s
+"""
+SPLIT = """
+  traffic:
+  - {revisionName: greeter-00001, percent: 90}
+  - {revisionName: greeter-00002, percent: 10, tag: canary}
+"""
+
+
+def test_a_knative_service_serves_revisions_split_90_10_and_they_scale_to_zero(
+    cluster: tuple[Cluster, int, int],
+) -> None:
+    c, http_port, _ = cluster
+    host = "greeter.default.example.com"
+
+    def ready_revision() -> str:
+        return c.kubectl(
+            "get", "ksvc", "greeter", "-o", "jsonpath={.status.latestReadyRevisionName}"
+        ).stdout
+
+    c.kubectl("apply", "-f", "-", input=KNATIVE % {"greeting": "hello", "traffic": ""})
+    eventually(lambda: ready_revision() == "greeter-00001", "the first Revision", timeout=90)
+    c.kubectl("wait", "ksvc/greeter", "--for=condition=Ready", "--timeout=60s", timeout=90)
+    table = c.kubectl("get", "ksvc", "greeter").stdout
+    assert table.split("\n")[0].split() == [
+        "NAME",
+        "URL",
+        "LATESTCREATED",
+        "LATESTREADY",
+        "READY",
+        "REASON",
+    ]
+    assert f"http://{host}" in table and "greeter-00001" in table, table
+    status, body = get("127.0.0.1", http_port, "/", header_host=host, timeout=60)
+    assert (status, body.strip()) == (200, "hello greeter-00001")
+
+    # A new template: a second Revision, which takes all traffic once Ready.
+    c.kubectl("apply", "-f", "-", input=KNATIVE % {"greeting": "hi", "traffic": ""})
+    eventually(lambda: ready_revision() == "greeter-00002", "the second Revision", timeout=90)
+    eventually(
+        lambda: (
+            get("127.0.0.1", http_port, "/", header_host=host, timeout=60)[1].strip()
+            == "hi greeter-00002"
+        ),
+        "traffic following the latest Ready Revision",
+    )
+    revisions = c.kubectl("get", "revisions", "-o", "name").stdout.split()
+    assert revisions == [
+        "revision.serving.knative.dev/greeter-00001",
+        "revision.serving.knative.dev/greeter-00002",
+    ]
+
+    # 90/10 between them, over a bounded number of requests, counted.
+    c.kubectl("apply", "-f", "-", input=KNATIVE % {"greeting": "hi", "traffic": SPLIT})
+    eventually(
+        lambda: (
+            c.kubectl(
+                "get", "ksvc", "greeter", "-o", "jsonpath={.status.traffic[*].percent}"
+            ).stdout
+            == "90 10"
+        ),
+        "the split in the Service's status",
+    )
+    counts = {"hello greeter-00001": 0, "hi greeter-00002": 0}
+    for _ in range(100):
+        status, body = get("127.0.0.1", http_port, "/", header_host=host, timeout=60)
+        assert status == 200, (status, body)
+        counts[body.strip()] += 1
+    assert counts == {"hello greeter-00001": 90, "hi greeter-00002": 10}
+    status, body = get("127.0.0.1", http_port, "/", header_host=f"canary-{host}", timeout=60)
+    assert (status, body.strip()) == (200, "hi greeter-00002")
+
+    # Idle past the window: both Revisions go to zero pods and stay Ready.
+    def replicas(revision: str) -> str:
+        return c.kubectl(
+            "get", "deployment", f"{revision}-deployment", "-o", "jsonpath={.spec.replicas}"
+        ).stdout
+
+    eventually(
+        lambda: replicas("greeter-00001") == "0" and replicas("greeter-00002") == "0",
+        "both Revisions scaled to zero",
+        timeout=60,
+    )
+    assert (
+        c.kubectl(
+            "get",
+            "revision",
+            "greeter-00001",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        ).stdout
+        == "True"
+    )
+    # And the next request wakes the one it is sent to.
+    status, body = get("127.0.0.1", http_port, "/", header_host=f"canary-{host}", timeout=90)
+    assert (status, body.strip()) == (200, "hi greeter-00002")
+    c.kubectl("delete", "ksvc", "greeter", "--wait=true", timeout=120)

@@ -603,20 +603,27 @@ class IngressGateway:
     async def _serve_match(
         self, request: web.BaseRequest, exchange: _Exchange, match: ingresses.Match
     ) -> web.StreamResponse:
+        backend = match.backend
+        refill: Callable[[], Awaitable[list[servicemaps.Endpoint]]] | None = None
         try:
-            port = self._service_port(match.backend)
-            endpoints = self._ready(match.backend, port)
+            port = self._service_port(backend)
+            endpoints = self._ready(backend, port)
             if not endpoints:
-                endpoints = await self._hold(match.backend)
+                endpoints = await self._hold(backend)
             elif self.activator is not None and not any(e.ready for e in endpoints):
                 # Only draining pods serve it (scaled down a moment ago): this
-                # request is served by them, and the Service woken for the next.
-                self._activate((match.backend.namespace, match.backend.service))
+                # request is tried on them, and the Service woken; if they no
+                # longer accept connections, the request waits for a ready pod.
+                self._activate((backend.namespace, backend.service))
+
+                async def refill() -> list[servicemaps.Endpoint]:
+                    return await self._hold(backend, ready_only=True)
+
         except _NoEndpoint as err:
             return _answer(exchange, err.status, err.message)
         if _is_websocket(request):
             return await self._websocket(request, endpoints, exchange)
-        return await self._forward(request, endpoints, exchange)
+        return await self._forward(request, endpoints, exchange, refill)
 
     def _service_port(self, backend: ingresses.Backend) -> servicemaps.ServicePort:
         service = self.services.service(backend.namespace, backend.service)
@@ -646,8 +653,11 @@ class IngressGateway:
         self._next[key] = turn + 1
         return endpoints[turn:] + endpoints[:turn]
 
-    async def _hold(self, backend: ingresses.Backend) -> list[servicemaps.Endpoint]:
-        """Wake the Service through the activator and wait for a ready endpoint."""
+    async def _hold(
+        self, backend: ingresses.Backend, *, ready_only: bool = False
+    ) -> list[servicemaps.Endpoint]:
+        """Wake the Service through the activator and wait for an endpoint to
+        serve (with ``ready_only``, a ready one: draining ones failed already)."""
         if self.activator is None:
             raise _NoEndpoint(503, f"no ready endpoints for Service {backend}")
         key = (backend.namespace, backend.service)
@@ -656,7 +666,7 @@ class IngressGateway:
         try:
             while self._running:
                 endpoints = self._ready(backend, self._service_port(backend))
-                if endpoints:
+                if endpoints and (not ready_only or any(e.ready for e in endpoints)):
                     return endpoints
                 if activation.done() and not activation.cancelled() and activation.exception():
                     raise _NoEndpoint(503, f"could not activate Service {backend}")
@@ -724,13 +734,19 @@ class IngressGateway:
         request: web.BaseRequest,
         endpoints: list[servicemaps.Endpoint],
         exchange: _Exchange,
+        refill: Callable[[], Awaitable[list[servicemaps.Endpoint]]] | None = None,
     ) -> web.StreamResponse:
+        """Send the request to the first endpoint that takes it. When every
+        attempt failed to connect (nothing was sent) and ``refill`` is given,
+        wait for the endpoints it gives and try those."""
         assert self._session is not None
         headers = self._upstream_headers(request)
         has_body = request.body_exists
         replayable = request.method in IDEMPOTENT and not has_body
         failure = ""
-        for endpoint in endpoints[: self.max_attempts]:
+        attempts = list(endpoints[: self.max_attempts])
+        while attempts:
+            endpoint = attempts.pop(0)
             exchange.upstream = f"{endpoint.ip}:{endpoint.port}"
             url = URL(f"http://{exchange.upstream}{request.raw_path}", encoded=True)
             try:
@@ -745,6 +761,12 @@ class IngressGateway:
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
                 # Nothing of the request left: any request may go elsewhere.
                 failure = str(err) or type(err).__name__
+                if not attempts and refill is not None:
+                    try:
+                        attempts = list((await refill())[: self.max_attempts])
+                    except _NoEndpoint as held:
+                        return _answer(exchange, held.status, held.message)
+                    refill = None
                 continue
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
                 failure = str(err) or type(err).__name__

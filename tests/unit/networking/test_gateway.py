@@ -944,3 +944,42 @@ async def test_a_knative_service_splits_its_traffic_exactly_and_tags_reach_one_r
         assert (status, seen["pod"]) == (200, "new")
     status, _ = await cluster.get(gw, "/", "other.default.example.com")
     assert status == 404
+
+
+async def test_draining_pods_that_refuse_make_the_request_wait_for_a_ready_one(
+    cluster: Cluster,
+) -> None:
+    refusing, refused_port = refused_address("127.0.0.2")
+    with refusing:
+        await cluster.service("svc")
+        await cluster.client.create(
+            SLICES,
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "svc-draining",
+                    "namespace": NS,
+                    "labels": {servicemaps.SERVICE_NAME_LABEL: "svc"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": refused_port, "protocol": "TCP"}],
+                "endpoints": [
+                    {
+                        "addresses": ["127.0.0.2"],
+                        "conditions": {"ready": False, "serving": True, "terminating": True},
+                    }
+                ],
+            },
+        )
+        await cluster.ingress("web", {"rules": [{"http": {"paths": [path("/", "svc")]}}]})
+        woken = await cluster.pod("woken", "127.0.0.5")
+
+        async def activator(namespace: str, name: str) -> None:
+            # The Deployment scales up: a ready pod appears.
+            await cluster.endpoints("svc", woken, suffix="-new")
+
+        gw = await cluster.gateway(activator=activator)
+        await eventually(lambda: routed(cluster, gw, "svc", 1))
+        status, seen = await cluster.get(gw, "/", "h")
+    assert (status, seen["pod"]) == (200, "woken")
