@@ -250,8 +250,13 @@ async def test_failed_pod_is_replaced(
         )
 
     await stack.wait_for(replaced)
-    got = await stack.client.get(RS, NS, "web")
-    assert got["status"]["replicas"] == 1
+
+    async def counted() -> bool:
+        # The status write follows the replacement's own sync.
+        got = await stack.client.get(RS, NS, "web")
+        return bool(got["status"].get("replicas") == 1)
+
+    await stack.wait_for(counted)
 
 
 async def test_create_failure_sets_replica_failure_condition_and_event(
