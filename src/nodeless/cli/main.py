@@ -45,6 +45,7 @@ log = logging.getLogger("nodeless")
 
 PROVIDERS = ("none", "simulated", "cri")
 SECRETS = clients.ResourceRef("", "v1", "secrets", True, "Secret")
+SERVICES = clients.ResourceRef("", "v1", "services", True, "Service")
 CONFIGMAPS = clients.ResourceRef("", "v1", "configmaps", True, "ConfigMap")
 SERVICE_ACCOUNTS = clients.ResourceRef("", "v1", "serviceaccounts", True, "ServiceAccount")
 CLAIMS = clients.ResourceRef("", "v1", "persistentvolumeclaims", True, "PersistentVolumeClaim")
@@ -422,6 +423,9 @@ async def start_provider(
                     return None
                 raise
 
+        async def namespace_services(namespace: str) -> list[dict[str, Any]]:
+            return (await client.list(SERVICES, namespace)).items
+
         async def service_account_token(request: cri_volumefiles.TokenRequest) -> str:
             # What serviceaccounts/<name>/token answers, signed by the API server's issuer.
             if token_issuer is None:
@@ -447,6 +451,7 @@ async def start_provider(
                 zone_capacity=capacity,
                 credentials=pull_secrets,
                 objects=api_objects,
+                services=namespace_services,
                 tokens=service_account_token,
                 preload_images=DEMO_IMAGES,
                 **({"dns": dns} if dns is not None else {}),

@@ -4,6 +4,7 @@ applies, checked without containerd."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -676,3 +677,88 @@ def test_run_as_non_root_is_verified_against_the_user_it_will_run_as(
     else:
         with pytest.raises(podconfigs.ConfigError, match=re.escape(error)):
             podconfigs.security_context(pod, pod["spec"]["containers"][0], image)
+
+
+# --- Service variables, as the kubelet sets them ---
+
+
+def _service(name: str, namespace: str, ip: str, *ports: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"clusterIP": ip, "ports": list(ports)},
+    }
+
+
+SERVICES = [
+    _service("kubernetes", "default", "10.96.0.1", {"name": "https", "port": 443}),
+    _service(
+        "redis-master",
+        "shop",
+        "10.96.0.11",
+        {"port": 6379},
+        {"name": "metrics", "port": 9121, "protocol": "TCP"},
+    ),
+    _service("dns", "shop", "10.96.0.12", {"name": "dns", "port": 53, "protocol": "UDP"}),
+    _service("headless", "shop", "None", {"port": 80}),
+    _service("other", "elsewhere", "10.96.0.13", {"port": 80}),
+]
+
+
+def test_service_variables_follow_the_kubelets_names() -> None:
+    env = podconfigs.service_env(SERVICES, "shop")
+    assert env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
+    assert env["KUBERNETES_SERVICE_PORT"] == "443"
+    assert env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"
+    assert env["KUBERNETES_PORT"] == "tcp://10.96.0.1:443"
+    assert env["KUBERNETES_PORT_443_TCP_ADDR"] == "10.96.0.1"
+    assert {k: v for k, v in env.items() if k.startswith("REDIS_MASTER_")} == {
+        "REDIS_MASTER_SERVICE_HOST": "10.96.0.11",
+        "REDIS_MASTER_SERVICE_PORT": "6379",
+        "REDIS_MASTER_SERVICE_PORT_METRICS": "9121",
+        "REDIS_MASTER_PORT": "tcp://10.96.0.11:6379",
+        "REDIS_MASTER_PORT_6379_TCP": "tcp://10.96.0.11:6379",
+        "REDIS_MASTER_PORT_6379_TCP_PROTO": "tcp",
+        "REDIS_MASTER_PORT_6379_TCP_PORT": "6379",
+        "REDIS_MASTER_PORT_6379_TCP_ADDR": "10.96.0.11",
+        "REDIS_MASTER_PORT_9121_TCP": "tcp://10.96.0.11:9121",
+        "REDIS_MASTER_PORT_9121_TCP_PROTO": "tcp",
+        "REDIS_MASTER_PORT_9121_TCP_PORT": "9121",
+        "REDIS_MASTER_PORT_9121_TCP_ADDR": "10.96.0.11",
+    }
+    assert env["DNS_PORT_53_UDP_PROTO"] == "udp"
+    # Headless Services and other namespaces give nothing.
+    assert not any(k.startswith(("HEADLESS_", "OTHER_")) for k in env)
+
+
+def test_without_service_links_only_the_api_server_is_named() -> None:
+    env = podconfigs.service_env(SERVICES, "shop", enable_service_links=False)
+    assert {k.split("_")[0] for k in env} == {"KUBERNETES"}
+
+
+def test_a_containers_own_variables_win_and_may_refer_to_service_ones(tmp_path: Path) -> None:
+    pod = make_pod(
+        {
+            "name": "app",
+            "image": "busybox",
+            "env": [
+                {"name": "REDIS_MASTER_SERVICE_PORT", "value": "1"},
+                {"name": "REDIS_URL", "value": "redis://$(REDIS_MASTER_SERVICE_HOST):6379"},
+            ],
+        }
+    )
+    ctx = context(pod, tmp_path)
+    ctx = dataclasses.replace(ctx, service_env=podconfigs.service_env(SERVICES, "shop"))
+    env = env_of(
+        podconfigs.container_config(
+            ctx,
+            pod["spec"]["containers"][0],
+            init=False,
+            attempt=0,
+            image_ref="sha256:abc",
+            image=None,
+            termination_file=ctx.paths.termination_file("app", 0),
+        )
+    )
+    assert env["REDIS_MASTER_SERVICE_PORT"] == "1"
+    assert env["REDIS_URL"] == "redis://10.96.0.11:6379"
+    assert env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"

@@ -719,6 +719,8 @@ class PodContext:
     etc_hosts: Path | None = None
     # ("ConfigMap" | "Secret", name) -> the object, or None where it does not exist
     objects: Mapping[tuple[str, str], Obj | None] = field(default_factory=dict)
+    # The Services' variables (``service_env``), under every container's own.
+    service_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def all_containers(pod: Mapping[str, Any]) -> list[Obj]:
@@ -891,11 +893,64 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def container_env(context: PodContext, container: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The container's environment in the kubelet's order: ``envFrom``
-    sources, then ``env`` (later names win; each value may refer to the
-    variables before it). Raises ``ConfigError``."""
+MASTER_SERVICES = frozenset({"kubernetes"})
+
+
+def _env_name(text: str) -> str:
+    return text.replace("-", "_").upper()
+
+
+def service_env(
+    services: Sequence[Mapping[str, Any]], namespace: str, enable_service_links: bool = True
+) -> dict[str, str]:
+    """The variables the kubelet gives every container for Services
+    (``getServiceEnvVarMap`` and ``envvars.FromServices``): the ``kubernetes``
+    Service of ``default`` always, and every Service of the pod's namespace
+    when ``enableServiceLinks`` (the default); only Services with a ClusterIP.
+    ``services`` are those of both namespaces."""
+    chosen: dict[str, Mapping[str, Any]] = {}
+    for service in services:
+        meta = service.get("metadata") or {}
+        spec = service.get("spec") or {}
+        ip = str(spec.get("clusterIP") or "")
+        if not ip or ip == "None" or not spec.get("ports"):
+            continue
+        name = str(meta.get("name") or "")
+        service_namespace = str(meta.get("namespace") or "")
+        if service_namespace == "default" and name in MASTER_SERVICES:
+            chosen.setdefault(name, service)
+        elif service_namespace == namespace and enable_service_links:
+            chosen[name] = service
     env: dict[str, str] = {}
+    for name, service in chosen.items():
+        spec = service.get("spec") or {}
+        ip = str(spec["clusterIP"])
+        prefix = _env_name(name)
+        ports = [p for p in spec.get("ports") or () if isinstance(p, Mapping)]
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(ports[0].get("port"))
+        for port in ports:
+            if port.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{_env_name(str(port['name']))}"] = str(port.get("port"))
+        host = f"[{ip}]" if ":" in ip else ip
+        for i, port in enumerate(ports):
+            protocol = str(port.get("protocol") or "TCP")
+            address = f"{protocol.lower()}://{host}:{port.get('port')}"
+            if i == 0:
+                env[f"{prefix}_PORT"] = address
+            port_prefix = f"{prefix}_PORT_{port.get('port')}_{protocol.upper()}"
+            env[port_prefix] = address
+            env[f"{port_prefix}_PROTO"] = protocol.lower()
+            env[f"{port_prefix}_PORT"] = str(port.get("port"))
+            env[f"{port_prefix}_ADDR"] = ip
+    return env
+
+
+def container_env(context: PodContext, container: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The container's environment in the kubelet's order: the Services'
+    variables, then ``envFrom`` sources, then ``env`` (later names win; each
+    value may refer to the variables before it). Raises ``ConfigError``."""
+    env: dict[str, str] = dict(context.service_env)
     for source in container.get("envFrom") or []:
         prefix = str(source.get("prefix") or "")
         for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):

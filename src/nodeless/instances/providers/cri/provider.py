@@ -113,6 +113,8 @@ _T = TypeVar("_T")
 # (kind "ConfigMap" | "Secret" | "PersistentVolumeClaim" | "PersistentVolume",
 # namespace ("" for PersistentVolumes), name) -> the object, None if it does not exist
 ObjectLookup = volumefiles.ObjectLookup
+# The Services of a namespace (for the containers' Service variables).
+ServicesLookup = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 DEFAULT_OWNER = "nodeless"
 DEFAULT_CGROUP_ROOT = "/nodeless"
@@ -245,6 +247,7 @@ class CriProvider:
         zone_capacity: Mapping[str, int] | None = None,
         credentials: registryauth.CredentialsLookup | None = None,
         objects: ObjectLookup | None = None,
+        services: ServicesLookup | None = None,
         tokens: volumefiles.TokenLookup | None = None,
         volume_refresh_interval: float = VOLUME_REFRESH_INTERVAL,
         crash_backoff: backoffs.BackOffPolicy = backoffs.CRASH_LOOP,
@@ -265,6 +268,7 @@ class CriProvider:
         self.zone_capacity = dict(zone_capacity) if zone_capacity is not None else None
         self.credentials = credentials
         self.objects = objects
+        self.services = services
         self.tokens = tokens
         self.volume_refresh_interval = volume_refresh_interval
         self.crash_backoff = crash_backoff
@@ -1234,7 +1238,11 @@ class CriProvider:
         while True:
             try:
                 objects = await self._fetch_objects(instance, container)
-                context = dataclasses.replace(instance.context, objects=objects)
+                context = dataclasses.replace(
+                    instance.context,
+                    objects=objects,
+                    service_env=await self._service_env(instance),
+                )
                 config = podconfigs.container_config(
                     context,
                     container.spec,
@@ -1252,6 +1260,23 @@ class CriProvider:
         container.retry.reset()
         await asyncio.to_thread(_create_termination_file, termination)
         return config
+
+    async def _service_env(self, instance: _Instance) -> dict[str, str]:
+        """The Service variables as of this container's start, as the kubelet
+        gives them (later Services do not appear in running containers)."""
+        if self.services is None:
+            return {}
+        namespace = instance.request.namespace
+        links = (instance.request.pod.get("spec") or {}).get(
+            "enableServiceLinks", True
+        ) is not False
+        found: list[dict[str, Any]] = []
+        for wanted in {"default", namespace} if links else {"default"}:
+            try:
+                found += await self.services(wanted)
+            except Exception:
+                log.exception("listing the Services of %s failed", wanted)
+        return podconfigs.service_env(found, namespace, links)
 
     async def _fetch_objects(
         self, instance: _Instance, container: _Container
