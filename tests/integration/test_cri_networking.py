@@ -516,3 +516,62 @@ def test_a_knative_service_serves_revisions_split_90_10_and_they_scale_to_zero(
     status, body = get("127.0.0.1", http_port, "/", header_host=f"canary-{host}", timeout=90)
     assert (status, body.strip()) == (200, "hi greeter-00002")
     c.kubectl("delete", "ksvc", "greeter", "--wait=true", timeout=120)
+
+
+IN_CLUSTER = """
+apiVersion: v1
+kind: Pod
+metadata: {name: incluster, namespace: default}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.local/nodeless/busybox:1.36
+    command:
+    - sh
+    - -c
+    - >-
+      env | grep -E '^(KUBERNETES|WEB)_' | sort;
+      if echo | nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT > /dev/null;
+      then echo api=reached; else echo api=unreached; fi
+"""
+
+
+def test_pods_find_the_api_server_through_the_kubernetes_service(
+    cluster: tuple[Cluster, int, int],
+) -> None:
+    c, _, _ = cluster
+    api_ip = cluster_ip(c, "kubernetes")
+    assert api_ip == "10.97.0.1"
+    c.kubectl("apply", "-f", "-", input=IN_CLUSTER)
+    c.kubectl(
+        "wait", "pod/incluster", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=60s",
+        timeout=90,
+    )  # fmt: skip
+    out = c.kubectl("logs", "incluster").stdout.splitlines()
+    c.kubectl("delete", "pod", "incluster", "--wait=false")
+    # The kubelet's variables: the API server's always, and the namespace's Services.
+    assert f"KUBERNETES_SERVICE_HOST={api_ip}" in out, out
+    assert "KUBERNETES_SERVICE_PORT=443" in out, out
+    assert f"KUBERNETES_PORT=tcp://{api_ip}:443" in out, out
+    assert f"WEB_SERVICE_HOST={cluster_ip(c, 'web')}" in out, out
+    assert "WEB_SERVICE_PORT_WEB=80" in out, out
+    assert "api=reached" in out, out
+    slice_ = json.loads(c.kubectl("get", "endpointslice", "kubernetes", "-o", "json").stdout)
+    assert slice_["endpoints"][0]["addresses"] == ["10.91.0.1"]
+
+    # TLS through the ClusterIP verifies against the cluster CA under the
+    # Service's DNS name, as client-go's in-cluster config does.
+    context = ssl.create_default_context(cafile=str(c.data_dir / "pki" / "ca.crt"))
+    token = (c.data_dir / "pki" / "tokens").read_text().split(",")[0]
+    with socket.create_connection((api_ip, 443), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="kubernetes.default.svc") as tls:
+            tls.sendall(
+                b"GET /version HTTP/1.1\r\nHost: kubernetes.default.svc\r\n"
+                + f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode()
+            )
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert b'"gitVersion"' in reply

@@ -163,7 +163,8 @@ class ApiServer:
         authenticator: Authenticator | None = None
         if self.tls:
             assert self.pki_dir is not None
-            self.pki = certificates.ensure(self.pki_dir, [self.host])
+            # In-cluster clients dial the kubernetes Service's ClusterIP.
+            self.pki = certificates.ensure(self.pki_dir, [self.host, self.service_ips.address(1)])
             ssl_context = certificates.server_context(self.pki)
             self.api.tokens = serviceaccounts.TokenIssuer.from_dir(self.pki_dir)
             authenticator = Authenticator(

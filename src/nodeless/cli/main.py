@@ -65,6 +65,12 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _address(text: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 hosts in brackets) as a pair."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def _optional_listen(text: str) -> tuple[str, int] | None:
     return None if text in ("off", "none", "") else _listen(text)
 
@@ -281,6 +287,7 @@ async def start_components(
                 domain=args.cluster_domain,
                 ingress_listen=args.ingress_listen,
                 ingress_tls_listen=args.ingress_tls_listen,
+                api_address=_address(api.address),
             )
             host_network = networking.HostNetworking(client, settings, recorder=recorder)
             dns_ip = await host_network.register_dns()

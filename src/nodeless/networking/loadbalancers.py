@@ -274,18 +274,7 @@ class LoadBalancers:
                     )
             if upstream is None:
                 return  # closing the connection is all a TCP balancer can say
-            pumps = [
-                asyncio.create_task(_pump(reader, upstream[1])),
-                asyncio.create_task(_pump(upstream[0], writer)),
-            ]
-            try:
-                done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
-                if any(not t.cancelled() and t.exception() is not None for t in done):
-                    return
-            finally:
-                for pump in pumps:
-                    pump.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
+            await splice((reader, writer), upstream)
         finally:
             # Both are closed before waiting on either, so a cancelled wait
             # leaves nothing open.
@@ -295,6 +284,24 @@ class LoadBalancers:
             for stream in streams:
                 with contextlib.suppress(Exception):
                     await stream.wait_closed()
+
+
+async def splice(
+    client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+) -> None:
+    """Copy bytes both ways until both directions end or one fails; the caller
+    closes the streams."""
+    pumps = [
+        asyncio.create_task(_pump(client[0], upstream[1])),
+        asyncio.create_task(_pump(upstream[0], client[1])),
+    ]
+    try:
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
 
 
 async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

@@ -12,7 +12,15 @@ from typing import Any
 
 from nodeless.api import errors
 from nodeless.client import clients, events, informers
-from nodeless.networking import activation, clusterdns, gateway, servicemaps, serviceproxy
+from nodeless.networking import (
+    activation,
+    clusterdns,
+    gateway,
+    kubernetesservice,
+    loadbalancers,
+    servicemaps,
+    serviceproxy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,8 @@ class NetworkSettings:
     ingress_listen: tuple[str, int] | None = ("127.0.0.1", 8080)
     ingress_tls_listen: tuple[str, int] | None = ("127.0.0.1", 8443)
     ingress_class: str = "nodeless"
+    # The API server's listen address, for the kubernetes Service's endpoint.
+    api_address: tuple[str, int] | None = None
 
     @property
     def gateway_ip(self) -> str:
@@ -75,6 +85,12 @@ class HostNetworking:
         )
         self.dns: clusterdns.ClusterDns | None = None
         self.gateway: gateway.IngressGateway | None = None
+        self.load_balancers = loadbalancers.LoadBalancers(client, self.services, recorder)
+        self.api_service: kubernetesservice.KubernetesService | None = None
+        if settings.api_address is not None:
+            self.api_service = kubernetesservice.KubernetesService(
+                client, settings.gateway_ip, settings.api_address
+            )
         self.dns_ip = settings.dns_service_ip
 
     async def register_dns(self) -> str:
@@ -161,9 +177,14 @@ class HostNetworking:
                     raise
             return
         wanted = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-        if all(current.get(k) == v for k, v in wanted.items()):
+        labels = (current.get("metadata") or {}).get("labels") or {}
+        wanted_labels = meta.get("labels") or {}
+        if all(current.get(k) == v for k, v in wanted.items()) and all(
+            labels.get(k) == v for k, v in wanted_labels.items()
+        ):
             return
         updated = {**current, **wanted}
+        updated["metadata"] = {**current["metadata"], "labels": {**labels, **wanted_labels}}
         await self.client.update(ref, updated)
 
     async def start(self) -> None:
@@ -194,6 +215,21 @@ class HostNetworking:
             self.dns = None
         else:
             await self._dns_endpoints()
+        if self.api_service is not None:
+            try:
+                await self.api_service.start()
+            except OSError as err:
+                log.warning("pods cannot reach the API server: %s", err)
+                print(f"nodeless: the kubernetes Service is off for pods: {err}", flush=True)
+            else:
+                port = self.api_service.api[1]
+                for ref, obj in zip(
+                    (ENDPOINT_SLICES, ENDPOINTS),
+                    kubernetesservice.endpoint_objects(self.api_service.endpoint_ip, port),
+                    strict=True,
+                ):
+                    await self._put(ref, obj)
+        await self.load_balancers.start()
         if self.settings.ingress_listen is not None:
             await self.scaler.start()
             self.gateway = gateway.IngressGateway(
@@ -219,6 +255,9 @@ class HostNetworking:
     async def stop(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop()
+        await self.load_balancers.stop()
+        if self.api_service is not None:
+            await self.api_service.stop()
         await self.scaler.stop()
         if self.dns is not None:
             await self.dns.stop()
