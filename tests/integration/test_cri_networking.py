@@ -533,7 +533,9 @@ spec:
     - >-
       env | grep -E '^(KUBERNETES|WEB)_' | sort;
       if echo | nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT > /dev/null;
-      then echo api=reached; else echo api=unreached; fi
+      then echo api=reached; else echo api=unreached; fi;
+      cd /var/run/secrets/kubernetes.io/serviceaccount && ls && echo "namespace=$(cat namespace)"
+      && head -1 ca.crt && cut -c1-3 token
 """
 
 
@@ -557,6 +559,11 @@ def test_pods_find_the_api_server_through_the_kubernetes_service(
     assert f"WEB_SERVICE_HOST={cluster_ip(c, 'web')}" in out, out
     assert "WEB_SERVICE_PORT_WEB=80" in out, out
     assert "api=reached" in out, out
+    # What in-cluster clients read: the token, the cluster CA and the namespace.
+    assert {"ca.crt", "namespace", "token"} <= set(out), out
+    assert "namespace=default" in out, out
+    assert "-----BEGIN CERTIFICATE-----" in out, out
+    assert "eyJ" in out, out  # a JWT
     slice_ = json.loads(c.kubectl("get", "endpointslice", "kubernetes", "-o", "json").stdout)
     assert slice_["endpoints"][0]["addresses"] == ["10.91.0.1"]
 

@@ -1,7 +1,8 @@
 """The admission chain: checks that run on every create and update after
 defaulting and before the object is stored.
 
-Two plug-ins: serverless admission, which refuses what an elastic container
+Three plug-ins: upstream's ServiceAccount plug-in (the account and its
+token volume on every pod); serverless admission, which refuses what an elastic container
 instance cannot do (privileged, host namespaces, DaemonSets, ...) when the
 object is written, not later when its pods fail; and the checks Knative
 Serving's validating webhook makes on its Services and Revisions.
@@ -9,6 +10,7 @@ Serving's validating webhook makes on its Services and Revisions.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -62,3 +64,100 @@ def knative_serving(
     if causes:
         name = str((obj.get("metadata") or {}).get("name") or "")
         raise errors.invalid(resource.kind, resource.group, name, causes)
+
+
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
+TOKEN_EXPIRATION_SECONDS = 3607  # upstream's: an hour, plus seven seconds to tell it apart
+
+
+def service_accounts(
+    lookup: Callable[[str, str], dict[str, Any] | None],
+    mounting: Callable[[], bool],
+) -> Admitter:
+    """Upstream's ServiceAccount admission plug-in, on pod creation: the pod
+    runs as ``default`` unless it names an account, and unless the pod or its
+    account opts out (``automountServiceAccountToken: false``) every container
+    gets the ``kube-api-access-*`` projected volume at
+    ``/var/run/secrets/kubernetes.io/serviceaccount``: a bound token, the
+    cluster CA (``kube-root-ca.crt``) and the namespace, which is what
+    in-cluster clients read. ``lookup(namespace, name)`` reads an account from
+    the cache; ``mounting()`` says whether there is a CA to publish."""
+
+    def admit(resource: kinds.Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if old is not None or resource.group != "" or resource.kind != "Pod":
+            return
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        name = str(spec.get("serviceAccountName") or "default")
+        spec["serviceAccountName"] = name
+        spec["serviceAccount"] = name
+        if not mounting():
+            return
+        automount = spec.get("automountServiceAccountToken")
+        if automount is None:
+            account = lookup(str((obj.get("metadata") or {}).get("namespace") or ""), name)
+            automount = (account or {}).get("automountServiceAccountToken")
+        if automount is False:
+            return
+        containers = [
+            c
+            for key in ("initContainers", "containers", "ephemeralContainers")
+            for c in spec.get(key) or ()
+            if isinstance(c, dict)
+        ]
+        if any(
+            m.get("mountPath") == SERVICE_ACCOUNT_MOUNT
+            for c in containers
+            for m in c.get("volumeMounts") or ()
+        ):
+            return  # the pod mounts its own
+        volumes = spec.setdefault("volumes", [])
+        taken = {v.get("name") for v in volumes if isinstance(v, dict)}
+        volume_name = next(
+            n
+            for n in (f"kube-api-access-{secrets.token_hex(3)[:5]}" for _ in range(100))
+            if n not in taken
+        )
+        volumes.append(
+            {
+                "name": volume_name,
+                "projected": {
+                    "defaultMode": 420,
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+                                "path": "token",
+                            }
+                        },
+                        {
+                            "configMap": {
+                                "name": ROOT_CA_CONFIG_MAP,
+                                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                            }
+                        },
+                        {
+                            "downwardAPI": {
+                                "items": [
+                                    {
+                                        "path": "namespace",
+                                        "fieldRef": {
+                                            "apiVersion": "v1",
+                                            "fieldPath": "metadata.namespace",
+                                        },
+                                    }
+                                ]
+                            }
+                        },
+                    ],
+                },
+            }
+        )
+        for container in containers:
+            container.setdefault("volumeMounts", []).append(
+                {"name": volume_name, "mountPath": SERVICE_ACCOUNT_MOUNT, "readOnly": True}
+            )
+
+    return admit

@@ -137,6 +137,9 @@ class ApiServer:
         self.catalogue = specs or catalogue.Catalogue.load()
         self.store.admitters.append(admitting.serverless(self.catalogue, self.zones))
         self.store.admitters.append(admitting.knative_serving)
+        self.store.admitters.append(
+            admitting.service_accounts(self._service_account, lambda: self.pki is not None)
+        )
         self.service_ips = serviceips.ServiceIPs(self.store, service_cidr)
         self.store.allocators[("", "Service")] = self.service_ips
         self.pki: certificates.Pki | None = None
@@ -186,6 +189,10 @@ class ApiServer:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1]
         self.api.address = f"{self.host}:{self.port}"
+        namespaces = self.registry.by_kind("", "v1", "Namespace")
+        assert namespaces is not None
+        for entry in list(self.store.cache(namespaces).objects.values()):
+            await self._publish_root_ca(entry.obj["metadata"]["name"])
         await self._kubernetes_service()
         await self.service_ips.ensure_service_cidr()
 
@@ -346,6 +353,55 @@ class ApiServer:
     async def _after_create(self, resource: kinds.Resource, obj: dict[str, Any]) -> None:
         if resource.group == "" and resource.kind == "Namespace":
             await self._ensure_service_account(obj["metadata"]["name"])
+            await self._publish_root_ca(obj["metadata"]["name"])
+
+    def _service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        sa = self.registry.by_kind("", "v1", "ServiceAccount")
+        assert sa is not None
+        entry = self.store.cache(sa).objects.get(self.store.key(sa, namespace, name))
+        return entry.obj if entry is not None else None
+
+    async def _publish_root_ca(self, namespace: str) -> None:
+        """The ``kube-root-ca.crt`` ConfigMap, as upstream's root CA publisher
+        keeps it in every namespace: what pods verify the API server with."""
+        if self.pki is None:
+            return
+        config_maps = self.registry.by_kind("", "v1", "ConfigMap")
+        assert config_maps is not None
+        ca = self.pki.ca_cert.read_text()
+        options = storing.WriteOptions(manager="root-ca-cert-publisher")
+        entry = await self.store.get_stored(config_maps, namespace, admitting.ROOT_CA_CONFIG_MAP)
+        if entry is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": admitting.ROOT_CA_CONFIG_MAP,
+                    "annotations": {
+                        "kubernetes.io/description": "Contains a CA bundle that can be used to "
+                        "verify the kube-apiserver when using internal endpoints such as the "
+                        "internal service IP or kubernetes.default.svc. No other usage is "
+                        "guaranteed across distributions of Kubernetes clusters."
+                    },
+                },
+                "data": {"ca.crt": ca},
+            }
+            with contextlib.suppress(errors.StatusError):
+                await self.store.create(config_maps, namespace, body, options)
+            return
+        if (entry.obj.get("data") or {}).get("ca.crt") != ca:
+
+            def refresh(current: dict[str, Any] | None) -> dict[str, Any]:
+                assert current is not None
+                new = {**current, "data": {**(current.get("data") or {}), "ca.crt": ca}}
+                new["metadata"] = {**current["metadata"]}
+                new["metadata"].pop("resourceVersion", None)
+                return new
+
+            with contextlib.suppress(errors.StatusError):
+                await self.store.update(
+                    config_maps, namespace, admitting.ROOT_CA_CONFIG_MAP, refresh, options
+                )
 
     async def _ensure_service_account(self, namespace: str) -> None:
         sa = self.registry.by_kind("", "v1", "ServiceAccount")
