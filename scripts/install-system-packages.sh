@@ -6,8 +6,9 @@ set -euo pipefail
 
 # Real pods: containerd's CRI, runc and the CNI plugins. busybox-static is
 # what the pause image and test images are built from; docker-registry is the
-# local registry tests feed with those images.
-packages=(containerd runc containernetworking-plugins busybox-static docker-registry)
+# local registry tests feed with those images. conntrack clears stale UDP
+# flows when a Service's endpoints change; nftables applies the Service rules.
+packages=(containerd runc containernetworking-plugins busybox-static docker-registry conntrack nftables)
 # A Python with venv already working needs no python3-venv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 

@@ -19,6 +19,13 @@ that changed are rewritten, in one atomic ``nft -f`` transaction per sync; a
 full rewrite (delete and recreate the table, also atomic) happens at start
 and after a failed update. Endpoints are the ready ones; when none is ready,
 serving terminating ones are used, as upstream does during a rollout's end.
+
+UDP has no connection to end, so conntrack would keep sending a client's
+datagrams to an endpoint that is gone (or keep rejecting them after the
+Service gained one) for as long as the client keeps talking. As kube-proxy
+does, after an update the conntrack entries of UDP Service ports are
+deleted for every endpoint that left, and all of them for a port that had
+no endpoint before (``conntrack -D``; without the tool, a warning).
 """
 
 from __future__ import annotations
@@ -46,10 +53,57 @@ PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 BRIDGE_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 Runner = Callable[[str], Awaitable[None]]
+# Deletes conntrack entries: the arguments after ``conntrack -D``.
+ConntrackDeleter = Callable[[list[str]], Awaitable[None]]
 
 
 class NftError(Exception):
     """``nft`` refused a transaction; says what it printed."""
+
+
+async def delete_conntrack(arguments: list[str]) -> None:
+    """``conntrack -D <arguments>``; finding nothing to delete is fine."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "conntrack",
+            "-D",
+            *arguments,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        log.warning("conntrack is not installed: stale UDP flows to Services are not cleared")
+        return
+    _, err = await process.communicate()
+    # Exit status 1: "0 flow entries have been deleted".
+    if process.returncode not in (0, 1):
+        log.warning(
+            "conntrack -D %s: %s", " ".join(arguments), err.decode(errors="replace").strip()
+        )
+
+
+def conntrack_deletions(old: Ruleset, new: Ruleset) -> list[list[str]]:
+    """What to delete after ``old`` became ``new`` (kube-proxy's rules):
+    flows to endpoints a UDP Service port lost, and every flow of a port that
+    had no endpoint (they were rejected, or sent nowhere)."""
+    out: list[list[str]] = []
+    for key in sorted(set(old.udp) | set(new.udp)):
+        ip, _, port = _udp_key(key)
+        before = old.udp.get(key)
+        after = new.udp.get(key, frozenset())
+        flow = ["-p", "udp", "--orig-dst", ip, "--orig-port-dst", port]
+        if after and not before:
+            out.append(flow)
+            continue
+        for endpoint in sorted((before or frozenset()) - after):
+            out.append([*flow, "--dst-nat", endpoint])
+    return out
+
+
+def _udp_key(key: str) -> tuple[str, str, str]:
+    """A map key ``ip . proto . port`` in its parts."""
+    ip, proto, port = (part.strip() for part in key.split(" . "))
+    return ip, proto, port
 
 
 async def run_nft(script: str) -> None:
@@ -86,12 +140,15 @@ class Ruleset:
     sets: dict[str, int] = field(default_factory=dict)
     services: dict[str, str] = field(default_factory=dict)
     no_endpoints: dict[str, str] = field(default_factory=dict)
+    # UDP map keys and the endpoint IPs behind them (for conntrack clean-up).
+    udp: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def update(self, other: Ruleset) -> None:
         self.chains.update(other.chains)
         self.sets.update(other.sets)
         self.services.update(other.services)
         self.no_endpoints.update(other.no_endpoints)
+        self.udp.update(other.udp)
 
 
 def usable_endpoints(endpoints: list[servicemaps.Endpoint]) -> list[servicemaps.Endpoint]:
@@ -126,6 +183,9 @@ def service_ruleset(
         where = f"{service.namespace}/{service.name}/{proto}/{port.name}"
         keys = [f"{ip} . {proto} . {port.port}" for ip in addresses]
         chosen = usable_endpoints(endpoints(port))
+        if proto == "udp":
+            for key in keys:
+                out.udp[key] = frozenset(e.ip for e in chosen)
         if not chosen:
             for key in keys:
                 out.no_endpoints[key] = "goto reject-no-endpoints"
@@ -255,6 +315,7 @@ class ServiceProxy:
         bridge: str,
         pod_cidr: str,
         runner: Runner = run_nft,
+        conntrack: ConntrackDeleter = delete_conntrack,
         masquerade_all: bool | None = None,
         min_sync_interval: float = MIN_SYNC_INTERVAL,
     ) -> None:
@@ -262,6 +323,7 @@ class ServiceProxy:
         self.table = table_name(bridge)
         self.pod_cidr = str(ipaddress.ip_network(pod_cidr, strict=False))
         self.runner = runner
+        self.conntrack = conntrack
         if masquerade_all is None:
             # Without br_netfilter, a reply between two pods on the bridge
             # skips conntrack and is never un-DNATed: masquerade everything.
@@ -383,6 +445,10 @@ class ServiceProxy:
                     self.applied[key] = rules
                 else:
                     self.applied.pop(key, None)
+            # Only once the new rules are in: a flow deleted earlier could be
+            # re-created through the old ones.
+            for arguments in conntrack_deletions(old, new):
+                await self.conntrack(arguments)
         self.syncs += 1
         self.synced.set()
 

@@ -157,8 +157,17 @@ async def following(client: clients.ApiClient) -> AsyncIterator[Following]:
 
     factory = informers.InformerFactory(client)
     service_map = servicemaps.ServiceMap(factory)
+
+    async def conntrack(arguments: list[str]) -> None:
+        scripts.append("conntrack -D " + " ".join(arguments))
+
     proxy = serviceproxy.ServiceProxy(
-        service_map, bridge="t", pod_cidr=POD_CIDR, runner=runner, min_sync_interval=0
+        service_map,
+        bridge="t",
+        pod_cidr=POD_CIDR,
+        runner=runner,
+        conntrack=conntrack,
+        min_sync_interval=0,
     )
     await proxy.start()
     try:
@@ -258,3 +267,62 @@ async def test_an_address_two_services_claim_goes_to_the_first_until_it_lets_go(
         await asyncio.sleep(0.01)
     assert proxy.owners.get(element) == ("default", "b")
     assert any(f"add element ip {TABLE} no-endpoints {{ {element} :" in s for s in scripts[-3:])
+
+
+# --- stale UDP flows ----------------------------------------------------------------------
+
+
+def dns_service() -> servicemaps.Service:
+    return web(
+        ports=(
+            servicemaps.ServicePort("dns", "UDP", 53, 53),
+            servicemaps.ServicePort("dns-tcp", "TCP", 53, 53),
+        )
+    )
+
+
+def test_udp_flows_to_a_departed_endpoint_and_of_a_port_that_had_none_are_deleted() -> None:
+    nothing = render(dns_service(), [])
+    two = render(dns_service(), endpoints("10.88.0.5", "10.88.0.6"))
+    one = render(dns_service(), endpoints("10.88.0.6"))
+    flow = ["-p", "udp", "--orig-dst", "10.96.5.5", "--orig-port-dst", "53"]
+    # No endpoint, then some: every flow of the port (they were rejected).
+    assert serviceproxy.conntrack_deletions(nothing, two) == [flow]
+    # An endpoint leaves: only the flows it was given.
+    assert serviceproxy.conntrack_deletions(two, one) == [[*flow, "--dst-nat", "10.88.0.5"]]
+    # The Service goes: its last endpoint's flows.
+    assert serviceproxy.conntrack_deletions(one, serviceproxy.Ruleset()) == [
+        [*flow, "--dst-nat", "10.88.0.6"]
+    ]
+    # Nothing UDP changed (and TCP never needs it).
+    assert serviceproxy.conntrack_deletions(one, one) == []
+    assert (
+        serviceproxy.conntrack_deletions(render(web(), []), render(web(), endpoints("10.88.0.5")))
+        == []
+    )
+
+
+async def test_the_proxy_clears_udp_flows_after_the_rules_that_replace_them(
+    client: clients.ApiClient, following: Following
+) -> None:
+    proxy, scripts = following
+    await _settle(proxy, 1)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"ports": [{"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"}]},
+    }
+    ip = (await client.create(SERVICES, body))["spec"]["clusterIP"]
+    await _settle(proxy, 2)
+    udp_slice = endpoint_slice("dns-1", "dns", "10.88.0.5")
+    udp_slice["ports"] = [{"name": "dns", "protocol": "UDP", "port": 53}]
+    await client.create(SLICES, udp_slice)
+    await _settle(proxy, 3)
+    assert scripts[-1] == f"conntrack -D -p udp --orig-dst {ip} --orig-port-dst 53"
+    assert "dnat to 10.88.0.5:53" in scripts[-2]
+    await client.delete(SLICES, "default", "dns-1")
+    await _settle(proxy, 4)
+    assert (
+        scripts[-1] == f"conntrack -D -p udp --orig-dst {ip} --orig-port-dst 53 --dst-nat 10.88.0.5"
+    )
