@@ -18,6 +18,12 @@ with upstream's contents:
   by port set; terminating pods are left out of it (unless not-ready
   addresses are published), as upstream.
 
+A Service whose selector matches no pod and no pod template of any workload
+in its namespace (a typo in a label, the commonest reason a Service "does not
+work") gets a ``SelectorMatchesNothing`` Warning Event once it has been so
+for ``SELECTOR_GRACE`` (so creating the Service just before its Deployment
+says nothing); a workload scaled to zero still matches by its template.
+
 Services without a selector (and ExternalName services) are left alone: their
 endpoints are someone else's. Slices are owned by their Service, so the
 garbage collector removes them with it; the Endpoints object is deleted here.
@@ -34,6 +40,7 @@ from typing import Any
 from nodeless import clocks
 from nodeless.api import errors, selectors, values
 from nodeless.client import clients, controllers, events, informers
+from nodeless.controllers import podcontrol
 from nodeless.serverless import annotations as pod_annotations
 
 log = logging.getLogger(__name__)
@@ -673,9 +680,46 @@ class EndpointSliceController(_ServicePodsController):
         # it}, and when; the slice cache is not trusted until it shows them
         # (upstream's endpointSliceTracker), lest a stale cache make duplicates.
         self._written: dict[str, tuple[float, dict[str, str | None]]] = {}
+        self.workloads = [(factory.informer(ref), path) for ref, path in WORKLOAD_TEMPLATES]
+        # Services warned about, until something matches again.
+        self._selecting_nothing: set[str] = set()
 
     def _extra_informers(self) -> list[informers.Informer]:
-        return [self.slices]
+        return [self.slices, *(informer for informer, _ in self.workloads)]
+
+    def _check_selector(
+        self, key: str, service: Mapping[str, Any], selector: selectors.LabelSelector, pods: int
+    ) -> None:
+        """The Warning Event for a selector nothing in the namespace matches."""
+        if pods:
+            self._selecting_nothing.discard(key)
+            return
+        if key in self._selecting_nothing:
+            return
+        namespace = str((service.get("metadata") or {}).get("namespace") or "")
+        for informer, path in self.workloads:
+            for workload in informer.objects(namespace):
+                if selector.matches(template_labels(workload, path)):
+                    return
+        created = podcontrol.parse_time((service.get("metadata") or {}).get("creationTimestamp"))
+        if created is not None:
+            age = (self.clock.now() - created).total_seconds()
+            if age < SELECTOR_GRACE:
+                self.controller.queue.add_after(key, SELECTOR_GRACE - age)
+                return
+        self._selecting_nothing.add(key)
+        if self.recorder is not None:
+            wanted = ",".join(
+                f"{k}={v}"
+                for k, v in sorted(((service.get("spec") or {}).get("selector") or {}).items())
+            )
+            self.recorder.record(
+                clients.copy_with_type(SERVICES, dict(service)),
+                "Warning",
+                SELECTOR_MATCHES_NOTHING,
+                f"selector {wanted} matches no pod and no pod template in namespace {namespace}; "
+                "the Service has no endpoints",
+            )
 
     def _subscribe_extra(self) -> None:
         def enqueue(obj: clients.Object) -> None:
@@ -722,6 +766,7 @@ class EndpointSliceController(_ServicePodsController):
         service = self.services.get(key)
         if service is None:
             self._written.pop(key, None)
+            self._selecting_nothing.discard(key)
             return  # the slices are owned by the Service: the garbage collector removes them
         selector = service_selector(service)
         if selector is None:
@@ -731,7 +776,9 @@ class EndpointSliceController(_ServicePodsController):
             # Our last writes are not in the cache yet; their events requeue us.
             self.controller.queue.add_after(key, STALE_CACHE_TIMEOUT)
             return
-        groups = desired_slice_groups(service, self.selected_pods(service, selector), self.nodes)
+        selected = self.selected_pods(service, selector)
+        self._check_selector(key, service, selector, len(selected))
+        groups = desired_slice_groups(service, selected, self.nodes)
         plan = plan_slices(service, groups, existing, max_endpoints=self.max_endpoints_per_slice)
         if plan.empty:
             return
@@ -780,6 +827,34 @@ class EndpointSliceController(_ServicePodsController):
             len(plan.update),
             len(plan.delete),
         )
+
+
+# Workloads whose pod templates count as "the selector matches something".
+WORKLOAD_TEMPLATES: tuple[tuple[clients.ResourceRef, tuple[str, ...]], ...] = (
+    (clients.ResourceRef("apps", "v1", "deployments", True, "Deployment"), ("spec", "template")),
+    (clients.ResourceRef("apps", "v1", "replicasets", True, "ReplicaSet"), ("spec", "template")),
+    (clients.ResourceRef("apps", "v1", "statefulsets", True, "StatefulSet"), ("spec", "template")),
+    (clients.ResourceRef("batch", "v1", "jobs", True, "Job"), ("spec", "template")),
+    (
+        clients.ResourceRef("batch", "v1", "cronjobs", True, "CronJob"),
+        ("spec", "jobTemplate", "spec", "template"),
+    ),
+    (
+        clients.ResourceRef("", "v1", "replicationcontrollers", True, "ReplicationController"),
+        ("spec", "template"),
+    ),
+)
+SELECTOR_GRACE = 10.0
+SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
+
+
+def template_labels(obj: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
+    current: Any = obj
+    for key in path:
+        current = current.get(key) if isinstance(current, Mapping) else None
+    meta = current.get("metadata") if isinstance(current, Mapping) else None
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
 
 
 def _rv_older(candidate: str, reference: str) -> bool:

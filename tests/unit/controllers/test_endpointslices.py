@@ -3,11 +3,14 @@ cluster, plus the slice packing rules on their own."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from nodeless import clocks
 from nodeless.client import informers
 from nodeless.controllers import endpointslices, garbagecollection
 from tests.unit.controllers.conftest import Stack
@@ -391,3 +394,70 @@ def test_a_named_port_missing_from_a_pod_is_left_out_of_its_ports() -> None:
     bare["spec"]["containers"][0]["ports"] = []
     (group,) = endpointslices.desired_slice_groups(svc, [bare]).values()
     assert group.ports == [{"name": "metrics", "port": 9091, "protocol": "TCP"}]
+
+
+# --- a selector that matches nothing -----------------------------------------------------
+
+EVENTS = endpointslices.clients.ResourceRef("", "v1", "events", True, "Event")
+DEPLOYMENTS = endpointslices.WORKLOAD_TEMPLATES[0][0]
+
+
+async def test_a_selector_matching_no_pod_and_no_template_is_a_warning_once_past_its_grace(
+    stack: Stack,
+) -> None:
+    # A clock a minute ahead: every Service is already past its grace period.
+    clock = clocks.FakeClock(datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1))
+    factory = informers.InformerFactory(stack.client)
+    controller = endpointslices.EndpointSliceController(
+        stack.client, factory, clock=clock, recorder=stack.recorder
+    )
+    await controller.start()
+    try:
+        # A Deployment at zero replicas still matches by its template.
+        await stack.client.create(
+            DEPLOYMENTS,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "sleepy", "namespace": "default"},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {"app": "sleepy"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "sleepy"}},
+                        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                    },
+                },
+            },
+        )
+
+        async def seen() -> bool:
+            return controller.workloads[0][0].get("default/sleepy") is not None
+
+        await stack.wait_for(seen)
+        for name, app in (("typo", "wbe"), ("asleep", "sleepy")):
+            await stack.client.create(
+                SERVICES,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
+                },
+            )
+
+        async def warned() -> list[dict[str, Any]]:
+            items = (await stack.client.list(EVENTS, "default")).items
+            return [e for e in items if e["reason"] == endpointslices.SELECTOR_MATCHES_NOTHING]
+
+        [event] = await stack.wait_for(warned)
+        assert event["involvedObject"]["name"] == "typo"
+        assert event["type"] == "Warning"
+        assert "selector app=wbe matches no pod" in event["message"]
+        # Changes to the Service do not repeat it.
+        await stack.client.patch(SERVICES, "default", "typo", {"metadata": {"labels": {"x": "1"}}})
+        await asyncio.sleep(0.2)
+        assert len(await warned()) == 1
+    finally:
+        await controller.stop()
+        await factory.stop()
