@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, eventually, start_cluster, stop_cluster
+from conftest import VENV_BIN, Cluster, eventually, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -260,6 +260,53 @@ def test_delete_pod_removes_it_and_its_instance(sim: Cluster, ns: str) -> None:
     assert absent(sim, ns, "pod", "gone")
     eventually(lambda: absent(sim, ns, "instance", "gone"), "the Instance record to go")
     assert get_json(sim, ns, "instances")["items"] == []
+
+
+def test_nodeless_cost_reports_running_and_ended_instances_by_workload(
+    sim: Cluster, ns: str
+) -> None:
+    sim.kubectl(
+        "create", "deployment", "web", "-n", ns, "--replicas=2",
+        "--image=registry.local/nodeless/busybox:1.36", "--", "sleep", "infinity",
+    )  # fmt: skip
+    sim.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=60s", timeout=90)
+    apply(sim, ns, pod("lone"))
+    wait_ready(sim, ns, "lone")
+    sim.kubectl("delete", "pod", "lone", "-n", ns, "--wait=true", timeout=60)
+
+    def report(*args: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [str(VENV_BIN / "nodeless"), "cost", "--kubeconfig", str(sim.kubeconfig),
+             "-n", ns, "-o", "json", *args],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return dict(json.loads(out.stdout))
+
+    def both() -> dict[str, Any] | None:
+        found = report("--by", "workload")
+        return found if len(found["items"]) == 2 else None
+
+    found = eventually(both, "a bill for the Deployment and for the ended pod")
+    by_workload = {item["workload"]: item for item in found["items"]}
+    assert set(by_workload) == {"Deployment/web", "Pod/lone"}
+    assert by_workload["Deployment/web"]["pods"] == 2
+    assert by_workload["Deployment/web"]["capacityTypes"] == ["on-demand"]
+    assert found["currency"] == "USD"
+    # The ended pod's bill is a BillingRecord anyone can list.
+    records = json.loads(
+        sim.kubectl(
+            "get", "billingrecords", "-l", f"nodeless.dev/namespace={ns}", "-o", "json"
+        ).stdout
+    )["items"]
+    assert [r["spec"]["podName"] for r in records] == ["lone"]
+    assert int(records[0]["status"]["seconds"]) >= 1
+    table = subprocess.run(
+        [str(VENV_BIN / "nodeless"), "cost", "--kubeconfig", str(sim.kubeconfig), "-n", ns],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert table[0].split() == ["NAMESPACE", "PODS", "INSTANCE-SECONDS", "COST", "(USD)"]
+    assert table[1].split()[:2] == [ns, "3"]
+    assert table[-1].startswith("TOTAL")
 
 
 # --- serverless admission through kubectl ---------------------------------------------

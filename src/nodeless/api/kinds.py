@@ -373,6 +373,17 @@ BUILTIN: tuple[Resource, ...] = (
         cats=("nodeless",),
         status=True,
     ),
+    # nodeless.dev/v1: what each instance was billed, kept after it is gone
+    _r(
+        "nodeless.dev",
+        "v1",
+        "BillingRecord",
+        "billingrecords",
+        namespaced=False,
+        short=("bill", "bills"),
+        cats=("nodeless",),
+        status=True,
+    ),
     # reviews: answered, not stored
     _r(
         "authentication.k8s.io",

@@ -1635,6 +1635,35 @@ def _instance_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
     ]
 
 
+_BILLING_RECORD_COLUMNS = (
+    _NAME,
+    _c("Namespace", description="Namespace of the pod the instance ran."),
+    _c("Pod", description="The pod."),
+    _c("Workload", description="Top of the pod's owner chain."),
+    _c("Spec", description="Catalogue spec billed."),
+    _c("Capacity", description="on-demand or spot."),
+    _c("Seconds", "integer", description="Instance-seconds billed."),
+    _c("Cost", description="What they cost, in the catalogue's currency."),
+    _AGE,
+)
+
+
+def _billing_record_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
+    """nodeless.dev BillingRecords: one ended instance's bill."""
+    labels = _map(_get(obj, "metadata", "labels"))
+    return [
+        _name(obj),
+        _str(labels.get("nodeless.dev/namespace")),
+        _str(labels.get("nodeless.dev/pod")),
+        _str(labels.get("nodeless.dev/workload")) or "<none>",
+        _str(_get(obj, "spec", "instanceSpec")),
+        _str(_get(obj, "spec", "capacityType")),
+        _int(_get(obj, "status", "seconds")),
+        f"{_str(_get(obj, 'status', 'cost'))} {_str(_get(obj, 'spec', 'currency'))}".strip(),
+        _age(obj, now),
+    ]
+
+
 def _lease_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
     return [_name(obj), _str(_get(obj, "spec", "holderIdentity")), _age(obj, now)]
 
@@ -1852,6 +1881,7 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("policy", "PodDisruptionBudget"): _Printer(_PDB_COLUMNS, _pdb_cells),
     ("coordination.k8s.io", "Lease"): _Printer(_LEASE_COLUMNS, _lease_cells),
     ("nodeless.dev", "Instance"): _Printer(_INSTANCE_COLUMNS, _instance_cells),
+    ("nodeless.dev", "BillingRecord"): _Printer(_BILLING_RECORD_COLUMNS, _billing_record_cells),
     ("events.k8s.io", "Event"): _Printer(_EVENT_COLUMNS, _events_v1_cells),
     ("discovery.k8s.io", "EndpointSlice"): _Printer(_ENDPOINT_SLICE_COLUMNS, _endpoint_slice_cells),
     ("rbac.authorization.k8s.io", "RoleBinding"): _Printer(_ROLE_BINDING_COLUMNS, _binding_cells),

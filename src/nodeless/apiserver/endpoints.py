@@ -45,6 +45,7 @@ from nodeless.apiserver import (
     validating,
     watchcache,
 )
+from nodeless.serverless import billing
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,35 @@ class Api:
     def clock(self) -> Callable[[], datetime.datetime]:
         return self.store.clock
 
+    def _bills(self) -> list[dict[str, Any]]:
+        """Every bill from the watch cache: ended instances' BillingRecords and
+        running ones' Instance records, with their owners followed to the
+        workload (a ReplicaSet's Deployment, a Job's CronJob)."""
+        out: list[dict[str, Any]] = []
+        records = self.registry.by_kind("nodeless.dev", "v1", "BillingRecord")
+        instances = self.registry.by_kind("nodeless.dev", "v1", "Instance")
+        if records is not None:
+            out += [e.obj for e in self.store.cache(records).objects.values()]
+        if instances is None:
+            return out
+        for entry in list(self.store.cache(instances).objects.values()):
+            bill = billing.open_bill(entry.obj)
+            spec = bill["spec"]
+            kind, _, name = str(spec.get("workload") or "").partition("/")
+            parent_kind = {"ReplicaSet": ("apps", "ReplicaSet"), "Job": ("batch", "Job")}.get(kind)
+            if parent_kind is not None:
+                resource = self.registry.by_kind(parent_kind[0], "v1", parent_kind[1])
+                if resource is not None:
+                    key = self.store.key(resource, str(spec.get("namespace") or ""), name)
+                    parent = self.store.cache(resource).objects.get(key)
+                    for ref in ((parent.obj if parent else {}).get("metadata") or {}).get(
+                        "ownerReferences"
+                    ) or ():
+                        if ref.get("controller"):
+                            spec["workload"] = f"{ref.get('kind')}/{ref.get('name')}"
+            out.append(bill)
+        return out
+
     # --- entry -------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -286,6 +316,13 @@ class Api:
             return json_response(discovery.api_group_list(self.registry))
         if path.startswith("/openapi/v3"):
             return self._openapi(request)
+        if path == "/metrics":
+            return web.Response(
+                text=billing.prometheus(self._bills(), self.clock()),
+                content_type="text/plain",
+                charset="utf-8",
+                headers={"X-Content-Type-Options": "nosniff"},
+            )
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[0] == "apis":
             group_doc = discovery.api_group(self.registry, parts[1])

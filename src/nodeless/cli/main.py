@@ -26,7 +26,7 @@ from nodeless.apiserver import (
     serviceaccounts,
     serviceips,
 )
-from nodeless.cli import memory
+from nodeless.cli import costs, memory
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
 from nodeless.instances import managing, nodes
@@ -166,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
         "--sim-failure-rate", type=float, default=0.0, help="simulated: share of creates that fail"
     )
     up.add_argument("--log-level", default="WARNING")
+    costs.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return p
 
@@ -479,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"nodeless {__version__} (Kubernetes API {endpoints.KUBE_VERSION})")
         return 0
+    if args.command == "cost":
+        return asyncio.run(costs.run(args))
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -31,18 +31,25 @@ from nodeless.client import clients, controllers, events, informers
 from nodeless.instances import nodes, podstatuses
 from nodeless.instances.providers import base
 from nodeless.serverless import annotations as pod_annotations
-from nodeless.serverless import catalogue
+from nodeless.serverless import billing, catalogue
 
 log = logging.getLogger(__name__)
 
 PODS = clients.ResourceRef("", "v1", "pods", True, "Pod")
 INSTANCES = clients.ResourceRef("nodeless.dev", "v1", "instances", True, "Instance")
+BILLING_RECORDS = clients.ResourceRef(
+    "nodeless.dev", "v1", "billingrecords", False, "BillingRecord"
+)
 MANAGER = "nodeless-instance-manager"
 Obj = dict[str, Any]
 
 
 def _time(clock: clocks.Clock) -> str:
     return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _billing_time(clock: clocks.Clock) -> str:
+    return billing.format_time(clock.now())
 
 
 def _status_to_record(status: base.InstanceStatus) -> Obj:
@@ -127,6 +134,20 @@ def _status_from_record(record: Obj) -> base.InstanceStatus:
     )
 
 
+# Owners whose own controller is the workload a user names (Deployment, CronJob).
+OWNER_PARENTS = {
+    "ReplicaSet": clients.ResourceRef("apps", "v1", "replicasets", True, "ReplicaSet"),
+    "Job": clients.ResourceRef("batch", "v1", "jobs", True, "Job"),
+}
+
+
+def _controller_of(obj: Obj) -> Obj | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return {"kind": ref.get("kind"), "name": ref.get("name")}
+    return None
+
+
 class InstanceManager:
     def __init__(
         self,
@@ -161,6 +182,9 @@ class InstanceManager:
         # writes it with the state the instance has reached by then.
         self._unrecorded: dict[str, Obj] = {}
         self._final: dict[str, base.InstanceStatus] = {}
+        # Billed intervals per instance ID, as last written to its record
+        # (the informer may lag our own writes; one worker per pod writes them).
+        self._billing: dict[str, list[Obj]] = {}
         self._adopted = False
         self.pods.add_handlers(
             self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
@@ -532,11 +556,17 @@ class InstanceManager:
                 "capacityType": pod_annotations.read(notes, pod_annotations.CAPACITY_TYPE)
                 or "on-demand",
                 "hourlyPrice": str(spec.hourly_price if spec else Decimal(0)),
+                "currency": self.specs.currency,
                 "provider": self.provider.name,
+                # Who the bill belongs to, once the pod is gone.
+                "podLabels": dict(meta.get("labels") or {}),
+                "owner": _controller_of(pod),
             },
             "status": {
                 "state": base.InstanceState.SCHEDULING.value,
                 "lastTransitionTime": _time(self.clock),
+                # Billing starts when the provider is asked (the image pull).
+                "createdAt": _billing_time(self.clock),
             },
         }
 
@@ -571,6 +601,21 @@ class InstanceManager:
             if status is not None:
                 saved = _status_to_record(status)
                 saved["lastTransitionTime"] = _time(self.clock)
+                created_at = (body.get("status") or {}).get("createdAt") or _billing_time(
+                    self.clock
+                )
+                saved["createdAt"] = created_at
+                if status.state.billed:
+                    spec = body.get("spec") or {}
+                    saved["billing"] = {
+                        "intervals": billing.advance(
+                            [],
+                            status.state.value,
+                            True,
+                            created_at,
+                            str(spec.get("hourlyPrice") or "0"),
+                        )
+                    }
                 record["status"] = saved
         try:
             stored = await self.client.create(
@@ -586,6 +631,10 @@ class InstanceManager:
                 (body.get("metadata") or {}).get("name", ""),
             )
         self._unrecorded.pop(key, None)
+        instance_id = str((stored.get("spec") or {}).get("instanceID") or "")
+        self._billing[instance_id] = list(
+            ((stored.get("status") or {}).get("billing") or {}).get("intervals") or []
+        )
         return stored
 
     async def _provider_failed(self, pod: Obj, record: Obj, message: str) -> None:
@@ -658,8 +707,33 @@ class InstanceManager:
                 options=clients.WriteOptions(field_manager=MANAGER),
             )
 
+    def _intervals(self, record: Obj) -> list[Obj]:
+        instance_id = str((record.get("spec") or {}).get("instanceID") or "")
+        known = self._billing.get(instance_id)
+        if known is None:
+            known = list(((record.get("status") or {}).get("billing") or {}).get("intervals") or [])
+        return known
+
     async def _write_record_state(self, record: Obj, state: Obj) -> None:
+        """The record's new state, with its billed intervals moved on (the
+        open one closes when the state changes; a billed state opens one)."""
         meta = record.get("metadata") or {}
+        spec = record.get("spec") or {}
+        instance_id = str(spec.get("instanceID") or "")
+        try:
+            entered = base.InstanceState(str(state.get("state")))
+        except ValueError:
+            entered = None
+        if entered is not None:
+            intervals = billing.advance(
+                self._intervals(record),
+                entered.value,
+                entered.billed,
+                _billing_time(self.clock),
+                str(spec.get("hourlyPrice") or "0"),
+            )
+            state = {**state, "billing": {"intervals": intervals}}
+            self._billing[instance_id] = intervals
         with contextlib.suppress(errors.StatusError):
             await self.client.patch(
                 INSTANCES,
@@ -707,9 +781,97 @@ class InstanceManager:
             await self.client.delete(PODS, meta.get("namespace", ""), meta.get("name", ""), options)
 
     async def _delete_record(self, record: Obj) -> None:
+        """The instance is gone: its bill is kept as a BillingRecord, then the
+        record goes (a crash in between leaves the record, and the next try
+        finds the bill already written)."""
         meta = record.get("metadata") or {}
+        await self._write_bill(record)
         with contextlib.suppress(errors.StatusError):
             await self.client.delete(INSTANCES, meta.get("namespace", ""), meta.get("name", ""))
+        self._billing.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
+
+    async def _write_bill(self, record: Obj) -> None:
+        meta = record.get("metadata") or {}
+        spec = record.get("spec") or {}
+        intervals = billing.close(self._intervals(record), _billing_time(self.clock))
+        if not intervals:
+            return  # never billed (it failed before the provider took it)
+        seconds, cost = billing.totals(intervals, self.clock.now())
+        owner = spec.get("owner") or None
+        parents: dict[tuple[str, str], Obj | None] = {}
+        if owner and owner.get("kind") in OWNER_PARENTS:
+            parents[(owner["kind"], owner["name"])] = await self._controller_of_owner(
+                str(meta.get("namespace") or ""), owner
+            )
+        labels = {str(k): str(v) for k, v in (spec.get("podLabels") or {}).items()}
+        labels.update(
+            {
+                billing.NAMESPACE_LABEL: str(meta.get("namespace") or ""),
+                billing.POD_LABEL: str(spec.get("podName") or meta.get("name") or ""),
+            }
+        )
+        workload = billing.workload_of(owner, parents)
+        if workload:
+            labels[billing.WORKLOAD_LABEL] = workload.replace("/", ".")
+        body = {
+            "apiVersion": "nodeless.dev/v1",
+            "kind": "BillingRecord",
+            "metadata": {"name": spec.get("instanceID"), "labels": labels},
+            "spec": {
+                key: spec.get(key)
+                for key in (
+                    "instanceID",
+                    "podName",
+                    "podUID",
+                    "zone",
+                    "instanceSpec",
+                    "capacityType",
+                    "hourlyPrice",
+                    "currency",
+                    "provider",
+                )
+            }
+            | {"namespace": meta.get("namespace"), "workload": workload},
+            "status": {
+                "intervals": intervals,
+                "seconds": seconds,
+                "cost": billing.money(cost),
+            },
+        }
+        try:
+            await self.client.create(
+                BILLING_RECORDS, body, clients.WriteOptions(field_manager=MANAGER)
+            )
+        except errors.StatusError as err:
+            if err.code != 409:
+                log.warning("cannot keep the bill of %s: %s", spec.get("instanceID"), err.message)
+            return
+        if self.recorder is not None:
+            involved = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": spec.get("podName") or meta.get("name"),
+                    "namespace": meta.get("namespace"),
+                    "uid": spec.get("podUID"),
+                },
+            }
+            self.recorder.record(
+                involved,
+                "Normal",
+                "InstanceBilled",
+                f"instance {spec.get('instanceID')} ({spec.get('instanceSpec')}, "
+                f"{spec.get('capacityType')}) billed {seconds} s at {spec.get('hourlyPrice')}/h: "
+                f"{billing.money(cost)} {spec.get('currency') or ''}".rstrip(),
+            )
+
+    async def _controller_of_owner(self, namespace: str, owner: Obj) -> Obj | None:
+        ref = OWNER_PARENTS[str(owner.get("kind"))]
+        try:
+            obj = await self.client.get(ref, namespace, str(owner.get("name") or ""))
+        except errors.StatusError:
+            return None
+        return _controller_of(obj)
 
     async def _release(self, key: str, record: Obj) -> None:
         """The pod is gone (or replaced by a new pod of the same name)."""
