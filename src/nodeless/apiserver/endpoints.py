@@ -278,19 +278,24 @@ class Api:
             return out
         for entry in list(self.store.cache(instances).objects.values()):
             bill = billing.open_bill(entry.obj)
-            spec = bill["spec"]
-            kind, _, name = str(spec.get("workload") or "").partition("/")
-            parent_kind = {"ReplicaSet": ("apps", "ReplicaSet"), "Job": ("batch", "Job")}.get(kind)
-            if parent_kind is not None:
-                resource = self.registry.by_kind(parent_kind[0], "v1", parent_kind[1])
-                if resource is not None:
-                    key = self.store.key(resource, str(spec.get("namespace") or ""), name)
-                    parent = self.store.cache(resource).objects.get(key)
-                    for ref in ((parent.obj if parent else {}).get("metadata") or {}).get(
-                        "ownerReferences"
-                    ) or ():
-                        if ref.get("controller"):
-                            spec["workload"] = f"{ref.get('kind')}/{ref.get('name')}"
+            namespace = str(bill["spec"].get("namespace") or "")
+            ref = bill["spec"].get("owner")
+            # The owner chain, read from the watch cache (the sync twin of billing.top_owner).
+            for _ in range(billing.MAX_OWNER_DEPTH):
+                lookup = billing.owner_lookup(ref) if ref else None
+                resource = (
+                    self.registry.by_kind(lookup[0], lookup[1], lookup[3]) if lookup else None
+                )
+                if ref is None or resource is None:
+                    break
+                parent = self.store.cache(resource).objects.get(
+                    self.store.key(resource, namespace, str(ref.get("name") or ""))
+                )
+                up = billing.controller_ref(parent.obj if parent is not None else None)
+                if up is None:
+                    break
+                ref = up
+            bill["spec"]["workload"] = billing.workload_name(ref)
             out.append(bill)
         return out
 

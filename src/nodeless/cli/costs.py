@@ -27,10 +27,6 @@ BILLING_RECORDS = clients.ResourceRef(
     "nodeless.dev", "v1", "billingrecords", False, "BillingRecord"
 )
 INSTANCES = clients.ResourceRef("nodeless.dev", "v1", "instances", True, "Instance")
-PARENTS = {
-    "ReplicaSet": clients.ResourceRef("apps", "v1", "replicasets", True, "ReplicaSet"),
-    "Job": clients.ResourceRef("batch", "v1", "jobs", True, "Job"),
-}
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -72,16 +68,25 @@ async def collect(
     """Every bill, ended and running, in BillingRecord shape, filtered."""
     bills = list((await client.list(BILLING_RECORDS)).items)
     running = [billing.open_bill(i) for i in (await client.list(INSTANCES)).items]
-    parents: dict[tuple[str, str, str], str] = {}
+    cache: dict[tuple[str, str, str, str, str], Mapping[str, Any] | None] = {}
     for bill in running:
         spec = bill["spec"]
-        workload = str(spec.get("workload") or "")
-        kind, _, name = workload.partition("/")
-        if kind in PARENTS:
-            key = (str(spec.get("namespace") or ""), kind, name)
-            if key not in parents:
-                parents[key] = await _parent(client, *key) or workload
-            spec["workload"] = parents[key]
+        namespace = str(spec.get("namespace") or "")
+
+        async def fetch(
+            lookup: tuple[str, str, str, str], name: str, namespace: str = namespace
+        ) -> Mapping[str, Any] | None:
+            key = (namespace, *lookup[:3], name)
+            if key not in cache:
+                group, version, plural, kind = lookup
+                ref = clients.ResourceRef(group, version, plural, True, kind)
+                try:
+                    cache[key] = await client.get(ref, namespace, name)
+                except errors.StatusError:
+                    cache[key] = None
+            return cache[key]
+
+        spec["workload"] = billing.workload_name(await billing.top_owner(spec.get("owner"), fetch))
     wanted = selectors.parse_label_selector(selector) if selector else None
     out = []
     for bill in [*bills, *running]:
@@ -93,17 +98,6 @@ async def collect(
             continue
         out.append(bill)
     return out
-
-
-async def _parent(client: clients.ApiClient, namespace: str, kind: str, name: str) -> str:
-    try:
-        obj = await client.get(PARENTS[kind], namespace, name)
-    except errors.StatusError:
-        return ""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return f"{ref.get('kind')}/{ref.get('name')}"
-    return ""
 
 
 def render(

@@ -134,20 +134,6 @@ def _status_from_record(record: Obj) -> base.InstanceStatus:
     )
 
 
-# Owners whose own controller is the workload a user names (Deployment, CronJob).
-OWNER_PARENTS = {
-    "ReplicaSet": clients.ResourceRef("apps", "v1", "replicasets", True, "ReplicaSet"),
-    "Job": clients.ResourceRef("batch", "v1", "jobs", True, "Job"),
-}
-
-
-def _controller_of(obj: Obj) -> Obj | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return {"kind": ref.get("kind"), "name": ref.get("name")}
-    return None
-
-
 class InstanceManager:
     def __init__(
         self,
@@ -560,7 +546,7 @@ class InstanceManager:
                 "provider": self.provider.name,
                 # Who the bill belongs to, once the pod is gone.
                 "podLabels": dict(meta.get("labels") or {}),
-                "owner": _controller_of(pod),
+                "owner": billing.controller_ref(pod),
             },
             "status": {
                 "state": base.InstanceState.SCHEDULING.value,
@@ -797,12 +783,18 @@ class InstanceManager:
         if not intervals:
             return  # never billed (it failed before the provider took it)
         seconds, cost = billing.totals(intervals, self.clock.now())
-        owner = spec.get("owner") or None
-        parents: dict[tuple[str, str], Obj | None] = {}
-        if owner and owner.get("kind") in OWNER_PARENTS:
-            parents[(owner["kind"], owner["name"])] = await self._controller_of_owner(
-                str(meta.get("namespace") or ""), owner
-            )
+        namespace = str(meta.get("namespace") or "")
+
+        async def fetch(lookup: tuple[str, str, str, str], name: str) -> Obj | None:
+            group, version, plural, kind = lookup
+            try:
+                return await self.client.get(
+                    clients.ResourceRef(group, version, plural, True, kind), namespace, name
+                )
+            except errors.StatusError:
+                return None
+
+        workload = billing.workload_name(await billing.top_owner(spec.get("owner"), fetch))
         labels = {str(k): str(v) for k, v in (spec.get("podLabels") or {}).items()}
         labels.update(
             {
@@ -810,7 +802,6 @@ class InstanceManager:
                 billing.POD_LABEL: str(spec.get("podName") or meta.get("name") or ""),
             }
         )
-        workload = billing.workload_of(owner, parents)
         if workload:
             labels[billing.WORKLOAD_LABEL] = workload.replace("/", ".")
         body = {
@@ -864,14 +855,6 @@ class InstanceManager:
                 f"{spec.get('capacityType')}) billed {seconds} s at {spec.get('hourlyPrice')}/h: "
                 f"{billing.money(cost)} {spec.get('currency') or ''}".rstrip(),
             )
-
-    async def _controller_of_owner(self, namespace: str, owner: Obj) -> Obj | None:
-        ref = OWNER_PARENTS[str(owner.get("kind"))]
-        try:
-            obj = await self.client.get(ref, namespace, str(owner.get("name") or ""))
-        except errors.StatusError:
-            return None
-        return _controller_of(obj)
 
     async def _release(self, key: str, record: Obj) -> None:
         """The pod is gone (or replaced by a new pod of the same name)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -194,39 +194,70 @@ def totals(intervals: list[dict[str, Any]], now: datetime.datetime) -> tuple[int
     return sum(i.seconds(now) for i in parsed), sum((i.cost(now) for i in parsed), Decimal(0))
 
 
-def workload_of(
-    owner: Mapping[str, Any] | None, parents: Mapping[tuple[str, str], Mapping[str, Any] | None]
-) -> str:
-    """``Kind/name`` of the top of a pod's owner chain: a ReplicaSet's
-    Deployment, a Job's CronJob; ``parents`` maps (kind, name) of the pod's
-    owner to that owner's own controller reference (None: it has none)."""
-    if not owner:
+# Owners a workload sits above (followed up the chain); anything else is the
+# top: (apiVersion, kind) -> plural.
+OWNER_KINDS: Final = {
+    ("apps/v1", "ReplicaSet"): "replicasets",
+    ("apps/v1", "Deployment"): "deployments",
+    ("apps/v1", "StatefulSet"): "statefulsets",
+    ("batch/v1", "Job"): "jobs",
+    ("batch/v1", "CronJob"): "cronjobs",
+    ("serving.knative.dev/v1", "Revision"): "revisions",
+    ("serving.knative.dev/v1", "Service"): "services",
+}
+MAX_OWNER_DEPTH: Final = 6
+_CORE_GROUPS: Final = ("", "v1", "apps", "batch")
+
+
+def controller_ref(obj: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The object's controller (apiVersion, kind, name), or None."""
+    for ref in ((obj or {}).get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return {
+                "apiVersion": str(ref.get("apiVersion") or ""),
+                "kind": str(ref.get("kind") or ""),
+                "name": str(ref.get("name") or ""),
+            }
+    return None
+
+
+def owner_lookup(ref: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
+    """(group, version, plural, kind) to read an owner by, when its own owner counts."""
+    api_version, kind = str(ref.get("apiVersion") or ""), str(ref.get("kind") or "")
+    plural = OWNER_KINDS.get((api_version, kind))
+    if plural is None:
+        return None
+    group, _, version = api_version.rpartition("/")
+    return group, version, plural, kind
+
+
+Fetch = Callable[[tuple[str, str, str, str], str], Awaitable[Mapping[str, Any] | None]]
+
+
+async def top_owner(ref: Mapping[str, Any] | None, fetch: Fetch) -> Mapping[str, Any] | None:
+    """Follow controller references up from a pod's owner while they lead to
+    a kind in ``OWNER_KINDS``; ``fetch(lookup, name)`` reads one (None: gone)."""
+    for _ in range(MAX_OWNER_DEPTH):
+        lookup = owner_lookup(ref) if ref else None
+        if ref is None or lookup is None:
+            break
+        parent = controller_ref(await fetch(lookup, str(ref.get("name") or "")))
+        if parent is None:
+            break
+        ref = parent
+    return ref
+
+
+def workload_name(ref: Mapping[str, Any] | None) -> str:
+    """``Deployment/web``; kinds of other groups carry theirs
+    (``Service.serving.knative.dev/hello``), as kubectl names them."""
+    if not ref:
         return ""
-    kind, name = str(owner.get("kind") or ""), str(owner.get("name") or "")
-    parent = parents.get((kind, name))
-    if parent:
-        return f"{parent.get('kind')}/{parent.get('name')}"
-    return f"{kind}/{name}"
-
-
-def open_bill(instance: Mapping[str, Any]) -> dict[str, Any]:
-    """An Instance record (a live instance) in a BillingRecord's shape."""
-    meta = instance.get("metadata") or {}
-    spec = instance.get("spec") or {}
-    owner = spec.get("owner") or {}
-    workload = f"{owner.get('kind')}/{owner.get('name')}" if owner else ""
-    return {
-        "metadata": {"name": spec.get("instanceID"), "labels": dict(spec.get("podLabels") or {})},
-        "spec": {
-            **spec,
-            "namespace": meta.get("namespace"),
-            "workload": workload,
-        },
-        "status": {
-            "intervals": ((instance.get("status") or {}).get("billing") or {}).get("intervals")
-            or []
-        },
-    }
+    group = str(ref.get("apiVersion") or "").rpartition("/")[0]
+    kind = str(ref.get("kind") or "")
+    if group not in _CORE_GROUPS:
+        kind = f"{kind}.{group}"
+    return f"{kind}/{ref.get('name')}"
 
 
 def _label_value(text: str) -> str:
@@ -283,3 +314,22 @@ def prometheus(bills: Iterable[Mapping[str, Any]], now: datetime.datetime) -> st
             f'capacity_type="{capacity}"}} {count}'
         )
     return "\n".join(lines) + "\n"
+
+
+def open_bill(instance: Mapping[str, Any]) -> dict[str, Any]:
+    """An Instance record (a live instance) in a BillingRecord's shape."""
+    meta = instance.get("metadata") or {}
+    spec = instance.get("spec") or {}
+    return {
+        "metadata": {"name": spec.get("instanceID"), "labels": dict(spec.get("podLabels") or {})},
+        "spec": {
+            **spec,
+            "namespace": meta.get("namespace"),
+            # The pod's own controller; readers follow it up (``top_owner``).
+            "workload": workload_name(spec.get("owner")),
+        },
+        "status": {
+            "intervals": ((instance.get("status") or {}).get("billing") or {}).get("intervals")
+            or []
+        },
+    }

@@ -144,17 +144,52 @@ def test_prometheus_counters_per_namespace_workload_and_capacity() -> None:
     assert 'nodeless_instances_billed{namespace="shop",capacity_type="on-demand"} 1' in text
 
 
-def test_a_pods_workload_is_the_top_of_its_owner_chain() -> None:
-    owner = {"kind": "ReplicaSet", "name": "web-abc"}
-    assert (
-        billing.workload_of(
-            owner, {("ReplicaSet", "web-abc"): {"kind": "Deployment", "name": "web"}}
-        )
-        == "Deployment/web"
-    )
-    assert billing.workload_of(owner, {("ReplicaSet", "web-abc"): None}) == "ReplicaSet/web-abc"
-    assert billing.workload_of({"kind": "StatefulSet", "name": "db"}, {}) == "StatefulSet/db"
-    assert billing.workload_of(None, {}) == ""
+def owned_by(api_version: str, kind: str, name: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "ownerReferences": [
+                {"apiVersion": api_version, "kind": kind, "name": name, "controller": True}
+            ]
+        }
+    }
+
+
+async def test_a_pods_workload_is_the_top_of_its_owner_chain() -> None:
+    objects = {
+        ("replicasets", "hello-00001-deployment-5f4"): owned_by(
+            "apps/v1", "Deployment", "hello-00001-deployment"
+        ),
+        ("deployments", "hello-00001-deployment"): owned_by(
+            "serving.knative.dev/v1", "Revision", "hello-00001"
+        ),
+        ("revisions", "hello-00001"): owned_by("serving.knative.dev/v1", "Service", "hello"),
+        ("services", "hello"): {"metadata": {}},
+        ("replicasets", "orphan"): {"metadata": {}},
+    }
+    fetched: list[str] = []
+
+    async def fetch(lookup: tuple[str, str, str, str], name: str) -> dict[str, Any] | None:
+        fetched.append(f"{lookup[2]}/{name}")
+        return objects.get((lookup[2], name))
+
+    pod_owner = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "hello-00001-deployment-5f4",
+    }
+    top = await billing.top_owner(pod_owner, fetch)
+    assert billing.workload_name(top) == "Service.serving.knative.dev/hello"
+    assert fetched[-1] == "services/hello"
+    orphan = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "orphan"}
+    assert billing.workload_name(await billing.top_owner(orphan, fetch)) == "ReplicaSet/orphan"
+    gone = {"apiVersion": "batch/v1", "kind": "Job", "name": "gone"}
+    assert billing.workload_name(await billing.top_owner(gone, fetch)) == "Job/gone"
+    # Kinds outside the chain are the top without being read.
+    fetched.clear()
+    sts = {"apiVersion": "example.com/v1", "kind": "Database", "name": "db"}
+    assert billing.workload_name(await billing.top_owner(sts, fetch)) == "Database.example.com/db"
+    assert fetched == []
+    assert billing.workload_name(await billing.top_owner(None, fetch)) == ""
 
 
 # --- the ledger ----------------------------------------------------------------------------
