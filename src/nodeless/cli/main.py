@@ -26,7 +26,7 @@ from nodeless.apiserver import (
     serviceaccounts,
     serviceips,
 )
-from nodeless.cli import costs, memory
+from nodeless.cli import costs, memory, spotprices
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
 from nodeless.instances import managing, nodes
@@ -38,7 +38,7 @@ from nodeless.instances.providers.cri import registryauth
 from nodeless.instances.providers.cri import volumefiles as cri_volumefiles
 from nodeless.networking import running as networking
 from nodeless.scheduler import scheduling
-from nodeless.serverless import catalogue
+from nodeless.serverless import catalogue, spotmarket
 from nodeless.storage import compacting, sqlite
 
 log = logging.getLogger("nodeless")
@@ -140,6 +140,13 @@ def parser() -> argparse.ArgumentParser:
         help="cri: the ingress gateway's HTTPS address, or off (default 127.0.0.1:8443)",
     )
     up.add_argument(
+        "--spot-market",
+        type=Path,
+        default=None,
+        help="the spot market's configuration (seed, price band, stock per zone); default: "
+        "the packaged spot.yaml",
+    )
+    up.add_argument(
         "--cri-socket",
         default=None,
         help="cri: use the CRI runtime at this socket instead of starting containerd",
@@ -167,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--log-level", default="WARNING")
     costs.add_parser(sub)
+    spotprices.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return p
 
@@ -374,7 +382,14 @@ async def start_components(
 
         # metrics.k8s.io (kubectl top, the HPA) reads their usage.
         api.metrics_source = pod_usage
-        scheduler = scheduling.Scheduler(client, zones, specs, clock=clock, recorder=recorder)
+        scheduler = scheduling.Scheduler(
+            client,
+            zones,
+            specs,
+            clock=clock,
+            recorder=recorder,
+            market=spotmarket.SpotMarket.load(args.spot_market),
+        )
         scheduler.start()
         components.running.append(scheduler)
         controllers = running.ControllerManager(
@@ -482,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "cost":
         return asyncio.run(costs.run(args))
+    if args.command == "spot":
+        return spotprices.run(args)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

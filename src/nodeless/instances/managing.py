@@ -541,7 +541,9 @@ class InstanceManager:
                 "gpus": spec.gpu_count if spec else 0,
                 "capacityType": pod_annotations.read(notes, pod_annotations.CAPACITY_TYPE)
                 or "on-demand",
-                "hourlyPrice": str(spec.hourly_price if spec else Decimal(0)),
+                # The price bought at (a spot pod's market price), else the spec's.
+                "hourlyPrice": pod_annotations.read(notes, pod_annotations.PRICE)
+                or str(spec.hourly_price if spec else Decimal(0)),
                 "currency": self.specs.currency,
                 "provider": self.provider.name,
                 # Who the bill belongs to, once the pod is gone.

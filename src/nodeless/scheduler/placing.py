@@ -66,6 +66,15 @@ class ZoneState:
 class Placement:
     zone: str
     spec: catalogue.Spec
+    capacity_type: str = "on-demand"
+    # The hourly price bought at (the spec's on-demand price unless spot).
+    price: Decimal | None = None
+    # Why a spot pod runs on demand (spot-fallback), for its Scheduled event.
+    fallback: str = ""
+
+    @property
+    def hourly_price(self) -> Decimal:
+        return self.price if self.price is not None else self.spec.hourly_price
 
 
 @dataclass(frozen=True)

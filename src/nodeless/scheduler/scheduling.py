@@ -24,7 +24,7 @@ from nodeless.client import clients, events, informers
 from nodeless.instances import nodes
 from nodeless.scheduler import placing
 from nodeless.serverless import annotations as pod_annotations
-from nodeless.serverless import catalogue, sizing
+from nodeless.serverless import catalogue, sizing, spotmarket
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,14 @@ class Scheduler:
         clock: clocks.Clock | None = None,
         recorder: events.EventRecorder | None = None,
         seed: int | None = None,
+        market: spotmarket.PriceFeed | None = None,
     ) -> None:
         self.client = client
         self.specs = specs
+        self.market = market if market is not None else spotmarket.SpotMarket.load()
+        # Pods holding spot capacity, and how many per zone (the zones' spot stock).
+        self._spot: dict[str, str] = {}
+        self._spot_counts: dict[str, int] = {}
         self.clock = clock or clocks.SystemClock()
         self.recorder = recorder
         self.rng = random.Random(seed)
@@ -94,6 +99,7 @@ class Scheduler:
             old_zone, spec, ns, labels = previous
             self.zones[old_zone].release(spec, ns, labels)
             del self._accounted[key]
+            self._release_spot(key)
             self._retry_unschedulable()
         if active and key not in self._accounted and zone is not None:
             spec = _spec_of(pod, self.specs)
@@ -105,6 +111,19 @@ class Scheduler:
                 state.memory_gib += spec.memory_gib
             state.pods.append((meta.get("namespace", ""), labels))
             self._accounted[key] = (zone, spec, meta.get("namespace", ""), labels)
+            notes = meta.get("annotations") or {}
+            if pod_annotations.read(notes, pod_annotations.CAPACITY_TYPE) == "spot":
+                self._take_spot(key, zone)
+
+    def _take_spot(self, key: str, zone: str) -> None:
+        if key not in self._spot:
+            self._spot[key] = zone
+            self._spot_counts[zone] = self._spot_counts.get(zone, 0) + 1
+
+    def _release_spot(self, key: str) -> None:
+        zone = self._spot.pop(key, None)
+        if zone is not None:
+            self._spot_counts[zone] = max(0, self._spot_counts.get(zone, 0) - 1)
 
     def _wants_scheduling(self, pod: dict[str, Any]) -> bool:
         spec = pod.get("spec") or {}
@@ -129,6 +148,7 @@ class Scheduler:
         if previous is not None:
             zone, spec, ns, labels = previous
             self.zones[zone].release(spec, ns, labels)
+            self._release_spot(key)
             self._retry_unschedulable()
         self._queue.pop(key, None)
         self._unschedulable.discard(key)
@@ -188,6 +208,8 @@ class Scheduler:
                 self.zones[outcome.zone].take(outcome.spec, namespace, labels)
                 # Counted now, so the informer's view of the bound pod is not counted again.
                 self._accounted[key] = (outcome.zone, outcome.spec, namespace, labels)
+                if outcome.capacity_type == "spot":
+                    self._take_spot(key, outcome.zone)
                 decisions.append((pod, outcome))
             else:
                 failures.append((pod, outcome.message))
@@ -213,7 +235,38 @@ class Scheduler:
             sized = sizing.size_pod(pod, self.specs)
         except errors.StatusError as err:
             return placing.Unschedulable([err.message])
-        return placing.place(pod, sized.candidates, options, list(self.zones.values()), self.rng)
+        placement = placing.place(
+            pod, sized.candidates, options, list(self.zones.values()), self.rng
+        )
+        if not options.spot or not isinstance(placement, placing.Placement):
+            return placement
+        return self._buy_spot(placement, options)
+
+    def _buy_spot(
+        self, placement: placing.Placement, options: pod_annotations.PodOptions
+    ) -> placing.Placement | placing.Unschedulable:
+        """Spot capacity at the market price, when the zone has stock and the
+        price is within the pod's limit; else on demand if the pod falls back,
+        else it waits (Pending, FailedScheduling saying why)."""
+        zone, spec = placement.zone, placement.spec
+        price = self.market.hourly_price(zone, spec, self.clock.now())
+        why = ""
+        if self._spot_counts.get(zone, 0) >= self.market.stock(zone):
+            why = f"zone {zone} has no spot capacity left ({self.market.stock(zone)} in use)"
+        elif (
+            options.spot_strategy is pod_annotations.SpotStrategy.WITH_PRICE_LIMIT
+            and options.spot_price_limit is not None
+            and price > options.spot_price_limit
+        ):
+            why = (
+                f"the spot price of {spec.name} in zone {zone} is {price}/h, above the "
+                f"pod's limit of {options.spot_price_limit}/h"
+            )
+        if not why:
+            return placing.Placement(zone, spec, "spot", price)
+        if options.spot_fallback:
+            return placing.Placement(zone, spec, "on-demand", spec.hourly_price, fallback=why)
+        return placing.Unschedulable([f"{why}, and the pod has no spot-fallback"])
 
     async def _bind(self, pod: dict[str, Any], placement: placing.Placement) -> None:
         meta = pod.get("metadata") or {}
@@ -224,8 +277,8 @@ class Scheduler:
                 pod_annotations.INSTANCE_SPEC: placement.spec.annotation_value,
                 pod_annotations.INSTANCE_ID: instance_id,
                 pod_annotations.ZONE: placement.zone,
-                pod_annotations.CAPACITY_TYPE: "on-demand",
-                pod_annotations.PRICE: str(placement.spec.hourly_price),
+                pod_annotations.CAPACITY_TYPE: placement.capacity_type,
+                pod_annotations.PRICE: str(placement.hourly_price),
             }
         )
         try:
@@ -245,13 +298,14 @@ class Scheduler:
                 return
             raise
         if self.recorder is not None:
+            fallback = f"; on demand because {placement.fallback}" if placement.fallback else ""
             self.recorder.record(
                 pod,
                 "Normal",
                 "Scheduled",
                 f"Successfully assigned {namespace}/{name} to {nodes.node_name(placement.zone)} "
-                f"as instance {instance_id} ({placement.spec.name}, zone {placement.zone}, on-demand, "
-                f"{placement.spec.hourly_price}/h)",
+                f"as instance {instance_id} ({placement.spec.name}, zone {placement.zone}, "
+                f"{placement.capacity_type}, {placement.hourly_price}/h){fallback}",
             )
 
     async def _unschedulable_pod(self, pod: dict[str, Any], message: str) -> None:
