@@ -25,6 +25,7 @@ from nodeless.client import clients, events, httpclients
 from nodeless.instances import managing, nodes
 from nodeless.instances.providers import base, simulated
 from nodeless.scheduler import scheduling
+from nodeless.serverless import spotmarket
 from nodeless.storage import backends, memory
 
 PODS = clients.ResourceRef("", "v1", "pods", True, "Pod")
@@ -88,7 +89,9 @@ class Cluster:
         failure_rate: float = 0.0,
         provider: base.Provider | None = None,
         manager: bool = True,
+        market: spotmarket.PriceFeed | None = None,
     ) -> None:
+        self.market = market if market is not None else spotmarket.SpotMarket.load()
         self.zones = zones or [nodes.Zone("zone-a"), nodes.Zone("zone-b")]
         self.backend = backend if backend is not None else memory.MemoryBackend()
         self.clock = clock or clocks.FakeClock()
@@ -138,6 +141,7 @@ class Cluster:
             clock=self.clock,
             recorder=self.recorder,
             seed=0,
+            market=self.market,
         )
         self.scheduler.start()
         return self
