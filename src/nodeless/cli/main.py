@@ -29,7 +29,7 @@ from nodeless.apiserver import (
 from nodeless.cli import costs, memory, spotprices
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
-from nodeless.instances import managing, nodes
+from nodeless.instances import managing, nodes, reclaiming
 from nodeless.instances.providers import base, simulated
 from nodeless.instances.providers.cri import containerd as cri_containerd
 from nodeless.instances.providers.cri import podconfigs as cri_podconfigs
@@ -316,6 +316,11 @@ async def start_components(
         )
         await manager.start()
         components.running.append(manager)
+        # One market for buying spot (the scheduler) and taking it back.
+        market = spotmarket.SpotMarket.load(args.spot_market)
+        reclaimer = reclaiming.SpotReclaimer(manager, market, clock=clock)
+        await reclaimer.start()
+        components.running.append(reclaimer)
 
         async def pod_logs(
             namespace: str, name: str, options: endpoints.PodLogOptions
@@ -388,7 +393,7 @@ async def start_components(
             specs,
             clock=clock,
             recorder=recorder,
-            market=spotmarket.SpotMarket.load(args.spot_market),
+            market=market,
         )
         scheduler.start()
         components.running.append(scheduler)

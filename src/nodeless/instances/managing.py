@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 PODS = clients.ResourceRef("", "v1", "pods", True, "Pod")
 INSTANCES = clients.ResourceRef("nodeless.dev", "v1", "instances", True, "Instance")
+BID_FAILED = "BidFailed"
+# The pod condition that carries a spot instance's reclaim notice (as ECI's).
+RECLAIM_CONDITION = "ContainerInstanceCreated"
 BILLING_RECORDS = clients.ResourceRef(
     "nodeless.dev", "v1", "billingrecords", False, "BillingRecord"
 )
@@ -171,6 +175,8 @@ class InstanceManager:
         # Billed intervals per instance ID, as last written to its record
         # (the informer may lag our own writes; one worker per pod writes them).
         self._billing: dict[str, list[Obj]] = {}
+        # Spot instances being reclaimed (instance ID -> why), until their record goes.
+        self._reclaimed: dict[str, str] = {}
         self._adopted = False
         self.pods.add_handlers(
             self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
@@ -486,6 +492,19 @@ class InstanceManager:
             await self._terminate(key, pod, record, status)
             return
         if status is None:
+            instance_id = str((record.get("spec") or {}).get("instanceID") or "")
+            reclaimed = instance_id in self._reclaimed or (
+                ((record.get("status") or {}).get("reclaim") or {}).get("started")
+            )
+            if reclaimed:
+                # Gone because we reclaimed it: its end is the reclaim, not a loss.
+                final = self._final.get(key)
+                if final is None or final.instance_id != instance_id:
+                    final = dataclasses.replace(
+                        _status_from_record(record), state=base.InstanceState.FAILED
+                    )
+                await self._reflect(pod, record, final)
+                return
             await self._vanished(pod, record)
             return
         await self._reflect(pod, record, status)
@@ -549,6 +568,7 @@ class InstanceManager:
                 # Who the bill belongs to, once the pod is gone.
                 "podLabels": dict(meta.get("labels") or {}),
                 "owner": billing.controller_ref(pod),
+                **self._spot_terms(notes),
             },
             "status": {
                 "state": base.InstanceState.SCHEDULING.value,
@@ -557,6 +577,111 @@ class InstanceManager:
                 "createdAt": _billing_time(self.clock),
             },
         }
+
+    def _spot_terms(self, notes: Mapping[str, Any]) -> Obj:
+        """A spot instance's terms, from the pod's annotations: its strategy,
+        price limit and protection period (hours; 0 = none)."""
+        if pod_annotations.read(notes, pod_annotations.CAPACITY_TYPE) != "spot":
+            return {}
+        hours = pod_annotations.read(notes, pod_annotations.SPOT_DURATION)
+        protection = (
+            int(hours) if hours and hours.isdigit() else pod_annotations.DEFAULT_SPOT_DURATION_HOURS
+        )
+        until = self.clock.now() + datetime.timedelta(hours=protection)
+        terms: Obj = {
+            "spotStrategy": pod_annotations.read(notes, pod_annotations.SPOT_STRATEGY) or "",
+            "protectedUntil": billing.format_time(until),
+        }
+        limit = pod_annotations.read(notes, pod_annotations.SPOT_PRICE_LIMIT)
+        if limit:
+            terms["spotPriceLimit"] = limit
+        return terms
+
+    # --- spot reclaim (driven by instances.reclaiming) ---------------------------------
+
+    def _record_key(self, record: Obj) -> str:
+        meta = record.get("metadata") or {}
+        return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+    async def reprice(self, record: Obj, hourly_price: str) -> None:
+        """The market price changed after protection: bill on at the new one."""
+        instance_id = str((record.get("spec") or {}).get("instanceID") or "")
+        intervals = billing.reprice(
+            self._intervals(record), hourly_price, _billing_time(self.clock)
+        )
+        if intervals == self._intervals(record):
+            return
+        self._billing[instance_id] = intervals
+        await self._patch_record_status(record, {"billing": {"intervals": intervals}})
+
+    async def give_notice(self, record: Obj, message: str, at: datetime.datetime) -> None:
+        """Tell the pod its spot instance goes at ``at`` (a condition and a
+        Warning event), and remember it in the record (restarts keep it)."""
+        minutes = max(0, round((at - self.clock.now()).total_seconds() / 60))
+        notice = f"Spot instance will be released in {minutes} minutes: {message}"
+        await self._patch_record_status(
+            record,
+            {"reclaim": {"at": billing.format_time(at), "message": message, "notice": notice}},
+        )
+        pod = self.pods.get(self._record_key(record))
+        if pod is None:
+            return
+        condition = {
+            "type": RECLAIM_CONDITION,
+            "status": "True",
+            "reason": "SpotToBeReleased",
+            "message": notice,
+            "lastTransitionTime": _time(self.clock),
+        }
+        status = values.clone(pod.get("status") or {})
+        status["conditions"] = [
+            c for c in status.get("conditions") or [] if c.get("type") != RECLAIM_CONDITION
+        ] + [condition]
+        await self._write_pod_status(pod, status)
+        if self.recorder is not None:
+            self.recorder.record(pod, "Warning", "SpotToBeReleased", notice)
+
+    async def reclaim(self, record: Obj) -> None:
+        """The notice ran out: stop the instance as a deletion would (SIGTERM,
+        the pod's grace period, SIGKILL); its end is written as Expired with
+        reason BidFailed (``_reflect``), and the pod's owner replaces it."""
+        reclaim = (record.get("status") or {}).get("reclaim") or {}
+        if reclaim.get("started"):
+            return
+        await self._patch_record_status(record, {"reclaim": {**reclaim, "started": True}})
+        pod = self.pods.get(self._record_key(record)) or {}
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        if pod:
+            status = values.clone(pod.get("status") or {})
+            status["conditions"] = [
+                c for c in status.get("conditions") or [] if c.get("type") != "DisruptionTarget"
+            ] + [
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": BID_FAILED,
+                    "message": str(reclaim.get("message") or "spot instance reclaimed"),
+                    "lastTransitionTime": _time(self.clock),
+                }
+            ]
+            await self._write_pod_status(pod, status)
+        instance_id = str((record.get("spec") or {}).get("instanceID") or "")
+        # Known at once: the instance may end before the informer shows the record.
+        self._reclaimed[instance_id] = str(reclaim.get("message") or "")
+        await self.provider.delete(instance_id, int(grace))
+
+    async def _patch_record_status(self, record: Obj, patch: Obj) -> None:
+        meta = record.get("metadata") or {}
+        with contextlib.suppress(errors.StatusError):
+            await self.client.patch(
+                INSTANCES,
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                {"status": patch},
+                patch_type="merge",
+                subresource="status",
+                options=clients.WriteOptions(field_manager=MANAGER),
+            )
 
     async def _create(self, key: str, pod: Obj) -> None:
         """Start the pod's instance; its record is written by the next sync.
@@ -643,6 +768,22 @@ class InstanceManager:
         )
 
     async def _reflect(self, pod: Obj, record: Obj, status: base.InstanceStatus) -> None:
+        reclaim = (record.get("status") or {}).get("reclaim") or {}
+        instance_id = str((record.get("spec") or {}).get("instanceID") or "")
+        if instance_id in self._reclaimed:
+            reclaim = {"started": True, "message": self._reclaimed[instance_id]}
+        if (
+            reclaim.get("started")
+            and status.state.terminal
+            and status.state is not base.InstanceState.EXPIRED
+        ):
+            # The market took it back: the instance's end is the reclaim's.
+            status = dataclasses.replace(
+                status,
+                state=base.InstanceState.EXPIRED,
+                reason=BID_FAILED,
+                message=f"spot instance reclaimed: {reclaim.get('message') or ''}".rstrip(": "),
+            )
         current = pod.get("status") or {}
         desired = podstatuses.pod_status(pod, status, current, self.clock.now())
         if desired != current:
@@ -713,12 +854,13 @@ class InstanceManager:
         except ValueError:
             entered = None
         if entered is not None:
+            known = self._intervals(record)
+            # The price in force: the last one billed (a spot price moves), else the bought one.
+            price = (
+                str(known[-1].get("hourlyPrice")) if known else str(spec.get("hourlyPrice") or "0")
+            )
             intervals = billing.advance(
-                self._intervals(record),
-                entered.value,
-                entered.billed,
-                _billing_time(self.clock),
-                str(spec.get("hourlyPrice") or "0"),
+                known, entered.value, entered.billed, _billing_time(self.clock), price
             )
             state = {**state, "billing": {"intervals": intervals}}
             self._billing[instance_id] = intervals
@@ -777,6 +919,7 @@ class InstanceManager:
         with contextlib.suppress(errors.StatusError):
             await self.client.delete(INSTANCES, meta.get("namespace", ""), meta.get("name", ""))
         self._billing.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
+        self._reclaimed.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
 
     async def _write_bill(self, record: Obj) -> None:
         meta = record.get("metadata") or {}

@@ -130,6 +130,10 @@ def pod_status(
         cond("ContainersReady", ready, not_ready_reason),
         cond("PodScheduled", True),
     ]
+    # Conditions someone else owns (DisruptionTarget, readiness gates, the
+    # spot reclaim notice) stay as they are, as the kubelet leaves them.
+    owned = {c["type"] for c in conditions}
+    conditions += [c for kind, c in old_conditions.items() if kind not in owned]
     # An elastic container instance is its own host (as on ECI): without a
     # separate host address, the host IP is the instance's.
     host_ip = status.host_ip or status.ip

@@ -82,6 +82,7 @@ class Scheduler:
         self._unschedulable: set[str] = set()
         self._accounted: dict[str, tuple[str, catalogue.Spec | None, str, dict[str, str]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
         self.pods.add_handlers(self._on_add, self._on_update, self._on_delete)
 
     # --- accounting from the informer ----------------------------------------
@@ -167,13 +168,24 @@ class Scheduler:
     def start(self) -> None:
         self.pods.start()
         self._task = asyncio.create_task(self.run(), name="scheduler")
+        self._retry_task = asyncio.create_task(self._retry_periodically(), name="scheduler-retry")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._retry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.pods.stop()
+
+    async def _retry_periodically(self) -> None:
+        """Pods waiting for something no event announces (a spot price coming
+        back under a limit) are tried again every market tick, as
+        kube-scheduler flushes its unschedulable queue on a timer."""
+        while True:
+            await self.clock.sleep(self.market.tick_seconds())
+            if self._unschedulable:
+                self._retry_unschedulable()
 
     async def run(self) -> None:
         await self.pods.wait_synced()

@@ -184,6 +184,18 @@ def advance(
     return out
 
 
+def reprice(intervals: list[dict[str, Any]], hourly_price: str, now: str) -> list[dict[str, Any]]:
+    """The open interval ends at ``now`` and a new one at the new price goes
+    on in the same state (a spot price change after the protection period)."""
+    out = [dict(i) for i in intervals]
+    if not out or out[-1].get("end") or out[-1].get("hourlyPrice") == hourly_price:
+        return out
+    state = out[-1].get("state")
+    out[-1]["end"] = now
+    out.append({"state": state, "start": now, "hourlyPrice": hourly_price})
+    return out
+
+
 def close(intervals: list[dict[str, Any]], now: str) -> list[dict[str, Any]]:
     """Every interval ended (the instance is gone)."""
     return [i if i.get("end") else {**i, "end": now} for i in intervals]
