@@ -1,7 +1,7 @@
 """The admission chain: checks that run on every create and update after
 defaulting and before the object is stored.
 
-Three plug-ins: upstream's ServiceAccount plug-in (the account and its
+Four plug-ins: ElasticWorkload's checks (its source must exist); upstream's ServiceAccount plug-in (the account and its
 token volume on every pod); serverless admission, which refuses what an elastic container
 instance cannot do (privileged, host namespaces, DaemonSets, ...) when the
 object is written, not later when its pods fail; and the checks Knative
@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
-from nodeless.api import errors, kinds, knativeserving
+from nodeless.api import elasticworkloads, errors, kinds, knativeserving
 from nodeless.serverless import admission, catalogue
 
 Admitter = Callable[[kinds.Resource, dict[str, Any], dict[str, Any] | None], None]
@@ -159,5 +159,39 @@ def service_accounts(
             container.setdefault("volumeMounts", []).append(
                 {"name": volume_name, "mountPath": SERVICE_ACCOUNT_MOUNT, "readOnly": True}
             )
+
+    return admit
+
+
+Lookup = Callable[[str, str, str, str, str], dict[str, Any] | None]
+
+
+def elastic_workloads(lookup: Lookup) -> Admitter:
+    """An ElasticWorkload must name a scalable source that exists (422 on
+    ``spec.sourceTarget``), with sane bounds and unit names. ``lookup(group,
+    version, kind, namespace, name)`` reads the cache."""
+
+    def admit(resource: kinds.Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if resource.group not in elasticworkloads.GROUPS or resource.kind != elasticworkloads.KIND:
+            return
+        if old is not None and old.get("spec") == obj.get("spec"):
+            return
+        causes = elasticworkloads.problems(obj)
+        meta = obj.get("metadata") or {}
+        ref = elasticworkloads.source_ref(obj.get("spec") or {})
+        if not causes and ref is not None:
+            api_version, kind, name = ref
+            group, _, version = api_version.rpartition("/")
+            namespace = str(meta.get("namespace") or "")
+            if lookup(group, version, kind, namespace, name) is None:
+                causes.append(
+                    errors.Cause(
+                        "FieldValueNotFound",
+                        f'Not found: "{name}": no {kind} {name} in namespace {namespace}',
+                        "spec.sourceTarget.name",
+                    )
+                )
+        if causes:
+            raise errors.invalid(resource.kind, resource.group, str(meta.get("name") or ""), causes)
 
     return admit

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nodeless.api import errors, kinds, knativeserving
+from nodeless.api import elasticworkloads, errors, kinds, knativeserving
 from nodeless.apiserver import (
     admitting,
     certificates,
@@ -137,6 +137,7 @@ class ApiServer:
         self.catalogue = specs or catalogue.Catalogue.load()
         self.store.admitters.append(admitting.serverless(self.catalogue, self.zones))
         self.store.admitters.append(admitting.knative_serving)
+        self.store.admitters.append(admitting.elastic_workloads(self._cached))
         self.store.admitters.append(
             admitting.service_accounts(self._service_account, lambda: self.pki is not None)
         )
@@ -253,13 +254,13 @@ class ApiServer:
 
     async def _bundled_crds(self) -> None:
         """The CustomResourceDefinitions Nodeless serves itself (Knative
-        Serving's Service and Revision): created when missing, and brought up
+        Serving's Service and Revision, ElasticWorkload): created when missing, and brought up
         to date when an older Nodeless installed them; established before the
         API serves, so every component can watch them from the start."""
         crd_kind = self.registry.by_kind(crds.CRD_GROUP, "v1", "CustomResourceDefinition")
         assert crd_kind is not None
         options = storing.WriteOptions(manager="nodeless")
-        wanted = knativeserving.crds()
+        wanted = knativeserving.crds() + elasticworkloads.crds()
         for crd in wanted:
             name = crd["metadata"]["name"]
             entry = await self.store.get_stored(crd_kind, "", name)
@@ -285,7 +286,11 @@ class ApiServer:
         # The registry learns of a CRD from the watch cache's event.
         for _ in range(500):
             if all(
-                self.registry.lookup(c["spec"]["group"], "v1", c["spec"]["names"]["plural"])
+                self.registry.lookup(
+                    c["spec"]["group"],
+                    c["spec"]["versions"][0]["name"],
+                    c["spec"]["names"]["plural"],
+                )
                 for c in wanted
             ):
                 return
@@ -354,6 +359,16 @@ class ApiServer:
         if resource.group == "" and resource.kind == "Namespace":
             await self._ensure_service_account(obj["metadata"]["name"])
             await self._publish_root_ca(obj["metadata"]["name"])
+
+    def _cached(
+        self, group: str, version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """An object from the watch cache (admission reads without awaiting)."""
+        resource = self.registry.by_kind(group, version, kind)
+        if resource is None:
+            return None
+        entry = self.store.cache(resource).objects.get(self.store.key(resource, namespace, name))
+        return entry.obj if entry is not None else None
 
     def _service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
         sa = self.registry.by_kind("", "v1", "ServiceAccount")

@@ -15,6 +15,7 @@ from nodeless.controllers import (
     cronjobs,
     deployments,
     disruption,
+    elasticworkloads,
     endpointslices,
     garbagecollection,
     horizontalpodautoscalers,
@@ -59,6 +60,7 @@ CONTROLLERS: tuple[type[Any], ...] = (
     volumeprotection.PVCProtectionController,
     volumeprotection.PVProtectionController,
     knativerevisions.RevisionController,
+    elasticworkloads.ElasticWorkloadController,
 )
 
 
