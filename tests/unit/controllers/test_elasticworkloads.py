@@ -187,8 +187,10 @@ async def test_replicas_spill_into_unit_clones_and_scale_in_shrinks_units_first(
         await stack.wait_for(lambda: spread((2, 1, 0)))
         # A unit dropped from the list loses its clone; deleting the workload, the rest.
         current = await stack.client.get(ref, NS, "web-elastic")
-        current["spec"]["elasticUnit"] = current["spec"]["elasticUnit"][:1]
-        await stack.client.update(ref, current)
+        # A merge patch replaces the list (no conflict with the status writes).
+        await stack.client.patch(
+            ref, NS, "web-elastic", {"spec": {"elasticUnit": current["spec"]["elasticUnit"][:1]}}
+        )
         await stack.wait_for(lambda: spread((2, 1, None)))
         await stack.client.delete(ref, NS, "web-elastic")
         await stack.wait_for(lambda: spread((2, None, None)), timeout=20)
