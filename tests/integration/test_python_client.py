@@ -39,6 +39,15 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
+# Every namespace holds the cluster CA's ConfigMap from the start, as upstream's.
+PUBLISHED = "kube-root-ca.crt"
+
+
+def own(items: list[Any]) -> list[str]:
+    """The names of the listed objects a test made (not the published CA)."""
+    return [item.metadata.name for item in items if item.metadata.name != PUBLISHED]
+
+
 def store_revision(v1: client.CoreV1Api) -> str:
     rv: str = v1.list_namespace(limit=1).metadata.resource_version
     return rv
@@ -114,7 +123,7 @@ def test_configmap_crud(v1: client.CoreV1Api, namespace: str) -> None:
     assert read.metadata.uid == created.metadata.uid
 
     listed = v1.list_namespaced_config_map(namespace)
-    assert [cm.metadata.name for cm in listed.items] == ["cfg"]
+    assert own(listed.items) == ["cfg"]
     assert listed.metadata.resource_version
 
     patched = v1.patch_namespaced_config_map("cfg", namespace, {"data": {"b": "2"}})
@@ -137,7 +146,7 @@ def test_configmap_crud(v1: client.CoreV1Api, namespace: str) -> None:
     assert deleted["status"] == "Success"
     assert deleted["details"]["name"] == "cfg"
     assert is_gone(lambda: v1.read_namespaced_config_map("cfg", namespace))
-    assert v1.list_namespaced_config_map(namespace).items == []
+    assert own(v1.list_namespaced_config_map(namespace).items) == []
 
 
 def test_configmap_generate_name(v1: client.CoreV1Api, namespace: str) -> None:
@@ -291,7 +300,10 @@ def test_list_label_selector_and_paging(v1: client.CoreV1Api, namespace: str) ->
 
     selected = v1.list_namespaced_config_map(namespace, label_selector="kind=paged")
     assert sorted(cm.metadata.name for cm in selected.items) == [f"page-{i}" for i in range(5)]
-    assert len(v1.list_namespaced_config_map(namespace, label_selector="kind!=paged").items) == 2
+    assert own(v1.list_namespaced_config_map(namespace, label_selector="kind!=paged").items) == [
+        "other-0",
+        "other-1",
+    ]
     assert v1.list_namespaced_config_map(namespace, label_selector="kind in (nope)").items == []
 
     seen: list[str] = []
@@ -316,7 +328,7 @@ def test_list_label_selector_and_paging(v1: client.CoreV1Api, namespace: str) ->
     first = v1.list_namespaced_config_map(namespace, limit=3)
     assert len(first.items) == 3
     assert first.metadata._continue
-    assert first.metadata.remaining_item_count == 4
+    assert first.metadata.remaining_item_count == 5  # 7 made + the published CA - 3
 
 
 def test_list_continue_sees_a_snapshot(v1: client.CoreV1Api, namespace: str) -> None:
@@ -325,7 +337,9 @@ def test_list_continue_sees_a_snapshot(v1: client.CoreV1Api, namespace: str) -> 
     first = v1.list_namespaced_config_map(namespace, limit=2)
     v1.create_namespaced_config_map(namespace, configmap("snap-9"))
     rest = v1.list_namespaced_config_map(namespace, limit=10, _continue=first.metadata._continue)
-    assert [cm.metadata.name for cm in rest.items] == ["snap-2", "snap-3"]
+    # Names sort "kube-root-ca.crt" (published in every namespace) first.
+    assert [cm.metadata.name for cm in first.items] == [PUBLISHED, "snap-0"]
+    assert [cm.metadata.name for cm in rest.items] == ["snap-1", "snap-2", "snap-3"]
     assert rest.metadata.resource_version == first.metadata.resource_version
 
 
@@ -477,7 +491,7 @@ def test_dry_run_leaves_nothing_behind(v1: client.CoreV1Api, namespace: str) -> 
     assert answer.metadata.name == "dry"
     assert answer.data == {"a": "1"}
     assert is_gone(lambda: v1.read_namespaced_config_map("dry", namespace))
-    assert v1.list_namespaced_config_map(namespace).items == []
+    assert own(v1.list_namespaced_config_map(namespace).items) == []
     assert store_revision(v1) == before
 
     v1.create_namespaced_config_map(namespace, configmap("real", a="1"))
