@@ -71,10 +71,10 @@ async def collect(
     cache: dict[tuple[str, str, str, str, str], Mapping[str, Any] | None] = {}
     for bill in running:
         spec = bill["spec"]
-        namespace = str(spec.get("namespace") or "")
+        bill_namespace = str(spec.get("namespace") or "")
 
         async def fetch(
-            lookup: tuple[str, str, str, str], name: str, namespace: str = namespace
+            lookup: tuple[str, str, str, str], name: str, namespace: str = bill_namespace
         ) -> Mapping[str, Any] | None:
             key = (namespace, *lookup[:3], name)
             if key not in cache:
