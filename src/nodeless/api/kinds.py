@@ -373,6 +373,17 @@ BUILTIN: tuple[Resource, ...] = (
         cats=("nodeless",),
         status=True,
     ),
+    # nodeless.dev/v1: images pre-pulled so that pods start without pulling
+    _r(
+        "nodeless.dev",
+        "v1",
+        "ImageCache",
+        "imagecaches",
+        namespaced=False,
+        short=("ic",),
+        cats=("nodeless",),
+        status=True,
+    ),
     # nodeless.dev/v1: what each instance was billed, kept after it is gone
     _r(
         "nodeless.dev",

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
-from nodeless.api import elasticworkloads, errors, kinds, knativeserving
+from nodeless.api import elasticworkloads, errors, imagecaches, kinds, knativeserving
 from nodeless.serverless import admission, catalogue
 
 Admitter = Callable[[kinds.Resource, dict[str, Any], dict[str, Any] | None], None]
@@ -193,5 +193,22 @@ def elastic_workloads(lookup: Lookup) -> Admitter:
                 )
         if causes:
             raise errors.invalid(resource.kind, resource.group, str(meta.get("name") or ""), causes)
+
+    return admit
+
+
+def image_caches(valid_reference: Callable[[str], str | None]) -> Admitter:
+    """An ImageCache needs images with valid references, ``namespace:secret``
+    pull secrets and a positive retention (422 naming the field)."""
+
+    def admit(resource: kinds.Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if resource.group not in imagecaches.GROUPS or resource.kind != imagecaches.KIND:
+            return
+        if old is not None and old.get("spec") == obj.get("spec"):
+            return
+        causes = imagecaches.problems(obj, valid_reference)
+        if causes:
+            name = str((obj.get("metadata") or {}).get("name") or "")
+            raise errors.invalid(resource.kind, resource.group, name, causes)
 
     return admit

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nodeless.api import elasticworkloads, errors, kinds, knativeserving
+from nodeless.api import elasticworkloads, errors, imagecaches, kinds, knativeserving
 from nodeless.apiserver import (
     admitting,
     certificates,
@@ -25,6 +25,7 @@ from nodeless.apiserver import (
     storing,
     watchcache,
 )
+from nodeless.instances.providers.cri import imagerefs
 from nodeless.serverless import catalogue
 from nodeless.storage import backends
 
@@ -33,6 +34,15 @@ log = logging.getLogger(__name__)
 DEFAULT_ZONES = ("zone-a",)
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
+
+
+def _image_reference_problem(reference: str) -> str | None:
+    """Why an image reference is not one Docker or containerd would pull."""
+    try:
+        imagerefs.parse(reference)
+    except imagerefs.InvalidImageName as err:
+        return str(err)
+    return None
 
 
 @dataclass
@@ -138,6 +148,7 @@ class ApiServer:
         self.store.admitters.append(admitting.serverless(self.catalogue, self.zones))
         self.store.admitters.append(admitting.knative_serving)
         self.store.admitters.append(admitting.elastic_workloads(self._cached))
+        self.store.admitters.append(admitting.image_caches(_image_reference_problem))
         self.store.admitters.append(
             admitting.service_accounts(self._service_account, lambda: self.pki is not None)
         )
@@ -254,13 +265,13 @@ class ApiServer:
 
     async def _bundled_crds(self) -> None:
         """The CustomResourceDefinitions Nodeless serves itself (Knative
-        Serving's Service and Revision, ElasticWorkload): created when missing, and brought up
+        Serving's Service and Revision, ElasticWorkload, ECI's ImageCache): created when missing, and brought up
         to date when an older Nodeless installed them; established before the
         API serves, so every component can watch them from the start."""
         crd_kind = self.registry.by_kind(crds.CRD_GROUP, "v1", "CustomResourceDefinition")
         assert crd_kind is not None
         options = storing.WriteOptions(manager="nodeless")
-        wanted = knativeserving.crds() + elasticworkloads.crds()
+        wanted = knativeserving.crds() + elasticworkloads.crds() + imagecaches.crds()
         for crd in wanted:
             name = crd["metadata"]["name"]
             entry = await self.store.get_stored(crd_kind, "", name)

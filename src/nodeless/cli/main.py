@@ -29,7 +29,7 @@ from nodeless.apiserver import (
 from nodeless.cli import costs, memory, spotprices
 from nodeless.client import clients, events, leaderelection
 from nodeless.controllers import running
-from nodeless.instances import managing, nodes, reclaiming
+from nodeless.instances import imagecaches, managing, nodes, reclaiming
 from nodeless.instances.providers import base, simulated
 from nodeless.instances.providers.cri import containerd as cri_containerd
 from nodeless.instances.providers.cri import podconfigs as cri_podconfigs
@@ -321,6 +321,13 @@ async def start_components(
         reclaimer = reclaiming.SpotReclaimer(manager, market, clock=clock)
         await reclaimer.start()
         components.running.append(reclaimer)
+        if isinstance(provider, base.ImagePuller):
+            # ImageCaches pull through the provider that runs the pods.
+            image_caches = imagecaches.ImageCacheController(
+                client, provider, clock=clock, recorder=recorder
+            )
+            await image_caches.start()
+            components.running.append(image_caches)
 
         async def pod_logs(
             namespace: str, name: str, options: endpoints.PodLogOptions

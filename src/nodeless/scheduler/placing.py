@@ -71,6 +71,8 @@ class Placement:
     price: Decimal | None = None
     # Why a spot pod runs on demand (spot-fallback), for its Scheduled event.
     fallback: str = ""
+    # The ImageCache holding the pod's images, when it asked for one.
+    image_cache: str = ""
 
     @property
     def hourly_price(self) -> Decimal:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -19,9 +20,10 @@ from decimal import Decimal
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors
+from nodeless.api import errors, imagecaches
 from nodeless.client import clients, events, informers
 from nodeless.instances import nodes
+from nodeless.instances.providers.cri import imagerefs
 from nodeless.scheduler import placing
 from nodeless.serverless import annotations as pod_annotations
 from nodeless.serverless import catalogue, sizing, spotmarket
@@ -39,6 +41,13 @@ def _spec_of(pod: dict[str, Any], specs: catalogue.Catalogue) -> catalogue.Spec 
         (pod.get("metadata") or {}).get("annotations") or {}, pod_annotations.INSTANCE_SPEC
     )
     return specs.find(value) if value else None
+
+
+def _normalized(image: str) -> str:
+    try:
+        return imagerefs.normalize(image)
+    except imagerefs.InvalidImageName:
+        return image
 
 
 def _active(pod: dict[str, Any]) -> bool:
@@ -77,6 +86,14 @@ class Scheduler:
             for z in zones
         }
         self.pods = informers.Informer(client, PODS, clock=self.clock)
+        self.image_caches = [
+            informers.Informer(
+                client,
+                clients.ResourceRef(group, version, "imagecaches", False, imagecaches.KIND),
+                clock=self.clock,
+            )
+            for group, version in imagecaches.GROUPS.items()
+        ]
         self._queue: dict[str, None] = {}
         self._wake = asyncio.Event()
         self._unschedulable: set[str] = set()
@@ -167,6 +184,8 @@ class Scheduler:
 
     def start(self) -> None:
         self.pods.start()
+        for informer in self.image_caches:
+            informer.start()
         self._task = asyncio.create_task(self.run(), name="scheduler")
         self._retry_task = asyncio.create_task(self._retry_periodically(), name="scheduler-retry")
 
@@ -177,6 +196,8 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.pods.stop()
+        for informer in self.image_caches:
+            await informer.stop()
 
     async def _retry_periodically(self) -> None:
         """Pods waiting for something no event announces (a spot price coming
@@ -250,9 +271,27 @@ class Scheduler:
         placement = placing.place(
             pod, sized.candidates, options, list(self.zones.values()), self.rng
         )
-        if not options.spot or not isinstance(placement, placing.Placement):
+        if not isinstance(placement, placing.Placement):
+            return placement
+        if options.image_cache is not None:
+            placement = dataclasses.replace(placement, image_cache=self._match_cache(pod, options))
+        if not options.spot:
             return placement
         return self._buy_spot(placement, options)
+
+    def _match_cache(self, pod: dict[str, Any], options: pod_annotations.PodOptions) -> str:
+        """The Ready ImageCache with every image of the pod (the named one, or
+        any for ``auto``); "" when none has them (the pod then pulls)."""
+        spec = pod.get("spec") or {}
+        wanted = [
+            str(c.get("image") or "")
+            for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        ]
+        name = (
+            None if options.image_cache == pod_annotations.AUTO_IMAGE_CACHE else options.image_cache
+        )
+        caches = [c for informer in self.image_caches for c in informer.objects()]
+        return imagecaches.match(caches, wanted, _normalized, name) or ""
 
     def _buy_spot(
         self, placement: placing.Placement, options: pod_annotations.PodOptions
@@ -291,6 +330,11 @@ class Scheduler:
                 pod_annotations.ZONE: placement.zone,
                 pod_annotations.CAPACITY_TYPE: placement.capacity_type,
                 pod_annotations.PRICE: str(placement.hourly_price),
+                **(
+                    {pod_annotations.MATCHED_IMAGE_CACHE: placement.image_cache}
+                    if placement.image_cache
+                    else {}
+                ),
             }
         )
         try:

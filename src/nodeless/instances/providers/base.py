@@ -14,7 +14,7 @@ import contextlib
 import datetime
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -272,6 +272,16 @@ class StatsCapable(Protocol):
     (waiting, terminated) are left out, instances without one too."""
 
     async def stats(self) -> list[InstanceUsage]: ...
+
+
+@runtime_checkable
+class ImagePuller(Protocol):
+    """Providers that can pull an image ahead of any pod (ImageCache):
+    ``credentials`` are docker-config documents (``{"auths": {...}}``) from
+    the cache's pull secrets. Returns the reference the runtime resolved the
+    image to; raises ``ProviderError`` saying why a pull failed."""
+
+    async def pull_image(self, image: str, credentials: Sequence[Mapping[str, Any]]) -> str: ...
 
 
 class PollingAdapter:

@@ -75,12 +75,13 @@ import logging
 import math
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from nodeless import clocks
 from nodeless.instances.providers import base, commands
+from nodeless.serverless import annotations as pod_annotations
 from nodeless.serverless import quantities
 
 log = logging.getLogger(__name__)
@@ -384,6 +385,15 @@ class SimulatedProvider:
 
     # --- beyond the protocol ---
 
+    async def pull_image(self, image: str, credentials: Sequence[Mapping[str, Any]]) -> str:
+        """An ImageCache's pull: takes the pull latency once; afterwards pods
+        using the image start without it (``cached_images``)."""
+        normalized = _normalize_image(image)
+        if normalized not in self._cached:
+            await self.clock.sleep(self.pull_latency)
+            self._cached.add(normalized)
+        return _image_id(image)
+
     async def reclaim(self, instance_id: str, reason: str = "BidFailed") -> None:
         """The spot market takes the capacity back: running containers end with
         143, the instance is Expired (listed until deleted) and its capacity
@@ -458,8 +468,14 @@ class SimulatedProvider:
         except ValueError as e:
             raise base.ProviderError(str(e)) from None
         images = [c.status.image for c in init + app]
+        # A pod matched to an ImageCache finds its images in the cache.
+        matched = pod_annotations.read(
+            metadata.get("annotations") or {}, pod_annotations.MATCHED_IMAGE_CACHE
+        )
         pull = (
-            0.0 if all(_normalize_image(i) in self._cached for i in images) else self.pull_latency
+            0.0
+            if matched or all(_normalize_image(i) in self._cached for i in images)
+            else self.pull_latency
         )
         status = base.InstanceStatus(
             instance_id=request.instance_id,

@@ -1211,6 +1211,26 @@ class CriProvider:
         assert error is not None
         raise error
 
+    async def pull_image(self, image: str, credentials: Sequence[Mapping[str, Any]]) -> str:
+        """An ImageCache's pull into containerd's content store, with each
+        matching credential in turn (then anonymously when none matches)."""
+        await self._ensure_started()
+        try:
+            reference = imagerefs.normalize(image)
+        except imagerefs.InvalidImageName as e:
+            raise base.ProviderError(str(e)) from None
+        auths: list[pb.AuthConfig | None] = list(
+            registryauth.credentials_for(reference, [dict(c) for c in credentials])
+        )
+        error: clients.CriError | None = None
+        for auth in auths or [None]:
+            try:
+                return await self.client.pull_image(reference, auth=auth)
+            except clients.CriError as e:
+                error = e
+        assert error is not None
+        raise base.ProviderError(f"pulling {image}: {error.details or error}")
+
     async def _credentials(self, instance: _Instance, image: str) -> Sequence[pb.AuthConfig]:
         secrets = (instance.request.pod.get("spec") or {}).get("imagePullSecrets") or []
         names = [str(s.get("name")) for s in secrets if isinstance(s, Mapping) and s.get("name")]
