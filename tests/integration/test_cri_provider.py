@@ -532,6 +532,24 @@ async def test_private_registry_needs_the_pull_secret(crienv: Cri) -> None:
     assert asked == [("default", ("regcred",))]
 
 
+async def test_an_image_cache_pull_puts_the_image_in_containerd_for_pods_that_never_pull(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    image = crienv.private.image("private/busybox:1")
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    config = {"auths": {crienv.private.host: {"auth": auth}}}
+    with pytest.raises(base.ProviderError, match="401 Unauthorized"):
+        await made.pull_image(image, [])
+    resolved = await made.pull_image(image, [config])
+    assert resolved.startswith("sha256:")
+    assert await crienv.runtime.client.image_status(image) is not None
+    # In the content store: a pod that may never pull runs from it.
+    manifest = pod("cached", [container("app", image, "sleep 1000", imagePullPolicy="Never")])
+    await made.create(request("i-cached", manifest))
+    await until(status_is(made, "i-cached", lambda s: s.state is State.RUNNING))
+
+
 async def _pushed_reason(recorder: Recorder, instance_id: str, reason: str) -> bool:
     return any(
         s.instance_id == instance_id and s.containers[0].reason == reason for s in recorder.statuses
