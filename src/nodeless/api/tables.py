@@ -1635,6 +1635,25 @@ def _instance_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
     ]
 
 
+_IMAGE_CACHE_COLUMNS = (
+    _NAME,
+    _c("Phase", description="Pending, Creating, Ready, Failed or Expired."),
+    _c("Progress", description="Images pulled of those listed."),
+    _AGE,
+    _c("Expire", description="When the cache expires (retentionDays)."),
+)
+
+
+def _image_cache_cells(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
+    return [
+        _name(obj),
+        _str(_get(obj, "status", "phase")) or "Pending",
+        _str(_get(obj, "status", "progress")) or "<none>",
+        _age(obj, now),
+        _str(_get(obj, "status", "expireDateTime")) or "<none>",
+    ]
+
+
 _BILLING_RECORD_COLUMNS = (
     _NAME,
     _c("Namespace", description="Namespace of the pod the instance ran."),
@@ -1882,6 +1901,7 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("coordination.k8s.io", "Lease"): _Printer(_LEASE_COLUMNS, _lease_cells),
     ("nodeless.dev", "Instance"): _Printer(_INSTANCE_COLUMNS, _instance_cells),
     ("nodeless.dev", "BillingRecord"): _Printer(_BILLING_RECORD_COLUMNS, _billing_record_cells),
+    ("nodeless.dev", "ImageCache"): _Printer(_IMAGE_CACHE_COLUMNS, _image_cache_cells),
     ("events.k8s.io", "Event"): _Printer(_EVENT_COLUMNS, _events_v1_cells),
     ("discovery.k8s.io", "EndpointSlice"): _Printer(_ENDPOINT_SLICE_COLUMNS, _endpoint_slice_cells),
     ("rbac.authorization.k8s.io", "RoleBinding"): _Printer(_ROLE_BINDING_COLUMNS, _binding_cells),

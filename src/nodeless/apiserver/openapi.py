@@ -148,7 +148,11 @@ def document(
     roots: set[str] = set(_EXTRA_ROOTS)
     prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
     for r in registry.in_group_version(group, version):
-        if r.custom:
+        upstream = "" if r.custom else schemas.definition_name_for(r.group, r.version, r.kind) or ""
+        if not upstream:
+            # Custom resources, and our own kinds upstream has no schema for
+            # (nodeless.dev): their schema, or any object, so that kubectl's
+            # client-side validation finds the kind.
             name = f"{_reverse_domain(r.group)}.{r.version}.{r.kind}"
             custom = custom_schemas.get((r.group, r.version, r.kind)) or {
                 "type": "object",
@@ -172,9 +176,7 @@ def document(
                 "application/apply-patch+yaml",
             ]
         else:
-            name = schemas.definition_name_for(r.group, r.version, r.kind) or ""
-            if not name:
-                continue
+            name = upstream
             roots.add(name)
             list_name = schemas.definition_name_for(r.group, r.version, r.effective_list_kind)
             if list_name:
