@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ log = logging.getLogger("nodeless")
 
 PROVIDERS = ("none", "simulated", "cri")
 SECRETS = clients.ResourceRef("", "v1", "secrets", True, "Secret")
+SIMULATED_GPUS = 8
 SERVICES = clients.ResourceRef("", "v1", "services", True, "Service")
 CONFIGMAPS = clients.ResourceRef("", "v1", "configmaps", True, "ConfigMap")
 SERVICE_ACCOUNTS = clients.ResourceRef("", "v1", "serviceaccounts", True, "ServiceAccount")
@@ -158,6 +160,12 @@ def parser() -> argparse.ArgumentParser:
         "--zone-max-instances", type=int, default=10_000, help="instance quota per zone"
     )
     up.add_argument(
+        "--zone-max-gpus",
+        type=int,
+        default=None,
+        help="nvidia.com/gpu per zone (default: cri, the host's NVIDIA devices; simulated, 8)",
+    )
+    up.add_argument(
         "--sim-start-latency",
         type=float,
         default=0.0,
@@ -209,6 +217,11 @@ async def up(args: argparse.Namespace) -> int:
         print(f"nodeless: not running pods on containerd: {why}; using the simulated provider")
         args.provider = "simulated"
     if args.provider != "none":
+        gpus = args.zone_max_gpus
+        if gpus is None:
+            # Real pods get the host's GPUs; simulated ones, simulated GPUs.
+            gpus = nodes.host_gpus() if args.provider == "cri" else SIMULATED_GPUS
+        zones = [dataclasses.replace(z, max_gpus=gpus) for z in zones]
         components = await start_components(args, server.api, zones, server.catalogue, stop)
     print(
         f"nodeless {__version__} ready: API at {server.url} (Kubernetes {endpoints.KUBE_VERSION}), "

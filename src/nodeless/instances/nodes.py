@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nodeless import clocks
@@ -38,6 +40,8 @@ class Zone:
     max_instances: int = 10_000
     max_vcpu: int = 40_000
     max_memory_gib: int = 160_000
+    # nvidia.com/gpu devices the zone's instances can be given (0: none).
+    max_gpus: int = 0
 
     @property
     def node_name(self) -> str:
@@ -59,6 +63,8 @@ def node_object(zone: Zone, provider: str, now: str) -> dict[str, Any]:
         "pods": str(zone.max_instances),
         "ephemeral-storage": "100Ti",
     }
+    if zone.max_gpus:
+        capacity["nvidia.com/gpu"] = str(zone.max_gpus)
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -230,3 +236,12 @@ class VirtualNodes:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def host_gpus(dev: Path = Path("/dev")) -> int:
+    """NVIDIA GPUs this host has (``/dev/nvidia0``, ``/dev/nvidia1``...): what
+    pods on real containers here can be given."""
+    try:
+        return sum(1 for entry in dev.iterdir() if re.fullmatch(r"nvidia[0-9]+", entry.name))
+    except OSError:
+        return 0

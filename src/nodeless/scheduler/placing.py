@@ -33,6 +33,8 @@ class ZoneState:
     instances: int = 0
     vcpu: Decimal = Decimal(0)
     memory_gib: Decimal = Decimal(0)
+    max_gpus: int = 0
+    gpus: int = 0
     # Pods per namespace in this zone, for spread constraints: (ns, labels).
     pods: list[tuple[str, Mapping[str, str]]] = field(default_factory=list)
 
@@ -41,12 +43,14 @@ class ZoneState:
             self.instances + 1 <= self.max_instances
             and self.vcpu + spec.vcpu <= self.max_vcpu
             and self.memory_gib + spec.memory_gib <= self.max_memory_gib
+            and self.gpus + spec.gpu_count <= self.max_gpus
         )
 
     def take(self, spec: catalogue.Spec, namespace: str, labels: Mapping[str, str]) -> None:
         self.instances += 1
         self.vcpu += spec.vcpu
         self.memory_gib += spec.memory_gib
+        self.gpus += spec.gpu_count
         self.pods.append((namespace, labels))
 
     def release(
@@ -56,6 +60,7 @@ class ZoneState:
         if spec is not None:
             self.vcpu = max(Decimal(0), self.vcpu - spec.vcpu)
             self.memory_gib = max(Decimal(0), self.memory_gib - spec.memory_gib)
+            self.gpus = max(0, self.gpus - spec.gpu_count)
         for i, (ns, lbls) in enumerate(self.pods):
             if ns == namespace and lbls == labels:
                 del self.pods[i]
@@ -202,7 +207,18 @@ def place(
         # Ordered: the stable sort keeps configuration (or annotation) order among equals.
         chosen = sorted(fitting, key=lambda z: -preference[z.name])[0]
         return Placement(chosen.name, candidate)
-    if eligible:
+    if (
+        eligible
+        and candidates
+        and all(c.gpu_count for c in candidates)
+        and not any(z.max_gpus for z in eligible)
+    ):
+        # Said plainly: a GPU pod here would never start, not wait for capacity.
+        reasons.append(
+            f"{len(eligible)} zone(s) have no nvidia.com/gpu capacity: this cluster has no "
+            "GPUs (on real pods, the host has no NVIDIA device /dev/nvidia0)"
+        )
+    elif eligible:
         names = ", ".join(c.name for c in candidates)
         reasons.append(f"{len(eligible)} zone(s) have no capacity left for {names}")
     return Unschedulable(reasons or ["no zone is configured"])

@@ -82,6 +82,7 @@ class Scheduler:
                 z.max_instances,
                 Decimal(z.max_vcpu),
                 Decimal(z.max_memory_gib),
+                max_gpus=z.max_gpus,
             )
             for z in zones
         }
@@ -127,6 +128,7 @@ class Scheduler:
             if spec is not None:
                 state.vcpu += spec.vcpu
                 state.memory_gib += spec.memory_gib
+                state.gpus += spec.gpu_count
             state.pods.append((meta.get("namespace", ""), labels))
             self._accounted[key] = (zone, spec, meta.get("namespace", ""), labels)
             notes = meta.get("annotations") or {}
