@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cluster, eventually, free_port, remove_pod_network, start_cluster, stop_cluster
@@ -528,3 +529,75 @@ def test_an_hpa_scales_cpu_burning_real_pods_up_and_back_down(data_dir: Path) ->
     messages = [e["message"] for e in json.loads(events)["items"]]
     assert any(m.startswith("New size: 2; reason: cpu resource utilization") for m in messages)
     assert any(m == "New size: 1; reason: All metrics below target" for m in messages), messages
+
+
+# A market that moves every 2 seconds, often above the pods' limit, with 2
+# seconds' notice: reclaims within seconds instead of hours.
+RESTLESS_MARKET = """
+seed: 3
+tick_seconds: 2
+reclaim_notice_seconds: 2
+ratio: {mean: "0.35", volatility: "0.9", min: "0.05", max: "0.95"}
+stock: {default: 100}
+zones: {}
+"""
+SPOT_DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bidder, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: bidder}}
+  template:
+    metadata:
+      labels: {app: bidder}
+      annotations:
+        k8s.aliyun.com/eci-spot-strategy: SpotWithPriceLimit
+        k8s.aliyun.com/eci-spot-price-limit: "0.045"
+        k8s.aliyun.com/eci-spot-duration: "0"
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: main
+        image: registry.local/nodeless/busybox:1.36
+        command: ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"]
+"""
+
+
+def test_spot_pods_on_real_containers_are_reclaimed_with_notice_and_replaced(
+    data_dir: Path,
+) -> None:
+    market = data_dir.parent / "market.yaml"
+    market.write_text(RESTLESS_MARKET)
+    options = ("--pod-cidr", POD_CIDR, "--pod-bridge", BRIDGE, "--spot-market", str(market))
+    cluster = start_cluster(data_dir, provider="cri", options=options)
+    try:
+        cluster.kubectl("apply", "-f", "-", input=SPOT_DEPLOYMENT)
+
+        def reclaimed() -> list[dict[str, Any]]:
+            pods = json.loads(
+                cluster.kubectl("get", "pods", "-l", "app=bidder", "-o", "json").stdout
+            )
+            return [p for p in pods["items"] if p["status"].get("reason") == "BidFailed"]
+
+        [first, *_] = eventually(reclaimed, "a spot pod reclaimed", timeout=120)
+        assert first["status"]["phase"] == "Failed"
+        conditions = {c["type"]: c for c in first["status"]["conditions"]}
+        assert conditions["ContainerInstanceCreated"]["reason"] == "SpotToBeReleased"
+        assert conditions["DisruptionTarget"]["reason"] == "BidFailed"
+        # The container was stopped as a deletion stops it: SIGTERM first.
+        [container] = first["status"]["containerStatuses"]
+        assert container["state"]["terminated"]["exitCode"] == 0, container
+        name = first["metadata"]["name"]
+        reasons = cluster.kubectl(
+            "get", "events", "--field-selector", f"involvedObject.name={name}",
+            "-o", "jsonpath={.items[*].reason}",
+        ).stdout.split()  # fmt: skip
+        assert {"SpotToBeReleased", "InstanceExpired"} <= set(reasons), reasons
+        # The Deployment keeps its replica: a new spot pod runs.
+        cluster.kubectl("rollout", "status", "deployment/bidder", "--timeout=120s", timeout=150)
+        cluster.kubectl("delete", "deployment", "bidder", "--cascade=foreground", timeout=120)
+        cluster.kubectl("delete", "pods", "-l", "app=bidder", "--wait=true", timeout=120)
+    finally:
+        stop_cluster(cluster)
+    assert shims(data_dir) == set(), "reclaimed and deleted pods leave no sandbox behind"

@@ -331,7 +331,9 @@ async def start_components(
         components.running.append(manager)
         # One market for buying spot (the scheduler) and taking it back.
         market = spotmarket.SpotMarket.load(args.spot_market)
-        reclaimer = reclaiming.SpotReclaimer(manager, market, clock=clock)
+        reclaimer = reclaiming.SpotReclaimer(
+            manager, market, clock=clock, notice_seconds=market.settings.notice_seconds
+        )
         await reclaimer.start()
         components.running.append(reclaimer)
         if isinstance(provider, base.ImagePuller):

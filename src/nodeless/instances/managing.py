@@ -617,8 +617,9 @@ class InstanceManager:
     async def give_notice(self, record: Obj, message: str, at: datetime.datetime) -> None:
         """Tell the pod its spot instance goes at ``at`` (a condition and a
         Warning event), and remember it in the record (restarts keep it)."""
-        minutes = max(0, round((at - self.clock.now()).total_seconds() / 60))
-        notice = f"Spot instance will be released in {minutes} minutes: {message}"
+        seconds = max(0.0, (at - self.clock.now()).total_seconds())
+        when = f"{round(seconds / 60)} minutes" if seconds >= 60 else f"{seconds:.0f} seconds"
+        notice = f"Spot instance will be released in {when}: {message}"
         await self._patch_record_status(
             record,
             {"reclaim": {"at": billing.format_time(at), "message": message, "notice": notice}},

@@ -61,6 +61,8 @@ class MarketSettings:
     zone_stock: Mapping[str, int] = field(default_factory=dict)
     # Per-zone mean ratios, for zones whose spare capacity is scarcer.
     zone_mean: Mapping[str, Decimal] = field(default_factory=dict)
+    # How long before a reclaim the pod is told (ECI: 3 minutes).
+    notice_seconds: float = 180.0
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> MarketSettings:
@@ -79,6 +81,7 @@ class MarketSettings:
             zone_mean={
                 str(z): Decimal(str(v["mean_ratio"])) for z, v in zones.items() if "mean_ratio" in v
             },
+            notice_seconds=float(doc.get("reclaim_notice_seconds", 180)),
         )
 
 
