@@ -672,13 +672,18 @@ class InstanceManager:
         await self.provider.delete(instance_id, int(grace))
 
     async def _patch_record_status(self, record: Obj, patch: Obj) -> None:
-        meta = record.get("metadata") or {}
+        await self._patch_status(INSTANCES, record, patch)
+
+    async def _patch_status(self, ref: clients.ResourceRef, obj: Obj, status: Obj) -> None:
+        """A merge patch of ``status`` (a pod's or a record's); a write that
+        fails (the object went) is dropped: the next sync reads what is."""
+        meta = obj.get("metadata") or {}
         with contextlib.suppress(errors.StatusError):
             await self.client.patch(
-                INSTANCES,
+                ref,
                 meta.get("namespace", ""),
                 meta.get("name", ""),
-                {"status": patch},
+                {"status": status},
                 patch_type="merge",
                 subresource="status",
                 options=clients.WriteOptions(field_manager=MANAGER),
@@ -825,17 +830,7 @@ class InstanceManager:
         )
 
     async def _write_pod_status(self, pod: Obj, status: Obj) -> None:
-        meta = pod.get("metadata") or {}
-        with contextlib.suppress(errors.StatusError):
-            await self.client.patch(
-                PODS,
-                meta.get("namespace", ""),
-                meta.get("name", ""),
-                {"status": status},
-                patch_type="merge",
-                subresource="status",
-                options=clients.WriteOptions(field_manager=MANAGER),
-            )
+        await self._patch_status(PODS, pod, status)
 
     def _intervals(self, record: Obj) -> list[Obj]:
         instance_id = str((record.get("spec") or {}).get("instanceID") or "")
@@ -847,7 +842,6 @@ class InstanceManager:
     async def _write_record_state(self, record: Obj, state: Obj) -> None:
         """The record's new state, with its billed intervals moved on (the
         open one closes when the state changes; a billed state opens one)."""
-        meta = record.get("metadata") or {}
         spec = record.get("spec") or {}
         instance_id = str(spec.get("instanceID") or "")
         try:
@@ -865,16 +859,7 @@ class InstanceManager:
             )
             state = {**state, "billing": {"intervals": intervals}}
             self._billing[instance_id] = intervals
-        with contextlib.suppress(errors.StatusError):
-            await self.client.patch(
-                INSTANCES,
-                meta.get("namespace", ""),
-                meta.get("name", ""),
-                {"status": state},
-                patch_type="merge",
-                subresource="status",
-                options=clients.WriteOptions(field_manager=MANAGER),
-            )
+        await self._patch_record_status(record, state)
 
     async def _terminate(
         self, key: str, pod: Obj, record: Obj, status: base.InstanceStatus | None
