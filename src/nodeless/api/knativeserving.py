@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -40,11 +40,9 @@ CONFIGURATION_LABEL: Final = "serving.knative.dev/configuration"
 GENERATION_LABEL: Final = "serving.knative.dev/configurationGeneration"
 REVISION_LABEL: Final = "serving.knative.dev/revision"
 REVISION_UID_LABEL: Final = "serving.knative.dev/revisionUID"
-ROUTE_LABEL: Final = "serving.knative.dev/route"
 # The template a Revision was made from, to tell whether the Service's
 # template changed since (Knative compares Configuration generations).
 TEMPLATE_HASH_ANNOTATION: Final = "nodeless.dev/template-hash"
-ROUTES_ANNOTATION: Final = "serving.knative.dev/routes"
 
 DEFAULT_DOMAIN: Final = "example.com"  # Knative's config-domain default
 DEFAULT_PORT: Final = 8080  # Knative gives the user container $PORT=8080 unless it names one
@@ -58,6 +56,15 @@ INITIAL_SCALE: Final = 1  # initial-scale: a new Revision starts one pod to prov
 MIN_WINDOW: Final = 6.0
 MAX_WINDOW: Final = 3600.0
 
+# The scaling annotations of a Deployment that networking.activation reads
+# (scale to zero, concurrency autoscaling); a Revision's Deployment gets them.
+SCALE_TO_ZERO: Final = "nodeless.dev/scale-to-zero"
+SCALE_TO_ZERO_GRACE: Final = "nodeless.dev/scale-to-zero-grace"
+TARGET_CONCURRENCY: Final = "nodeless.dev/target-concurrency"
+SCALING_WINDOW: Final = "nodeless.dev/window"
+MIN_SCALE: Final = "nodeless.dev/min-scale"
+MAX_SCALE: Final = "nodeless.dev/max-scale"
+
 MIN_SCALE_ANNOTATION: Final = "autoscaling.knative.dev/min-scale"
 MAX_SCALE_ANNOTATION: Final = "autoscaling.knative.dev/max-scale"
 INITIAL_SCALE_ANNOTATION: Final = "autoscaling.knative.dev/initial-scale"
@@ -65,7 +72,6 @@ TARGET_ANNOTATION: Final = "autoscaling.knative.dev/target"
 UTILIZATION_ANNOTATION: Final = "autoscaling.knative.dev/target-utilization-percentage"
 WINDOW_ANNOTATION: Final = "autoscaling.knative.dev/window"
 METRIC_ANNOTATION: Final = "autoscaling.knative.dev/metric"
-CLASS_ANNOTATION: Final = "autoscaling.knative.dev/class"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
@@ -264,45 +270,26 @@ def _annotation_problems(annotations: Mapping[str, Any], path: str) -> list[erro
                 f"Invalid value: {low}: min-scale={low} is more than max-scale={high}",
             )
         )
-    if TARGET_ANNOTATION in annotations:
-        text = str(annotations[TARGET_ANNOTATION])
+    # (annotation, what its text must read as, and whether it does)
+    bounded: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
+        (TARGET_ANNOTATION, "must be at least 0.01", lambda t: float(t) >= 0.01),
+        (UTILIZATION_ANNOTATION, "must be between 1 and 100", lambda t: 1 <= float(t) <= 100),
+        (
+            WINDOW_ANNOTATION,
+            "must be a duration between 6s and 1h",
+            lambda t: MIN_WINDOW <= duration_seconds(t) <= MAX_WINDOW,
+        ),
+    )
+    for name, rule, holds in bounded:
+        if name not in annotations:
+            continue
+        text = str(annotations[name])
         try:
-            ok = float(text) >= 0.01
+            ok = holds(text)
         except ValueError:
             ok = False
         if not ok:
-            causes.append(
-                _cause(
-                    f"{path}[{TARGET_ANNOTATION}]",
-                    f"Invalid value: {text!r}: must be at least 0.01",
-                )
-            )
-    if UTILIZATION_ANNOTATION in annotations:
-        text = str(annotations[UTILIZATION_ANNOTATION])
-        try:
-            ok = 1 <= float(text) <= 100
-        except ValueError:
-            ok = False
-        if not ok:
-            causes.append(
-                _cause(
-                    f"{path}[{UTILIZATION_ANNOTATION}]",
-                    f"Invalid value: {text!r}: must be between 1 and 100",
-                )
-            )
-    if WINDOW_ANNOTATION in annotations:
-        text = str(annotations[WINDOW_ANNOTATION])
-        try:
-            ok = MIN_WINDOW <= duration_seconds(text) <= MAX_WINDOW
-        except ValueError:
-            ok = False
-        if not ok:
-            causes.append(
-                _cause(
-                    f"{path}[{WINDOW_ANNOTATION}]",
-                    f"Invalid value: {text!r}: must be a duration between 6s and 1h",
-                )
-            )
+            causes.append(_cause(f"{path}[{name}]", f"Invalid value: {text!r}: {rule}"))
     metric = annotations.get(METRIC_ANNOTATION)
     if metric is not None and metric not in ("concurrency",):
         causes.append(
@@ -517,7 +504,3 @@ def scale_bounds(annotations: Mapping[str, Any]) -> tuple[int, int, int]:
     if high:
         initial = min(initial, high)
     return low, high, initial
-
-
-def names_in(targets: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(t.get("revisionName")) for t in targets if t.get("revisionName")]

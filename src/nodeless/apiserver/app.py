@@ -150,7 +150,10 @@ class ApiServer:
         self.store.admitters.append(admitting.elastic_workloads(self._cached))
         self.store.admitters.append(admitting.image_caches(_image_reference_problem))
         self.store.admitters.append(
-            admitting.service_accounts(self._service_account, lambda: self.pki is not None)
+            admitting.service_accounts(
+                lambda ns, name: self._cached("", "v1", "ServiceAccount", ns, name),
+                lambda: self.pki is not None,
+            )
         )
         self.service_ips = serviceips.ServiceIPs(self.store, service_cidr)
         self.store.allocators[("", "Service")] = self.service_ips
@@ -379,12 +382,6 @@ class ApiServer:
         if resource is None:
             return None
         entry = self.store.cache(resource).objects.get(self.store.key(resource, namespace, name))
-        return entry.obj if entry is not None else None
-
-    def _service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
-        sa = self.registry.by_kind("", "v1", "ServiceAccount")
-        assert sa is not None
-        entry = self.store.cache(sa).objects.get(self.store.key(sa, namespace, name))
         return entry.obj if entry is not None else None
 
     async def _publish_root_ca(self, namespace: str) -> None:

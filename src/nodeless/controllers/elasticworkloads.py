@@ -80,8 +80,6 @@ def desired_clone(
         pod_spec["tolerations"] = [*(pod_spec.get("tolerations") or []), *unit["tolerations"]]
     template["spec"] = pod_spec
     spec["template"] = template
-    if source.get("kind") == "StatefulSet" and spec.get("serviceName"):
-        spec["serviceName"] = spec["serviceName"]  # the clone's pods join the same headless Service
     return {
         "apiVersion": source.get("apiVersion") or "apps/v1",
         "kind": source.get("kind"),
@@ -274,7 +272,7 @@ class ElasticWorkloadController:
                     raise
 
     async def _write_status(self, ew: Mapping[str, Any], status: Obj) -> None:
-        if {k: v for k, v in (ew.get("status") or {}).items()} == status:
+        if ew.get("status") == status:
             return
         meta = _meta(ew)
         group, _, version = str(ew.get("apiVersion") or "").partition("/")

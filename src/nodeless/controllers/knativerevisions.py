@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nodeless import clocks
 from nodeless.api import errors, knativeserving
 from nodeless.client import clients, controllers, events, informers
-from nodeless.controllers import ownership
+from nodeless.controllers import ownership, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ FAILING_REASONS = frozenset(
     }
 )
 # The scaling annotations networking.activation reads from a Deployment.
-SCALE_TO_ZERO = "nodeless.dev/scale-to-zero"
-GRACE = "nodeless.dev/scale-to-zero-grace"
-TARGET = "nodeless.dev/target-concurrency"
-WINDOW = "nodeless.dev/window"
-MIN_SCALE = "nodeless.dev/min-scale"
-MAX_SCALE = "nodeless.dev/max-scale"
+SCALE_TO_ZERO = knativeserving.SCALE_TO_ZERO
+GRACE = knativeserving.SCALE_TO_ZERO_GRACE
+TARGET = knativeserving.TARGET_CONCURRENCY
+WINDOW = knativeserving.SCALING_WINDOW
+MIN_SCALE = knativeserving.MIN_SCALE
+MAX_SCALE = knativeserving.MAX_SCALE
 
 Obj = dict[str, Any]
 
@@ -382,7 +382,7 @@ class RevisionController:
     async def start(self) -> None:
         self.controller.enqueue_changes(self.revisions)
         for informer in (self.deployments, self.services, self.pods):
-            self.controller.enqueue_changes(informer, _revision_key)
+            self.controller.enqueue_changes(informer, key_by_label(knativeserving.REVISION_LABEL))
         self.factory.start()
         self.controller.start([self.revisions, self.deployments, self.services, self.pods])
 
@@ -406,7 +406,9 @@ class RevisionController:
         if knativeserving.without_times(status) == knativeserving.without_times(previous):
             return
         knativeserving.stamp(
-            status["conditions"], previous.get("conditions") or [], now(self.clock)
+            status["conditions"],
+            previous.get("conditions") or [],
+            podcontrol.format_time(self.clock.now()),
         )
         ready_before = knativeserving.condition(revision, "Ready").get("status")
         try:
@@ -507,13 +509,13 @@ class RevisionController:
             return None  # the informer has not seen it yet; the next sync reads it
 
 
-def _revision_key(obj: clients.Object) -> str | None:
-    meta = obj.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(knativeserving.REVISION_LABEL)
-    if not name:
-        return None
-    return f"{meta.get('namespace') or ''}/{name}"
+def key_by_label(label: str) -> Callable[[clients.Object], str | None]:
+    """The key ``<namespace>/<label's value>`` of an object's owner named by
+    a label (a Revision's for its pods, a Service's for its Revisions)."""
 
+    def key_for(obj: clients.Object) -> str | None:
+        meta = obj.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(label)
+        return f"{meta.get('namespace') or ''}/{name}" if name else None
 
-def now(clock: clocks.Clock) -> str:
-    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return key_for

@@ -40,7 +40,7 @@ from typing import Any
 from nodeless import clocks
 from nodeless.api import errors, knativeserving
 from nodeless.client import clients, controllers, events, informers
-from nodeless.controllers import knativerevisions, ownership
+from nodeless.controllers import knativerevisions, ownership, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,9 @@ class KnativeServiceController:
 
     async def start(self) -> None:
         self.controller.enqueue_changes(self.services)
-        self.controller.enqueue_changes(self.revisions, _service_key)
+        self.controller.enqueue_changes(
+            self.revisions, knativerevisions.key_by_label(knativeserving.SERVICE_LABEL)
+        )
         self.factory.start()
         self.controller.start([self.services, self.revisions])
 
@@ -272,7 +274,9 @@ class KnativeServiceController:
         if knativeserving.without_times(status) == knativeserving.without_times(previous):
             return
         knativeserving.stamp(
-            status["conditions"], previous.get("conditions") or [], knativerevisions.now(self.clock)
+            status["conditions"],
+            previous.get("conditions") or [],
+            podcontrol.format_time(self.clock.now()),
         )
         body = {**{k: None for k in previous if k not in status}, **status}
         try:
@@ -348,11 +352,3 @@ class KnativeServiceController:
             except errors.StatusError as err:
                 if err.code != 404:
                     raise
-
-
-def _service_key(obj: clients.Object) -> str | None:
-    meta = obj.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(knativeserving.SERVICE_LABEL)
-    if not name:
-        return None
-    return f"{meta.get('namespace') or ''}/{name}"

@@ -627,18 +627,7 @@ class InstanceManager:
         pod = self.pods.get(self._record_key(record))
         if pod is None:
             return
-        condition = {
-            "type": RECLAIM_CONDITION,
-            "status": "True",
-            "reason": "SpotToBeReleased",
-            "message": notice,
-            "lastTransitionTime": _time(self.clock),
-        }
-        status = values.clone(pod.get("status") or {})
-        status["conditions"] = [
-            c for c in status.get("conditions") or [] if c.get("type") != RECLAIM_CONDITION
-        ] + [condition]
-        await self._write_pod_status(pod, status)
+        await self._set_pod_condition(pod, RECLAIM_CONDITION, "SpotToBeReleased", notice)
         if self.recorder is not None:
             self.recorder.record(pod, "Warning", "SpotToBeReleased", notice)
 
@@ -653,23 +642,29 @@ class InstanceManager:
         pod = self.pods.get(self._record_key(record)) or {}
         grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
         if pod:
-            status = values.clone(pod.get("status") or {})
-            status["conditions"] = [
-                c for c in status.get("conditions") or [] if c.get("type") != "DisruptionTarget"
-            ] + [
-                {
-                    "type": "DisruptionTarget",
-                    "status": "True",
-                    "reason": BID_FAILED,
-                    "message": str(reclaim.get("message") or "spot instance reclaimed"),
-                    "lastTransitionTime": _time(self.clock),
-                }
-            ]
-            await self._write_pod_status(pod, status)
+            message = str(reclaim.get("message") or "spot instance reclaimed")
+            await self._set_pod_condition(pod, "DisruptionTarget", BID_FAILED, message)
         instance_id = str((record.get("spec") or {}).get("instanceID") or "")
         # Known at once: the instance may end before the informer shows the record.
         self._reclaimed[instance_id] = str(reclaim.get("message") or "")
         await self.provider.delete(instance_id, int(grace))
+
+    async def _set_pod_condition(self, pod: Obj, kind: str, reason: str, message: str) -> None:
+        """Set one True condition of the pod's (its list is written whole: a
+        merge patch replaces lists)."""
+        conditions = [
+            c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != kind
+        ]
+        conditions.append(
+            {
+                "type": kind,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": _time(self.clock),
+            }
+        )
+        await self._patch_status(PODS, pod, {"conditions": conditions})
 
     async def _patch_record_status(self, record: Obj, patch: Obj) -> None:
         await self._patch_status(INSTANCES, record, patch)

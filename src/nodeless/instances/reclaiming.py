@@ -34,7 +34,7 @@ from typing import Any
 from nodeless import clocks
 from nodeless.instances import managing
 from nodeless.instances.providers import base
-from nodeless.serverless import billing, catalogue, spotmarket
+from nodeless.serverless import billing, spotmarket
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,9 @@ class SpotReclaimer:
         self.clock = clock or manager.clock
         self.notice_seconds = notice_seconds
         self._task: asyncio.Task[None] | None = None
-        # Notices given (instance ID -> when it goes), known before the
-        # record informer shows them.
-        self._notices: dict[str, datetime.datetime] = {}
-        self._reasons: dict[str, str] = {}
+        # Notices given (instance ID -> when it goes, and why), known before
+        # the record informer shows them.
+        self._notices: dict[str, tuple[datetime.datetime, str]] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="spot-reclaimer")
@@ -89,7 +88,7 @@ class SpotReclaimer:
         now = self.clock.now()
         elapsed = (now - spotmarket.EPOCH).total_seconds()
         wait = tick - (elapsed % tick) or tick
-        for at in self._notices.values():
+        for at, _why in self._notices.values():
             wait = min(wait, max(0.0, (at - now).total_seconds()))
         return wait
 
@@ -110,21 +109,20 @@ class SpotReclaimer:
                 continue
             instance_id = str(spec.get("instanceID") or "")
             reclaim = status.get("reclaim") or {}
-            at = billing.parse_time(reclaim.get("at")) or self._notices.get(instance_id)
+            given = self._notices.get(instance_id)
+            at = billing.parse_time(reclaim.get("at")) or (given[0] if given else None)
             if at is not None:
                 if reclaim.get("started"):
                     self._notices.pop(instance_id, None)
                 elif now >= at:
-                    if not reclaim:  # the informer lags our notice: the record has it
-                        record = {
-                            **record,
-                            "status": {**status, "reclaim": {"at": billing.format_time(at)}},
-                        }
+                    if not reclaim and given:  # the informer lags our notice: the record has it
+                        noticed = {"at": billing.format_time(at), "message": given[1]}
+                        record = {**record, "status": {**status, "reclaim": noticed}}
                     await self.manager.reclaim(record)
                     self._notices.pop(instance_id, None)
-                    self._reasons.pop(instance_id, None)
                 else:
-                    self._notices[instance_id] = at
+                    why = str(reclaim.get("message") or (given[1] if given else ""))
+                    self._notices[instance_id] = (at, why)
                 continue
             bought = billing.parse_time(status.get("createdAt")) or now
             live.append((bought, record))
@@ -152,7 +150,7 @@ class SpotReclaimer:
         protected_until = billing.parse_time(spec.get("protectedUntil"))
         if protected_until is not None and now < protected_until:
             return  # inside protection: the purchase price, no reclaim
-        instance_spec = self._spec(spec)
+        instance_spec = self.manager.specs.find(str(spec.get("instanceSpec") or ""))
         if instance_spec is None:
             return
         zone = str(spec.get("zone") or "")
@@ -166,13 +164,8 @@ class SpotReclaimer:
             why = f"zone {zone} has no spot capacity left for it"
         if why:
             at = now + datetime.timedelta(seconds=self.notice_seconds)
-            self._notices[str(spec.get("instanceID") or "")] = at
-            self._reasons[str(spec.get("instanceID") or "")] = why
+            self._notices[str(spec.get("instanceID") or "")] = (at, why)
             await self.manager.give_notice(record, why, at)
-
-    def _spec(self, spec: Obj) -> catalogue.Spec | None:
-        found = self.manager.specs.find(str(spec.get("instanceSpec") or ""))
-        return found
 
 
 def _decimal(value: Any) -> Decimal | None:

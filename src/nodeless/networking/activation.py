@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors
+from nodeless.api import errors, knativeserving
 from nodeless.client import clients, events, informers
 from nodeless.instances.providers import commands
 from nodeless.networking import servicemaps
@@ -47,14 +47,14 @@ from nodeless.networking import servicemaps
 log = logging.getLogger(__name__)
 
 DEPLOYMENTS = clients.ResourceRef("apps", "v1", "deployments", True, "Deployment")
-SCALE_TO_ZERO = "nodeless.dev/scale-to-zero"
-GRACE = "nodeless.dev/scale-to-zero-grace"
+SCALE_TO_ZERO = knativeserving.SCALE_TO_ZERO
+GRACE = knativeserving.SCALE_TO_ZERO_GRACE
 DEFAULT_GRACE = 60.0
 CHECK_INTERVAL = 1.0
-TARGETS = ("nodeless.dev/target-concurrency", "autoscaling.knative.dev/target")
-WINDOWS = ("nodeless.dev/window", "autoscaling.knative.dev/window")
-MIN_SCALES = ("nodeless.dev/min-scale", "autoscaling.knative.dev/min-scale")
-MAX_SCALES = ("nodeless.dev/max-scale", "autoscaling.knative.dev/max-scale")
+TARGETS = (knativeserving.TARGET_CONCURRENCY, knativeserving.TARGET_ANNOTATION)
+WINDOWS = (knativeserving.SCALING_WINDOW, knativeserving.WINDOW_ANNOTATION)
+MIN_SCALES = (knativeserving.MIN_SCALE, knativeserving.MIN_SCALE_ANNOTATION)
+MAX_SCALES = (knativeserving.MAX_SCALE, knativeserving.MAX_SCALE_ANNOTATION)
 DEFAULT_WINDOW = 60.0
 PANIC_WINDOW_SHARE = 0.1  # Knative's panic-window-percentage 10
 PANIC_THRESHOLD = 2.0  # Knative's panic-threshold-percentage 200

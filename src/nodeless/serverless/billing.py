@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-GROUP: Final = "nodeless.dev"
-KIND: Final = "BillingRecord"
 NAMESPACE_LABEL: Final = "nodeless.dev/namespace"
 POD_LABEL: Final = "nodeless.dev/pod"
 WORKLOAD_LABEL: Final = "nodeless.dev/workload"
@@ -152,15 +150,6 @@ def report(
         line.cost += sum((i.cost(now, since, until) for i in intervals), Decimal(0))
         line.capacity.add(str((record.get("spec") or {}).get("capacityType") or "on-demand"))
     return sorted(lines.values(), key=lambda line: (-line.cost, line.key))
-
-
-def record_cost(record: Mapping[str, Any], now: datetime.datetime) -> tuple[int, Decimal]:
-    """(instance-seconds, cost) of one record so far."""
-    intervals = intervals_of(record)
-    return (
-        sum(i.seconds(now) for i in intervals),
-        sum((i.cost(now) for i in intervals), Decimal(0)),
-    )
 
 
 def money(value: Decimal, places: int = 6) -> str:

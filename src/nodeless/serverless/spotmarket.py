@@ -104,9 +104,6 @@ class SpotMarket:
     def tick_of(self, at: datetime.datetime) -> int:
         return int((at - EPOCH).total_seconds() // self.settings.tick)
 
-    def tick_start(self, tick: int) -> datetime.datetime:
-        return EPOCH + datetime.timedelta(seconds=tick * self.settings.tick)
-
     def _noise(self, zone: str, spec: str, octave: int, step: int) -> Decimal:
         """A uniform value in [-1, 1] for one lattice point, the same everywhere."""
         digest = hashlib.sha256(
