@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import functools
 import ipaddress
 import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -39,6 +42,7 @@ from nodeless.instances.providers.cri import (
     backoffs,
     cgroups,
     containerd,
+    gpudevices,
     podconfigs,
     registryauth,
     registrypush,
@@ -1031,6 +1035,90 @@ async def test_adopted_instances_keep_their_results_and_restart_counts(crienv: C
     assert crashing_again.containers[0].restart_count >= counted
     assert crashing_again.state in (State.RUNNING, State.RESTARTING)
     assert len(await crienv.runtime.client.list_pod_sandbox()) == 2
+
+
+# --- GPUs ---
+
+
+def _stand_in_gpu_host(root: Path) -> gpudevices.HostGpus:
+    """A host with two "GPUs": character devices with /dev/null's numbers
+    (no GPU here), a driver library and a tool where the driver puts them."""
+    dev, lib, bin_ = root / "dev", root / "lib", root / "bin"
+    for d in (dev, lib, bin_):
+        d.mkdir(parents=True)
+    for name, minor in (("nvidia0", 3), ("nvidia1", 3), ("nvidiactl", 5)):
+        os.mknod(dev / name, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    (lib / "libcuda.so.1").write_text("stand-in driver\n")
+    (bin_ / "nvidia-smi").write_text("#!/bin/sh\necho stand-in nvidia-smi\n")
+    (bin_ / "nvidia-smi").chmod(0o755)
+    return gpudevices.discover(dev, library_dirs=[lib], binary_dirs=[bin_], cdi_dirs=[])
+
+
+def _gpu_request(instance_id: str, image: str, script: str) -> base.InstanceRequest:
+    app = container("app", image, script, resources={"limits": {"nvidia.com/gpu": "1"}})
+    manifest = pod(instance_id.removeprefix("i-"), [app], restart_policy="Never")
+    return dataclasses.replace(request(instance_id, manifest), spec_name="gpu-1xT4", gpu_count=1)
+
+
+async def test_gpu_instances_get_their_own_host_gpu_and_the_driver_files_across_adoption(
+    crienv: Cri,
+) -> None:
+    host = _stand_in_gpu_host(crienv.data_dir / "host")
+    first = crienv.provider(host_gpus=host)
+    image = crienv.registry.image("busybox:1")
+    script = (
+        "ls /dev | grep nvidia | tr '\\n' ' '; echo; test -c /dev/nvidia$NVIDIA_VISIBLE_DEVICES"
+        " && echo char-device; echo x > /dev/nvidia$NVIDIA_VISIBLE_DEVICES && echo writable;"
+        " cat /usr/local/nvidia/lib64/libcuda.so.1; /usr/local/nvidia/bin/nvidia-smi;"
+        " (echo x > /usr/local/nvidia/lib64/libcuda.so.1) 2>/dev/null || echo read-only;"
+        " while [ ! -f /tmp/done ]; do sleep 0.1; done"
+    )
+    await first.create(_gpu_request("i-gpu-a", image, script))
+    await first.create(_gpu_request("i-gpu-b", image, script))
+    with pytest.raises(base.CapacityError, match="only 0 of this host's 2 GPUs are free"):
+        await first.create(_gpu_request("i-gpu-c", image, script))
+    for instance_id in ("i-gpu-a", "i-gpu-b"):
+        await until(status_is(first, instance_id, lambda s: s.state is State.RUNNING))
+        await until(functools.partial(_logged, first, instance_id, b"read-only"))
+    logs = {i: await read_logs(first, i, "app") for i in ("i-gpu-a", "i-gpu-b")}
+    await first.close()
+
+    second = crienv.provider(host_gpus=host)
+    await second.start()
+    with pytest.raises(base.CapacityError):  # the adopted instances still hold both
+        await second.create(_gpu_request("i-gpu-c", image, script))
+    running = await current(second, "i-gpu-a")
+    await crienv.runtime.client.exec_sync(cri_id(running.containers[0]), ["touch", "/tmp/done"])
+    await until(status_is(second, "i-gpu-a", lambda s: s.state.terminal))
+    await second.delete("i-gpu-a", 0)
+    await until(lambda: _gone(second, "i-gpu-a"))
+    await second.create(_gpu_request("i-gpu-c", image, "echo $NVIDIA_VISIBLE_DEVICES"))
+    await until(status_is(second, "i-gpu-c", lambda s: s.state.terminal))
+
+    assert logs["i-gpu-a"] == (
+        b"nvidia0 nvidiactl \nchar-device\nwritable\nstand-in driver\n"
+        b"stand-in nvidia-smi\nread-only\n"
+    )
+    assert logs["i-gpu-b"].startswith(b"nvidia1 nvidiactl \n")
+    assert await read_logs(second, "i-gpu-c", "app") == b"0\n"
+
+
+async def test_a_gpu_instance_on_a_host_without_gpus_fails_before_any_container(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider(host_gpus=gpudevices.HostGpus())
+    image = crienv.registry.image("busybox:1")
+
+    with pytest.raises(base.ProviderError, match="this host has no NVIDIA GPU") as refused:
+        await made.create(_gpu_request("i-gpu", image, "true"))
+
+    assert not isinstance(refused.value, base.CapacityError)
+    assert await made.list() == []
+    assert await crienv.runtime.client.list_pod_sandbox() == []
+
+
+async def _logged(made: cri.CriProvider, instance_id: str, text: bytes) -> bool:
+    return text in await read_logs(made, instance_id, "app")
 
 
 async def _sandboxes_stopped(env: Cri, count: int) -> bool:

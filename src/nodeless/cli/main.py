@@ -33,9 +33,9 @@ from nodeless.controllers import running
 from nodeless.instances import imagecaches, managing, nodes, reclaiming
 from nodeless.instances.providers import base, simulated
 from nodeless.instances.providers.cri import containerd as cri_containerd
+from nodeless.instances.providers.cri import gpudevices, registryauth
 from nodeless.instances.providers.cri import podconfigs as cri_podconfigs
 from nodeless.instances.providers.cri import provider as cri_provider
-from nodeless.instances.providers.cri import registryauth
 from nodeless.instances.providers.cri import volumefiles as cri_volumefiles
 from nodeless.networking import running as networking
 from nodeless.scheduler import scheduling
@@ -220,7 +220,7 @@ async def up(args: argparse.Namespace) -> int:
         gpus = args.zone_max_gpus
         if gpus is None:
             # Real pods get the host's GPUs; simulated ones, simulated GPUs.
-            gpus = nodes.host_gpus() if args.provider == "cri" else SIMULATED_GPUS
+            gpus = len(gpudevices.discover().indices) if args.provider == "cri" else SIMULATED_GPUS
         zones = [dataclasses.replace(z, max_gpus=gpus) for z in zones]
         components = await start_components(args, server.api, zones, server.catalogue, stop)
     print(

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from nodeless import clocks
@@ -236,12 +234,3 @@ class VirtualNodes:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-def host_gpus(dev: Path = Path("/dev")) -> int:
-    """NVIDIA GPUs this host has (``/dev/nvidia0``, ``/dev/nvidia1``...): what
-    pods on real containers here can be given."""
-    try:
-        return sum(1 for entry in dev.iterdir() if re.fullmatch(r"nvidia[0-9]+", entry.name))
-    except OSError:
-        return 0

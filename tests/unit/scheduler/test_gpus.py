@@ -9,6 +9,7 @@ from typing import Any
 from nodeless import clocks
 from nodeless.client import clients
 from nodeless.instances import nodes
+from nodeless.instances.providers.cri import gpudevices
 from tests.unit.scheduler import Cluster, annotation, pod_manifest, wait_for
 
 NODES = clients.ResourceRef("", "v1", "nodes", False, "Node")
@@ -61,5 +62,5 @@ async def test_gpu_pods_take_the_zones_gpus_and_the_rest_wait() -> None:
 def test_the_hosts_gpus_are_its_nvidia_device_nodes(tmp_path: Path) -> None:
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "null"):
         (tmp_path / name).touch()
-    assert nodes.host_gpus(tmp_path) == 2
-    assert nodes.host_gpus(tmp_path / "missing") == 0
+    assert gpudevices.discover(tmp_path).indices == (0, 1)
+    assert gpudevices.discover(tmp_path / "missing").indices == ()

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeless.instances.providers.cri import clients, sandboximages
+from nodeless.instances.providers.cri import clients, gpudevices, sandboximages
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ class ContainerdSettings:
     systemd_cgroup: bool = False
     stream_server_address: str = "127.0.0.1"
     log_level: str = "info"
+    # Where CDI specs live; set (with enable_cdi) only for containerd 1.7+,
+    # which knows the options.
+    cdi_spec_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         network = ipaddress.ip_network(self.pod_cidr, strict=False)
@@ -189,6 +192,11 @@ def containerd_config(settings: ContainerdSettings) -> dict[str, Any]:
                     "max_conf_num": 1,
                 },
                 "registry": {"config_path": str(settings.registry_config_dir)},
+                **(
+                    {"enable_cdi": True, "cdi_spec_dirs": list(settings.cdi_spec_dirs)}
+                    if settings.cdi_spec_dirs
+                    else {}
+                ),
             },
         },
     }
@@ -366,6 +374,24 @@ async def overlay_supported(work_dir: Path) -> bool:
         shutil.rmtree(probe, ignore_errors=True)
 
 
+async def binary_version() -> str:
+    """The containerd binary's version ("1.6.20~ds1"), "" when unknown."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "containerd",
+            "--version",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=_process_env(),
+        )
+    except FileNotFoundError:
+        return ""
+    out, _ = await proc.communicate()
+    # "containerd github.com/containerd/containerd 1.6.20~ds1 <revision>"
+    words = out.decode(errors="replace").split()
+    return words[2].removeprefix("v") if len(words) > 2 else ""
+
+
 async def _run(*args: str) -> int:
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -457,6 +483,13 @@ class Containerd:
                 "missing " + ", ".join(missing) + ": run scripts/install-system-packages.sh"
             )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.cdi_spec_dirs and gpudevices.cdi_supported(
+            "containerd", await binary_version()
+        ):
+            settings = dataclasses.replace(
+                settings, cdi_spec_dirs=tuple(str(d) for d in gpudevices.CDI_SPEC_DIRS)
+            )
+            self.settings = settings
         if settings.snapshotter == SNAPSHOTTER_OVERLAY and not await overlay_supported(
             settings.data_dir
         ):

@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from nodeless.instances.providers import base
-from nodeless.instances.providers.cri import cgroups
+from nodeless.instances.providers.cri import cgroups, gpudevices
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 from nodeless.serverless import quantities
 
@@ -527,6 +527,7 @@ def sandbox_config(
     dns: DnsSettings = DnsSettings(),
     created_at: datetime.datetime | None = None,
     attempt: int = 0,
+    gpus: Sequence[int] = (),
 ) -> pb.PodSandboxConfig:
     pod = request.pod
     meta = pod.get("metadata") or {}
@@ -545,6 +546,8 @@ def sandbox_config(
     annotations[ANNOTATION_REQUEST] = encode_request(request)
     if created_at is not None:
         annotations[ANNOTATION_CREATED_AT] = created_at.isoformat()
+    if gpus:
+        annotations[gpudevices.ANNOTATION_GPUS] = gpudevices.encode_indices(gpus)
     config = pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(
             name=paths.name, uid=paths.uid, namespace=paths.namespace, attempt=attempt
@@ -721,6 +724,8 @@ class PodContext:
     objects: Mapping[tuple[str, str], Obj | None] = field(default_factory=dict)
     # The Services' variables (``service_env``), under every container's own.
     service_env: Mapping[str, str] = field(default_factory=dict)
+    # container name -> its share of the instance's GPUs
+    gpus: Mapping[str, gpudevices.Exposure] = field(default_factory=dict)
 
 
 def all_containers(pod: Mapping[str, Any]) -> list[Obj]:
@@ -781,6 +786,10 @@ def container_config(
         ANNOTATION_GRACE_PERIOD: str(grace),
     }
     mounts = container_mounts(context, container, lookup)
+    gpus = context.gpus.get(name, gpudevices.Exposure())
+    mounts.extend(gpus.mounts)
+    # The device plugin's variables win over the pod's, as the kubelet applies them.
+    env = [(k, v) for k, v in env if k not in gpus.env] + list(gpus.env.items())
     if termination_file is not None:
         annotations[ANNOTATION_TERMINATION_FILE] = str(termination_file)
         mounts.append(
@@ -797,6 +806,8 @@ def container_config(
         working_dir=str(container.get("workingDir") or ""),
         envs=[pb.KeyValue(key=k, value=v) for k, v in env],
         mounts=mounts,
+        devices=gpus.devices,
+        CDI_devices=gpus.cdi_devices,
         labels=labels,
         annotations=annotations,
         log_path=context.paths.log_path(name, attempt),

@@ -94,6 +94,7 @@ from nodeless.instances.providers.cri import (
     cgroups,
     clients,
     containerd,
+    gpudevices,
     hooks,
     imagerefs,
     logfiles,
@@ -211,6 +212,7 @@ class _Instance:
     last_pushed: base.InstanceStatus | None = None
     oom_kills: int = 0  # the pod cgroup's OOM kill count when last read
     pre_stopped: set[str] = dataclasses.field(default_factory=set)  # CRI IDs whose preStop ran
+    gpus: tuple[int, ...] = ()  # the host GPUs this instance holds
 
     def all_containers(self) -> list[_Container]:
         return self.init_containers + self.containers
@@ -259,6 +261,7 @@ class CriProvider:
         log_max_files: int = logfiles.MAX_FILES,
         log_check_interval: float = LOG_CHECK_INTERVAL,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        host_gpus: gpudevices.HostGpus | None = None,
     ) -> None:
         self.client = client
         self.data_dir = data_dir
@@ -282,6 +285,9 @@ class CriProvider:
         self.log_check_interval = log_check_interval
         self._rotation_task: asyncio.Task[None] | None = None
         self._runtime_name = "containerd"
+        self.host_gpus = gpudevices.discover() if host_gpus is None else host_gpus
+        self._gpus = gpudevices.GpuAllocator(self.host_gpus.indices)
+        self._use_cdi = False  # set from the runtime's version at start
         self._instances: dict[str, _Instance] = {}
         self._zone_usage: dict[str, int] = {}
         self._callbacks: list[base.StatusCallback] = []
@@ -369,6 +375,7 @@ class CriProvider:
                 f"zone {request.zone} has no capacity left ({in_zone} of {limit} instances in use)"
             )
         instance = self._build(request)
+        instance.gpus = self._allocate_gpus(request)
         self._admit(instance)
         self._push(instance)
         instance.task = asyncio.create_task(
@@ -444,6 +451,7 @@ class CriProvider:
                 instance.status.created_at = status.created_at or instance.status.created_at
                 self._conclude(instance, State.FAILED, SANDBOX_LOST, _SANDBOX_LOST_MESSAGE)
             return _copy_status(instance.status)
+        instance.gpus = self._allocate_gpus(request)
         self._admit(instance)
         instance.status.created_at = status.created_at or instance.status.created_at
         self._push(instance)
@@ -742,6 +750,22 @@ class CriProvider:
         if instance.holds_capacity:
             instance.holds_capacity = False
             self._zone_usage[instance.request.zone] -= 1
+            self._gpus.release(instance.request.instance_id)
+
+    def _allocate_gpus(self, request: base.InstanceRequest) -> tuple[int, ...]:
+        """Whole host GPUs for a GPU instance, refused before anything runs:
+        a pod sized for GPUs must never start as a container without them."""
+        try:
+            return self._gpus.allocate(request.instance_id, request.gpu_count)
+        except gpudevices.GpuUnavailable as e:
+            if not self._gpus.indices:
+                raise base.ProviderError(str(e)) from e
+            raise base.CapacityError(str(e)) from e
+
+    def _gpu_exposures(self, instance: _Instance) -> dict[str, gpudevices.Exposure]:
+        return gpudevices.container_exposures(
+            self.host_gpus, instance.request.pod, instance.gpus, use_cdi=self._use_cdi
+        )
 
     @staticmethod
     def _carry_over(instance: _Instance, status: base.InstanceStatus) -> None:
@@ -834,6 +858,7 @@ class CriProvider:
             owner=self.owner,
             volume_dirs=dirs,
             read_only_volumes=podconfigs.read_only_volumes(volumes),
+            gpus=self._gpu_exposures(instance),
         )
         request = instance.request
         try:
@@ -948,6 +973,7 @@ class CriProvider:
                 dns=self.dns,
                 created_at=instance.status.created_at,
                 attempt=attempt,
+                gpus=instance.gpus,
             )
             instance.sandbox_config = config
             try:
@@ -1886,6 +1912,7 @@ class CriProvider:
         """Rebuilds every instance of this provider from the runtime."""
         version = await self.client.version()
         self._runtime_name = version.runtime_name or self._runtime_name
+        self._use_cdi = gpudevices.cdi_supported(self._runtime_name, version.runtime_version)
         labels = {podconfigs.LABEL_OWNER: self.owner}
         sandboxes = sorted(
             await self.client.list_pod_sandbox(labels=labels), key=lambda s: s.created_at
@@ -1928,6 +1955,9 @@ class CriProvider:
         instance.status.started_at = _from_ns(sandbox.created_at)
         sandbox_status = (await self.client.pod_sandbox_status(sandbox.id)).status
         instance.status.ip = sandbox_status.network.ip
+        instance.gpus = gpudevices.decode_indices(
+            sandbox.annotations.get(gpudevices.ANNOTATION_GPUS, "")
+        )
         instance.sandbox_config = podconfigs.sandbox_config(
             request,
             instance.paths,
@@ -1936,6 +1966,7 @@ class CriProvider:
             dns=self.dns,
             created_at=instance.status.created_at,
             attempt=sandbox.metadata.attempt,
+            gpus=instance.gpus,
         )
         try:
             volumes = podconfigs.volumes(request.pod)
@@ -1950,6 +1981,7 @@ class CriProvider:
             volume_dirs={v.name: podconfigs.volume_dir(instance.paths, v) for v in volumes},
             read_only_volumes=podconfigs.read_only_volumes(volumes),
             etc_hosts=hosts if hosts.exists() else None,
+            gpus=self._gpu_exposures(instance),
         )
         if any(isinstance(v, podconfigs.FileVolume) for v in volumes):
             self._watch_volumes()
@@ -2015,6 +2047,7 @@ class CriProvider:
             instance.status.finished_at = self.clock.now()
             instance.last_pushed = _copy_status(instance.status)
             return
+        self._gpus.restore(request.instance_id, instance.gpus)
         self._admit(instance)
         self._settle(instance)
         instance.last_pushed = _copy_status(instance.status)
