@@ -25,10 +25,7 @@ import stat
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +40,7 @@ from nodeless.instances.providers.cri import (
     cgroups,
     containerd,
     gpudevices,
+    localregistries,
     podconfigs,
     registryauth,
     registrypush,
@@ -53,7 +51,6 @@ from nodeless.instances.providers.cri import runtime_pb2 as pb
 
 POD_CIDR = "10.251.0.0/24"
 BRIDGE = "nltest1"
-REGISTRY = shutil.which("docker-registry")
 State = base.InstanceState
 SHORT = backoffs.BackOffPolicy(0.2, 1.0, reset_after=600.0)
 USER, PASSWORD = "alice", "s3cret"
@@ -71,7 +68,7 @@ pytestmark = [
     pytest.mark.skipif(
         not sandboximages.BUSYBOX_PATH.is_file(), reason="busybox-static is not installed"
     ),
-    pytest.mark.skipif(REGISTRY is None, reason="docker-registry is not installed"),
+    pytest.mark.skipif(not localregistries.available(), reason="docker-registry is not installed"),
 ]
 
 
@@ -99,84 +96,7 @@ class Recorder:
 # --- registries ---
 
 
-@dataclass
-class Registry:
-    host: str
-    process: subprocess.Popen[bytes]
-
-    def image(self, repository: str) -> str:
-        return f"{self.host}/{repository}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _htpasswd(user: str, password: str) -> str:
-    """A bcrypt htpasswd line (the only kind docker-registry accepts), from
-    the system's crypt(3); cost 4 keeps each authenticated request cheap."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-
-        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    return f"{user}:{hashed}\n"
-
-
-def _start_registry(root: Path, *, auth: bool) -> Registry:
-    assert REGISTRY is not None
-    root.mkdir(parents=True)
-    port = _free_port()
-    lines = [
-        "version: 0.1",
-        "log:",
-        "  level: warn",
-        "storage:",
-        "  filesystem:",
-        f"    rootdirectory: {root / 'data'}",
-        "http:",
-        f"  addr: 127.0.0.1:{port}",
-        "  secret: nodeless-test",
-    ]
-    if auth:
-        (root / "htpasswd").write_text(_htpasswd(USER, PASSWORD))
-        lines += [
-            "auth:",
-            "  htpasswd:",
-            "    realm: nodeless-test",
-            f"    path: {root / 'htpasswd'}",
-        ]
-    (root / "config.yml").write_text("\n".join(lines) + "\n")
-    with (root / "registry.log").open("ab") as out:
-        process = subprocess.Popen(
-            [REGISTRY, "serve", str(root / "config.yml")], stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                break
-        except urllib.error.HTTPError as e:
-            if e.code == 401:
-                break
-            raise
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError((root / "registry.log").read_text()) from None
-            time.sleep(0.05)
-    return Registry(f"127.0.0.1:{port}", process)
-
-
-def _stop_registry(registry: Registry) -> None:
-    registry.process.terminate()
-    try:
-        registry.process.wait(10)
-    except subprocess.TimeoutExpired:
-        registry.process.kill()
-        registry.process.wait()
+Registry = localregistries.LocalRegistry
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +112,8 @@ def registries(
     one requiring a password with ``private/busybox:1``."""
     root = tmp_path_factory.mktemp("registries")
     busybox = sandboximages.read_busybox()
-    open_registry = _start_registry(root / "open", auth=False)
-    private = _start_registry(root / "private", auth=True)
+    open_registry = localregistries.start(root / "open")
+    private = localregistries.start(root / "private", credentials=(USER, PASSWORD))
     try:
         image = sandboximages.build_image(
             sandboximages.BusyboxImage("busybox", cmd=("sh",), applets=applets), busybox
@@ -213,8 +133,8 @@ def registries(
         asyncio.run(push())
         yield open_registry, private
     finally:
-        _stop_registry(open_registry)
-        _stop_registry(private)
+        open_registry.stop()
+        private.stop()
 
 
 # --- containerd and providers ---
