@@ -456,7 +456,7 @@ async def test_private_registry_needs_the_pull_secret(crienv: Cri) -> None:
     assert asked == [("default", ("regcred",))]
 
 
-async def test_an_image_cache_pull_puts_the_image_in_containerd_for_pods_that_never_pull(
+async def test_an_image_cache_pull_puts_the_image_in_containerd_and_removal_waits_for_its_pods(
     crienv: Cri,
 ) -> None:
     made = crienv.provider()
@@ -472,6 +472,13 @@ async def test_an_image_cache_pull_puts_the_image_in_containerd_for_pods_that_ne
     manifest = pod("cached", [container("app", image, "sleep 1000", imagePullPolicy="Never")])
     await made.create(request("i-cached", manifest))
     await until(status_is(made, "i-cached", lambda s: s.state is State.RUNNING))
+    # Released by its cache: kept while the pod runs, removed once it is gone.
+    kept = not await made.remove_image(image)
+    await made.delete("i-cached", 0)
+    await until(lambda: _gone(made, "i-cached"))
+    assert kept and await made.remove_image(image)
+    assert await crienv.runtime.client.image_status(image) is None
+    assert not await made.remove_image(image)  # already gone
 
 
 async def _pushed_reason(recorder: Recorder, instance_id: str, reason: str) -> bool:

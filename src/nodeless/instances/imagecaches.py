@@ -4,7 +4,8 @@ for simulated ones) so that pods using them start without pulling.
 
 A sync of one ImageCache (either group of ``api.imagecaches.GROUPS``):
 
-- past its ``retentionDays`` it is ``Expired`` and matches no pod any more;
+- past its ``retentionDays`` it is ``Expired`` and matches no pod any more,
+  and its images are removed from the runtime (``release``);
 - when its images are what was last pulled and it is Ready, nothing to do
   (it is looked at again when it expires);
 - otherwise it is ``Creating``: its pull secrets (``namespace:secret``) are
@@ -13,6 +14,12 @@ A sync of one ImageCache (either group of ``api.imagecaches.GROUPS``):
   the provider's message and a Warning event (the sync does not retry a
   failed pull by itself: changing the cache, or deleting and creating it,
   tries again, as on ECI).
+
+Released images (of an Expired cache, or of one deleted) are removed through
+the provider, except those another live cache holds and those a running
+instance uses (the provider keeps those, as image garbage collection keeps
+images in use). A cache deleted while the controller was down leaves its
+images behind.
 
 Pods opt in with ``nodeless.dev/image-cache: auto`` or a cache's name (and
 ECI's aliases); the scheduler writes the cache it matched back as
@@ -89,22 +96,32 @@ class ImageCacheController:
         group, _, name = key.partition("/")
         obj = self.caches[group].get(name)
         if obj is None or _meta(obj).get("deletionTimestamp"):
+            await self.release(key, self._finished.pop(key, []))
             return
         status = obj.get("status") or {}
         now = self.clock.now()
         created = billing.parse_time(_meta(obj).get("creationTimestamp")) or now
         expires = imagecaches.expires_at(obj, created)
+        pulled = [str(i.get("image")) for i in status.get("images") or () if isinstance(i, Mapping)]
         if expires is not None and now >= expires:
             if status.get("phase") != imagecaches.EXPIRED:
+                removed = await self.release(key, pulled or self._finished.get(key, []))
+                message = f"expired: {len(removed)} of {len(pulled)} image(s) removed"
                 await self._write(
-                    group, obj, {"phase": imagecaches.EXPIRED, "lastUpdatedTime": _t(now)}
+                    group,
+                    obj,
+                    {"phase": imagecaches.EXPIRED, "lastUpdatedTime": _t(now), "message": message},
                 )
+                if self.recorder is not None:
+                    self.recorder.record(dict(obj), "Normal", "ImageCacheExpired", message)
+            self._finished.pop(key, None)
             return
         wanted = imagecaches.images(obj)
         if self._finished.get(key) == wanted:
             return
-        pulled = [str(i.get("image")) for i in status.get("images") or () if isinstance(i, Mapping)]
         if status.get("phase") in (imagecaches.READY, imagecaches.FAILED) and pulled == wanted:
+            if status.get("phase") == imagecaches.READY:
+                self._finished[key] = wanted  # known again after a restart, for release
             if expires is not None:
                 self.controller.queue.add_after(key, (expires - now).total_seconds())
             return
@@ -172,6 +189,27 @@ class ImageCacheController:
             self.recorder.record(
                 dict(obj), "Normal", "ImageCacheReady", f"{total} image(s) pulled and cached"
             )
+
+    async def release(self, key: str, images: list[str]) -> list[str]:
+        """Removes the images of cache ``key`` that no other live cache
+        holds; returns those the provider removed."""
+        held: set[str] = set()
+        for group, informer in self.caches.items():
+            for other in informer.objects():
+                other_key = f"{group}/{_meta(other).get('name', '')}"
+                phase = (other.get("status") or {}).get("phase")
+                if other_key != key and phase != imagecaches.EXPIRED:
+                    held.update(imagecaches.images(other))
+        removed: list[str] = []
+        for image in images:
+            if image in held:
+                continue
+            try:
+                if await self.provider.remove_image(image):
+                    removed.append(image)
+            except base.ProviderError as err:
+                log.warning("image cache %s: %s", key, err)
+        return removed
 
     async def _credentials(self, obj: Mapping[str, Any]) -> list[Obj]:
         out: list[Obj] = []

@@ -108,6 +108,48 @@ async def test_a_cache_expires_after_its_retention(
     assert annotation(await c.must_pod("late"), "nodeless.dev/matched-image-cache") is None
 
 
+def image_pod(name: str, image: str) -> dict[str, Any]:
+    pod = pod_manifest(name)
+    pod["spec"]["containers"][0]["image"] = image
+    return pod
+
+
+async def test_an_expired_or_deleted_cache_removes_the_images_nothing_else_holds(
+    cluster: tuple[Cluster, imagecaches.ImageCacheController],
+) -> None:
+    c, _ = cluster
+    images = ("registry.local/app:1", "registry.local/shared:1", "registry.local/used:1")
+    await c.client.create(CACHES, cache(CACHES, "short", *images, retentionDays=1))
+    for _ in images:
+        await c.clock.advance(PULL)
+    await phase(c, CACHES, "short", "Ready")
+    await c.client.create(CACHES, cache(CACHES, "long", images[1], retentionDays=7))
+    await phase(c, CACHES, "long", "Ready")  # already pulled: no wait
+    await c.create_pod(image_pod("user", images[2]))
+    await c.wait_phase("user", "Running")
+
+    await c.clock.advance(86400)
+    expired = await phase(c, CACHES, "short", "Expired")
+    await c.create_pod(image_pod("app", images[0]))
+    await c.create_pod(image_pod("shared", images[1]))
+    await c.settle()
+    pulling = phase_of(await c.must_pod("app"))
+    await c.wait_phase("shared", "Running")
+    await c.client.delete(CACHES, "", "long")
+    await c.settle()
+    await c.create_pod(image_pod("shared-later", images[1]))
+    await c.settle()
+    pulling_later = phase_of(await c.must_pod("shared-later"))
+
+    # app: in no other cache and no pod; shared: in "long"; used: a pod runs it
+    assert expired["status"]["message"] == "expired: 1 of 3 image(s) removed"
+    assert pulling == "Pending"
+    assert pulling_later == "Pending"
+    await c.clock.advance(PULL)
+    await c.wait_phase("app", "Running")
+    await c.wait_phase("shared-later", "Running")
+
+
 async def test_bad_caches_are_refused_naming_the_field(
     cluster: tuple[Cluster, imagecaches.ImageCacheController],
 ) -> None:

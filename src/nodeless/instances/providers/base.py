@@ -283,6 +283,13 @@ class ImagePuller(Protocol):
 
     async def pull_image(self, image: str, credentials: Sequence[Mapping[str, Any]]) -> str: ...
 
+    async def remove_image(self, image: str) -> bool:
+        """Removes an image a cache pulled once no cache holds it any more;
+        kept (False) while an instance of this provider uses it, as a
+        kubelet's image garbage collection keeps images in use, and when it
+        is not there. Raises ``ProviderError`` when the runtime refuses."""
+        ...
+
 
 class PollingAdapter:
     """Makes a provider without a push channel look like one that pushes, by

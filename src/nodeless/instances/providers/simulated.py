@@ -394,6 +394,21 @@ class SimulatedProvider:
             self._cached.add(normalized)
         return _image_id(image)
 
+    async def remove_image(self, image: str) -> bool:
+        """Pods using the image pay the pull latency again (unless an
+        instance holds it)."""
+        normalized = _normalize_image(image)
+        in_use = any(
+            _normalize_image(c.status.image) == normalized
+            for i in self._instances.values()
+            if i.stage is not _Stage.DONE
+            for c in i.all_containers()
+        )
+        if in_use or normalized not in self._cached:
+            return False
+        self._cached.discard(normalized)
+        return True
+
     async def reclaim(self, instance_id: str, reason: str = "BidFailed") -> None:
         """The spot market takes the capacity back: running containers end with
         143, the instance is Expired (listed until deleted) and its capacity

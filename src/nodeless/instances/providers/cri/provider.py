@@ -1257,6 +1257,29 @@ class CriProvider:
         assert error is not None
         raise base.ProviderError(f"pulling {image}: {error.details or error}")
 
+    async def remove_image(self, image: str) -> bool:
+        """Removes the image from containerd unless a container of a live
+        instance of this provider names it."""
+        await self._ensure_started()
+        try:
+            reference = imagerefs.normalize(image)
+        except imagerefs.InvalidImageName:
+            return False
+        for instance in self._instances.values():
+            if instance.status.state.terminal:
+                continue
+            for container in instance.all_containers():
+                with contextlib.suppress(imagerefs.InvalidImageName):
+                    if imagerefs.normalize(str(container.spec.get("image") or "")) == reference:
+                        return False
+        try:
+            if await self.client.image_status(reference) is None:
+                return False
+            await self.client.remove_image(reference)
+        except clients.CriError as e:
+            raise base.ProviderError(f"removing {image}: {e.details or e}") from e
+        return True
+
     async def _credentials(self, instance: _Instance, image: str) -> Sequence[pb.AuthConfig]:
         secrets = (instance.request.pod.get("spec") or {}).get("imagePullSecrets") or []
         names = [str(s.get("name")) for s in secrets if isinstance(s, Mapping) and s.get("name")]
