@@ -791,6 +791,9 @@ class InstanceManager:
             await self._write_pod_status(pod, desired)
         old_state = (record.get("status") or {}).get("state")
         saved = _status_to_record(status)
+        # The record's own creation time (billing's start) stands; the
+        # provider's differs by microseconds and would cost a write per pod.
+        saved["createdAt"] = (record.get("status") or {}).get("createdAt") or saved["createdAt"]
         if old_state != status.state.value or _changed(record.get("status") or {}, saved):
             if old_state != status.state.value:
                 saved["lastTransitionTime"] = _time(self.clock)

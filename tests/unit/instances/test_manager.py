@@ -117,6 +117,40 @@ async def test_a_running_pod_has_an_instance_record_matching_its_annotations(
     assert listed[instance_id].state is State.RUNNING
 
 
+async def test_a_sync_that_finds_nothing_new_writes_no_record(cluster: Cluster) -> None:
+    await cluster.create_pod(pod_manifest("steady"))
+    record = await cluster.wait_record("steady", "Running")
+    # As when the record is first written already Running: its creation
+    # time is the manager's (billing's start), not the provider's.
+    record = await cluster.client.patch(
+        managing.INSTANCES,
+        NAMESPACE,
+        "steady",
+        {"status": {"createdAt": "2025-12-31T23:59:59.999999Z"}},
+        patch_type="merge",
+        subresource="status",
+    )
+    await cluster.settle()
+    assert cluster.manager is not None
+
+    cluster.manager.controller.queue.add(f"{NAMESPACE}/steady")
+    await cluster.settle()
+    writes = [
+        event.type
+        async for event in cluster.client.watch(
+            managing.INSTANCES,
+            NAMESPACE,
+            resource_version=record["metadata"]["resourceVersion"],
+            timeout_seconds=1,
+        )
+        if event.type != "BOOKMARK"
+    ]
+
+    # Not even the provider's own creation time, microseconds off the
+    # record's, is a reason to write (it was one write more per pod).
+    assert writes == []
+
+
 async def test_each_instance_state_is_one_event_on_the_pod(cluster: Cluster) -> None:
     await cluster.create_pod(pod_manifest("evt"))
     await cluster.wait_phase("evt", "Running")
