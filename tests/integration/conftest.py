@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +19,7 @@ from typing import TypeVar
 import pytest
 
 from nodeless.cli import main as cli
+from nodeless.instances.providers.cri import containerd, mounts
 from nodeless.networking import serviceproxy
 
 VENV_BIN = Path(sys.executable).parent
@@ -27,6 +30,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def shims(data_dir: Path) -> set[str]:
+    """containerd-shim processes serving the containerd of ``data_dir``."""
+    # -ww: unlimited width (ps cuts lines at 80 columns when not on a terminal).
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
+    return {
+        line.split()[0]
+        for line in out.splitlines()
+        if "containerd-shim" in line and str(data_dir) in line
+    }
+
+
+def remove_pods(data_dir: Path, pod_cidr: str, bridge: str) -> None:
+    """What a stopped `nodeless up --provider cri` leaves (it keeps pods for
+    the next start to adopt): its containerd once more, removing every pod,
+    then the volume mounts Nodeless made for them."""
+    if shims(data_dir):
+        settings = containerd.ContainerdSettings(
+            data_dir / "containerd", pod_cidr=pod_cidr, bridge=bridge
+        )
+
+        async def run() -> None:
+            runtime = containerd.Containerd(settings)
+            await runtime.start()
+            await runtime.stop(remove_pods=True)
+
+        asyncio.run(run())
+    prefix = str(data_dir) + "/"
+    with open("/proc/self/mounts") as table:
+        mounted = [line.split()[1] for line in table if line.split()[1].startswith(prefix)]
+    for target in sorted(mounted, key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            mounts.unmount(target, detach=True)
 
 
 def remove_pod_network(bridge: str) -> None:

@@ -6,7 +6,6 @@ and the kubelet's Events (Created, Started) are on the pods."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import fcntl
 import ipaddress
@@ -24,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, eventually, free_port, remove_pod_network, start_cluster, stop_cluster
+from conftest import (
+    Cluster,
+    eventually,
+    free_port,
+    remove_pod_network,
+    remove_pods,
+    shims,
+    start_cluster,
+    stop_cluster,
+)
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes import stream as kube_stream
@@ -107,17 +115,6 @@ spec:
 """
 
 
-def shims(data_dir: Path) -> set[str]:
-    """containerd-shim processes serving this cluster's containerd."""
-    # -ww: unlimited width (ps cuts lines at 80 columns when not on a terminal).
-    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
-    return {
-        line.split()[0]
-        for line in out.splitlines()
-        if "containerd-shim" in line and str(data_dir) in line
-    }
-
-
 def running_pods(cluster: Cluster) -> dict[str, tuple[str, str]]:
     """name -> (podIP, instance id) of the Running pods of the Deployment."""
     pods = json.loads(cluster.kubectl("get", "pods", "-l", "app=sleeper", "-o", "json").stdout)
@@ -131,20 +128,6 @@ def running_pods(cluster: Cluster) -> dict[str, tuple[str, str]]:
     }
 
 
-def remove_pods(data_dir: Path) -> None:
-    """Whatever a failed test left running: its containerd, once more, removing every pod."""
-    settings = containerd.ContainerdSettings(
-        data_dir / "containerd", pod_cidr=POD_CIDR, bridge=BRIDGE
-    )
-
-    async def run() -> None:
-        runtime = containerd.Containerd(settings)
-        await runtime.start()
-        await runtime.stop(remove_pods=True)
-
-    asyncio.run(run())
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     if why := containerd.unavailable_reason():
@@ -152,8 +135,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     data = tmp_path / "data"
     data.mkdir()
     yield data
-    if shims(data):
-        remove_pods(data)
+    remove_pods(data, POD_CIDR, BRIDGE)
     remove_pod_network(BRIDGE)
 
 

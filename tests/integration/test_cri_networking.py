@@ -18,7 +18,15 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import pytest
-from conftest import Cluster, eventually, free_port, remove_pod_network, start_cluster, stop_cluster
+from conftest import (
+    Cluster,
+    eventually,
+    free_port,
+    remove_pod_network,
+    remove_pods,
+    start_cluster,
+    stop_cluster,
+)
 
 from nodeless.instances.providers.cri import containerd
 from nodeless.networking import gateway
@@ -129,6 +137,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
             c.kubectl("delete", "pod", "--all", "--wait=true", timeout=120, check=False)
         finally:
             stop_cluster(c)
+            remove_pods(data, POD_CIDR, BRIDGE)
             remove_pod_network(BRIDGE)
 
 

@@ -11,11 +11,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, Cluster, remove_pod_network, start_cluster, stop_cluster
-from test_cri_cluster import shims
+from conftest import VENV_BIN, Cluster, remove_pod_network, remove_pods, start_cluster, stop_cluster
 
 from nodeless.instances.providers.cri import containerd
 
@@ -79,21 +77,6 @@ spec:
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) ")
 
 
-def remove_pods(data_dir: Path) -> None:
-    import asyncio
-
-    settings = containerd.ContainerdSettings(
-        data_dir / "containerd", pod_cidr=POD_CIDR, bridge=BRIDGE
-    )
-
-    async def run() -> None:
-        runtime = containerd.Containerd(settings)
-        await runtime.start()
-        await runtime.stop(remove_pods=True)
-
-    asyncio.run(run())
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if why := containerd.unavailable_reason():
@@ -118,8 +101,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         stop_cluster(c)
-        if shims(data):
-            remove_pods(data)
+        remove_pods(data, POD_CIDR, BRIDGE)
         remove_pod_network(BRIDGE)
 
 

@@ -98,6 +98,7 @@ from nodeless.instances.providers.cri import (
     hooks,
     imagerefs,
     logfiles,
+    mounts,
     podconfigs,
     probing,
     registryauth,
@@ -853,7 +854,7 @@ class CriProvider:
             directory = dirs[volume.name]
             if volume.medium == "Memory" and not _is_mount(directory):
                 options = "mode=0777" + (f",size={volume.size_limit}" if volume.size_limit else "")
-                await _run("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory))
+                await asyncio.to_thread(mounts.mount_tmpfs, directory, options)
             # as the kubelet: world-writable, and owned by the fsGroup when there is one
             os.chmod(directory, 0o777 | (0o2000 if fs_group is not None else 0))
             if fs_group is not None:
@@ -1867,7 +1868,7 @@ class CriProvider:
     async def _remove_files_of(self, instance: _Instance) -> None:
         paths = instance.paths
         for mount in reversed(await asyncio.to_thread(_mounts_under, paths.pod_dir)):
-            await _run("umount", mount)
+            await asyncio.to_thread(mounts.unmount, mount)
         left = await asyncio.to_thread(_mounts_under, paths.pod_dir)
         if left:
             log.warning("not removing %s: still mounted %s", paths.pod_dir, left)
@@ -2270,7 +2271,7 @@ def _rfc3339(moment: datetime.datetime | None) -> str | None:
 async def _mount_tmpfs(directory: Path) -> None:
     """Secret and projected volumes live in memory, as the kubelet keeps them."""
     if not _is_mount(directory):
-        await _run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(directory))
+        await asyncio.to_thread(mounts.mount_tmpfs, directory, "mode=0755")
 
 
 def _create_termination_file(path: Path) -> None:
@@ -2304,12 +2305,3 @@ def _mounts_under(path: Path) -> list[str]:
 def _is_mount(path: Path) -> bool:
     # a stat, not a read of the mount table (which grows with every pod)
     return os.path.ismount(path)
-
-
-async def _run(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise OSError(f"{' '.join(args)} failed: {err.decode(errors='replace').strip()}")
