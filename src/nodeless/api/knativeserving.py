@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import yaml
 
-from nodeless.api import errors
+from nodeless.api import durations, errors
 
 GROUP: Final = "serving.knative.dev"
 VERSION: Final = "v1"
@@ -74,9 +74,6 @@ WINDOW_ANNOTATION: Final = "autoscaling.knative.dev/window"
 METRIC_ANNOTATION: Final = "autoscaling.knative.dev/metric"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 Obj = dict[str, Any]
 
@@ -137,14 +134,6 @@ def user_port(pod_spec: Mapping[str, Any]) -> int:
         if isinstance(number, int) and not isinstance(number, bool) and number > 0:
             return number
     return DEFAULT_PORT
-
-
-def duration_seconds(text: str) -> float:
-    """A Go duration (``60s``, ``1m30s``, ``500ms``); ValueError if it is not one."""
-    text = text.strip()
-    if not _DURATION.match(text):
-        raise ValueError(f"{text!r} is not a duration")
-    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
 
 
 # --- traffic -----------------------------------------------------------------------------
@@ -277,7 +266,7 @@ def _annotation_problems(annotations: Mapping[str, Any], path: str) -> list[erro
         (
             WINDOW_ANNOTATION,
             "must be a duration between 6s and 1h",
-            lambda t: MIN_WINDOW <= duration_seconds(t) <= MAX_WINDOW,
+            lambda t: MIN_WINDOW <= durations.seconds(t) <= MAX_WINDOW,
         ),
     )
     for name, rule, holds in bounded:

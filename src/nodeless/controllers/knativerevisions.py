@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, knativeserving
+from nodeless.api import durations, errors, knativeserving
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import ownership, podcontrol
 
@@ -114,7 +114,7 @@ def scaling_annotations(revision: Mapping[str, Any]) -> dict[str, str]:
     text = annotations.get(knativeserving.WINDOW_ANNOTATION)
     if text is not None:
         try:
-            knativeserving.duration_seconds(text)
+            durations.seconds(text)
             window = text
         except ValueError:
             pass

@@ -33,6 +33,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nodeless.api import durations
+
 EXIT_ENV = "NODELESS_SIM_EXIT"
 IGNORE_SIGTERM_ENV = "NODELESS_SIM_IGNORE_SIGTERM"
 
@@ -61,18 +63,8 @@ RUNS_FOREVER = ExitBehaviour(0, FOREVER)
 
 # --- durations ---
 
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h|d))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+# GNU sleep's day beside Go's units
+_UNITS = {**durations.GO_UNITS, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
@@ -84,9 +76,7 @@ def parse_duration(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        if not _DURATION.fullmatch(text):
-            raise ValueError(f"invalid duration {text!r}") from None
-        return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        return durations.seconds(text, _UNITS)
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"invalid duration {text!r}")
     return seconds
