@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nodeless.api import errors, selectors
+from nodeless.api import errors, selectors, times
 
 Obj = dict[str, Any]
 
@@ -34,7 +34,7 @@ DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 
 
 def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)
 
 
 def _parse_time(text: Any) -> datetime.datetime | None:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nodeless.api import times
+
 __all__ = [
     "Column",
     "cells_for",
@@ -149,7 +151,7 @@ def _created_at(obj: dict[str, Any]) -> str:
     when = _parse_time(_get(obj, "metadata", "creationTimestamp"))
     if when is None:
         return "0001-01-01T00:00:00Z"
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(when)
 
 
 # --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from nodeless.api import errors, kinds
+from nodeless.api import errors, kinds, times
 from nodeless.apiserver import storing, watchcache
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class CrdManager:
             assert current is not None
             new = copy.deepcopy(current)
             spec = new.get("spec") or {}
-            now = storing.rfc3339(self.store.clock())
+            now = times.rfc3339(self.store.clock())
             status = new.setdefault("status", {})
             conditions = {c.get("type"): c for c in status.get("conditions") or []}
             for ctype, reason, message in (

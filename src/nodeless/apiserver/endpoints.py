@@ -30,6 +30,7 @@ from nodeless.api import (
     schemas,
     selectors,
     tables,
+    times,
     values,
 )
 from nodeless.apiserver import (
@@ -1008,7 +1009,7 @@ class Api:
             warnings, prune_result = self._field_validation(
                 call, resource, patch, raw, content_type
             )
-        now = storing.rfc3339(self.clock())
+        now = times.rfc3339(self.clock())
         applied_config = patch
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -1518,7 +1519,7 @@ class Api:
                     "type": "PodScheduled",
                     "status": "True",
                     "lastProbeTime": None,
-                    "lastTransitionTime": storing.rfc3339(self.clock()),
+                    "lastTransitionTime": times.rfc3339(self.clock()),
                 }
             )
             status["conditions"] = conditions
@@ -1601,7 +1602,7 @@ class Api:
         """Before an evicted pod is deleted it gets the DisruptionTarget condition
         (upstream 1.31+), which Job failure policies and users read; returns the
         pod's new resourceVersion ("" when the pod has already finished)."""
-        now = storing.rfc3339(self.clock())
+        now = times.rfc3339(self.clock())
 
         def mark(current: dict[str, Any] | None) -> dict[str, Any]:
             assert current is not None
@@ -1724,7 +1725,7 @@ class Api:
                 "expirationSeconds": expiration,
                 "boundObjectRef": spec.get("boundObjectRef"),
             },
-            "status": {"token": token, "expirationTimestamp": storing.rfc3339(expires)},
+            "status": {"token": token, "expirationTimestamp": times.rfc3339(expires)},
         }
         return answer
 

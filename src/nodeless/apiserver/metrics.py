@@ -16,8 +16,7 @@ import datetime
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from nodeless.api import errors, protobuf, selectors
-from nodeless.apiserver import storing
+from nodeless.api import errors, protobuf, selectors, times
 
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
@@ -66,10 +65,10 @@ def pod_metrics(usage: PodUsage, now: datetime.datetime) -> dict[str, Any]:
         "metadata": {
             "name": meta.get("name", ""),
             "namespace": meta.get("namespace", ""),
-            "creationTimestamp": storing.rfc3339(now),
+            "creationTimestamp": times.rfc3339(now),
             "labels": dict(meta.get("labels") or {}),
         },
-        "timestamp": storing.rfc3339(usage.timestamp),
+        "timestamp": times.rfc3339(usage.timestamp),
         "window": _window(usage.window_seconds),
         "containers": [
             {
@@ -100,10 +99,10 @@ def node_metrics(
         "apiVersion": API_VERSION,
         "metadata": {
             "name": name,
-            "creationTimestamp": storing.rfc3339(now),
+            "creationTimestamp": times.rfc3339(now),
             "labels": dict(meta.get("labels") or {}),
         },
-        "timestamp": storing.rfc3339(stamp),
+        "timestamp": times.rfc3339(stamp),
         "window": _window(window),
         "usage": {"cpu": cpu_quantity(cpu), "memory": memory_quantity(memory)},
     }

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import yaml
 
-from nodeless.api import errors, kinds, protobuf
+from nodeless.api import errors, kinds, protobuf, times
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
@@ -112,7 +112,7 @@ def _yaml_clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_yaml_clean(v) for v in value]
     if isinstance(value, datetime.datetime):
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return times.rfc3339(value)
     if isinstance(value, datetime.date):
         return value.isoformat()
     return value

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from nodeless.api import applying, conversions, errors, kinds, schemas, values
+from nodeless.api import applying, conversions, errors, kinds, schemas, times, values
 from nodeless.apiserver import defaulting, validating, watchcache
 from nodeless.storage import backends
 
@@ -43,24 +43,6 @@ _RETURNS_DELETED = {
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-_SECONDS: dict[int, str] = {}
-
-
-def rfc3339(t: datetime.datetime) -> str:
-    # Every write stamps a time; strftime once per second is enough.
-    second = int(t.timestamp())
-    text = _SECONDS.get(second)
-    if text is None:
-        if len(_SECONDS) > 64:
-            _SECONDS.clear()
-        text = _SECONDS[second] = t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return text
-
-
-def rfc3339_micro(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -280,7 +262,7 @@ class Store:
     # --- writes ------------------------------------------------------------
 
     def _now(self) -> str:
-        return rfc3339(self.clock())
+        return times.rfc3339(self.clock())
 
     def _encode(self, obj: Obj) -> bytes:
         meta = obj.get("metadata", {})
@@ -781,7 +763,7 @@ class Store:
             ):
                 return None
             if not meta.get("deletionTimestamp"):
-                meta["deletionTimestamp"] = rfc3339(now)
+                meta["deletionTimestamp"] = times.rfc3339(now)
                 meta["deletionGracePeriodSeconds"] = 0
             obj.setdefault("status", {})["phase"] = "Terminating"
             if not (obj.get("spec") or {}).get("finalizers") and not finalizers:
@@ -809,12 +791,12 @@ class Store:
             current = meta.get("deletionGracePeriodSeconds") or 0
             if grace < current:
                 meta["deletionGracePeriodSeconds"] = grace
-                meta["deletionTimestamp"] = rfc3339(now + datetime.timedelta(seconds=grace))
+                meta["deletionTimestamp"] = times.rfc3339(now + datetime.timedelta(seconds=grace))
                 if grace == 0 and not finalizers:
                     return None
             meta["finalizers"] = finalizers
             return obj
-        meta["deletionTimestamp"] = rfc3339(now + datetime.timedelta(seconds=grace))
+        meta["deletionTimestamp"] = times.rfc3339(now + datetime.timedelta(seconds=grace))
         meta["deletionGracePeriodSeconds"] = grace
         if finalizers:
             meta["finalizers"] = finalizers

@@ -28,7 +28,7 @@ from nodeless.apiserver import (
     serviceips,
 )
 from nodeless.cli import costs, memory, spotprices
-from nodeless.client import clients, events, leaderelection
+from nodeless.client import clients, events, informers, leaderelection
 from nodeless.controllers import running
 from nodeless.instances import imagecaches, managing, nodes, reclaiming
 from nodeless.instances.providers import base, simulated
@@ -314,7 +314,14 @@ async def start_components(
             host_network = networking.HostNetworking(client, settings, recorder=recorder)
             dns_ip = await host_network.register_dns()
             dns = cri_podconfigs.DnsSettings(servers=(dns_ip,), domain=args.cluster_domain)
-        provider = await start_provider(args, client, zones, clock, api.tokens, dns)
+        # The Services' variables of every container start, read from a cache
+        # as the kubelet reads them, not listed per container.
+        service_informers = informers.InformerFactory(client, clock=clock)
+        services = service_informers.informer(SERVICES)
+        if args.provider == "cri":
+            service_informers.start()
+            components.running.append(service_informers)
+        provider = await start_provider(args, client, zones, clock, api.tokens, dns, services)
         if host_network is not None and provider.name == "cri":
             # Services, DNS and the ingress gateway serve the pods' network.
             await host_network.start()
@@ -452,6 +459,7 @@ async def start_provider(
     clock: clocks.Clock,
     token_issuer: serviceaccounts.TokenIssuer | None = None,
     dns: cri_podconfigs.DnsSettings | None = None,
+    services: informers.Informer | None = None,
 ) -> base.Provider:
     capacity = {z.name: z.max_instances for z in zones}
     if args.provider == "cri":
@@ -474,7 +482,10 @@ async def start_provider(
                 raise
 
         async def namespace_services(namespace: str) -> list[dict[str, Any]]:
-            return (await client.list(SERVICES, namespace)).items
+            if services is None:
+                return (await client.list(SERVICES, namespace)).items
+            await services.wait_synced()
+            return services.objects(namespace)
 
         async def service_account_token(request: cri_volumefiles.TokenRequest) -> str:
             # What serviceaccounts/<name>/token answers, signed by the API server's issuer.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors
+from nodeless.api import errors, times
 from nodeless.client import clients
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class EventRecorder:
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         key = (str(meta.get("uid", "")), reason, same_as)
-        now = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = times.rfc3339(self.clock.now())
         mono = self.clock.monotonic()
         seen = self._recent.get(key)
         if seen is not None and mono - seen.at < AGGREGATE_SECONDS:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from nodeless import clocks
-from nodeless.api import errors
+from nodeless.api import errors, times
 from nodeless.client import clients
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ LEASES = clients.ResourceRef("coordination.k8s.io", "v1", "leases", True, "Lease
 
 
 def _micro(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return times.rfc3339_micro(t)
 
 
 def _parse(text: str | None) -> datetime.datetime | None:

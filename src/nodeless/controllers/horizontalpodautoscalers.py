@@ -38,7 +38,7 @@ from decimal import ROUND_CEILING
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, selectors, values
+from nodeless.api import errors, selectors, times, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import jobs
 from nodeless.serverless import quantities
@@ -124,7 +124,7 @@ def format_milli(milli: int, *, binary: bool = False) -> str:
 
 
 def _format_time(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)
 
 
 def _go_duration(text: object) -> float:

@@ -56,7 +56,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, selectors, values
+from nodeless.api import errors, selectors, times, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import ownership
 
@@ -162,7 +162,7 @@ def _int_annotation(pod: Mapping[str, Any], name: str) -> int:
 
 
 def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)
 
 
 def parse_time(text: Any) -> datetime.datetime | None:

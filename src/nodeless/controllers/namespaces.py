@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, kinds, values
+from nodeless.api import errors, kinds, times, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import garbagecollection
 
@@ -325,7 +325,7 @@ class NamespaceController:
                 raise
 
     async def _write_conditions(self, ns: Obj, report: ContentReport) -> None:
-        now = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = times.rfc3339(self.clock.now())
         status = ns.get("status") or {}
         conditions = updated_conditions(status.get("conditions") or (), report, now)
         if conditions is None:

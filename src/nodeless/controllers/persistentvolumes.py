@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, selectors, values
+from nodeless.api import errors, selectors, times, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.serverless import quantities
 
@@ -274,7 +274,7 @@ def pod_terminated(pod: Mapping[str, Any]) -> bool:
 
 
 def _rfc3339(clock: clocks.Clock) -> str:
-    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(clock.now())
 
 
 def _revision(obj: Mapping[str, Any]) -> int | None:

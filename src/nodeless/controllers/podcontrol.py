@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from nodeless.api import errors, values
+from nodeless.api import errors, times, values
 from nodeless.client import clients, events, informers
 from nodeless.controllers import ownership
 
@@ -52,7 +52,7 @@ def parse_time(value: object) -> datetime.datetime | None:
 
 
 def format_time(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(value)
 
 
 def is_deleting(obj: Obj) -> bool:

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, imagecaches
+from nodeless.api import errors, imagecaches, times
 from nodeless.client import clients, controllers, events, informers
 from nodeless.instances.providers import base
 from nodeless.instances.providers.cri import registryauth
@@ -239,4 +239,4 @@ class ImageCacheController:
 
 
 def _t(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, values
+from nodeless.api import errors, times, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.instances import nodes, podstatuses
 from nodeless.instances.providers import base
@@ -49,7 +49,7 @@ Obj = dict[str, Any]
 
 
 def _time(clock: clocks.Clock) -> str:
-    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(clock.now())
 
 
 def _billing_time(clock: clocks.Clock) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors
+from nodeless.api import errors, times
 from nodeless.client import clients
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,10 @@ class VirtualNodes:
         self._task: asyncio.Task[None] | None = None
 
     def _now(self) -> str:
-        return self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return times.rfc3339(self.clock.now())
 
     def _micro_now(self) -> str:
-        return self.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return times.rfc3339_micro(self.clock.now())
 
     async def register(self) -> None:
         for zone in self.zones:

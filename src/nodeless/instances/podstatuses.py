@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from nodeless.api import times
 from nodeless.instances.providers import base
 
 Obj = dict[str, Any]
 
 
 def _time(t: datetime.datetime | None) -> str | None:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+    return times.rfc3339(t) if t else None
 
 
 def _container_state(c: base.ContainerStatus) -> Obj:

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, imagecaches
+from nodeless.api import errors, imagecaches, times
 from nodeless.client import clients, events, informers
 from nodeless.instances import nodes
 from nodeless.instances.providers.cri import imagerefs
@@ -394,7 +394,7 @@ class Scheduler:
                         "reason": "Unschedulable",
                         "message": text,
                         "lastProbeTime": None,
-                        "lastTransitionTime": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "lastTransitionTime": times.rfc3339(self.clock.now()),
                     }
                 ]
             }

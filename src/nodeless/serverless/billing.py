@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from nodeless.api import times
+
 NAMESPACE_LABEL: Final = "nodeless.dev/namespace"
 POD_LABEL: Final = "nodeless.dev/pod"
 WORKLOAD_LABEL: Final = "nodeless.dev/workload"
@@ -52,7 +54,7 @@ def parse_time(text: Any) -> datetime.datetime | None:
 def format_time(moment: datetime.datetime) -> str:
     """RFC 3339 with microseconds, UTC (intervals are charged per second,
     but where a second starts must not drift)."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return times.rfc3339_micro(moment)
 
 
 @dataclass(frozen=True)

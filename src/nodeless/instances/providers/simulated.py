@@ -80,6 +80,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from nodeless import clocks
+from nodeless.api import times
 from nodeless.instances.providers import base, commands
 from nodeless.serverless import annotations as pod_annotations
 from nodeless.serverless import quantities
@@ -1071,7 +1072,7 @@ def _busy_loop(spec: Mapping[str, Any]) -> bool:
 def _rfc3339(moment: datetime.datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)
 
 
 def _go_duration(seconds: float) -> str:

@@ -88,6 +88,7 @@ from typing import Any, TypeVar
 import grpc
 
 from nodeless import clocks
+from nodeless.api import times
 from nodeless.instances.providers import base
 from nodeless.instances.providers.cri import (
     backoffs,
@@ -2265,7 +2266,7 @@ def _seconds_between(start_ns: int, end_ns: int) -> float | None:
 def _rfc3339(moment: datetime.datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)
 
 
 async def _mount_tmpfs(directory: Path) -> None:
