@@ -672,6 +672,36 @@ async def test_delete_kills_what_ignores_sigterm_after_the_grace_period_and_remo
     assert list((crienv.data_dir / "cri" / "logs").iterdir()) == []
 
 
+async def test_closing_lets_a_deletion_under_way_finish_leaving_no_volume_mounted(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    stubborn = container(
+        "app",
+        image,
+        "trap '' TERM; sleep 1000",
+        volumeMounts=[{"name": "memory", "mountPath": "/memory"}],
+    )
+    manifest = pod(
+        "closing",
+        [stubborn],
+        volumes=[{"name": "memory", "emptyDir": {"medium": "Memory"}}],
+    )
+    await made.create(request("i-closing", manifest))
+    await until(status_is(made, "i-closing", lambda s: s.state is State.RUNNING))
+    pod_dir = crienv.data_dir / "cri" / "pods" / (await current(made, "i-closing")).pod_uid
+    mounted = _mounts_under(pod_dir)
+
+    await made.delete("i-closing", 2)  # the container holds out for the grace period
+    await made.close()  # meanwhile, nodeless up is told to stop
+
+    assert mounted
+    assert _mounts_under(pod_dir) == []
+    assert not pod_dir.exists()
+    assert await crienv.runtime.client.list_pod_sandbox() == []
+
+
 async def _gone(made: cri.CriProvider, instance_id: str) -> bool:
     return await made.get(instance_id) is None
 

@@ -139,6 +139,7 @@ FALLBACK_LOG_BYTES = 2048
 # How often file volumes of running pods are rewritten where their objects
 # changed (the kubelet's pod resync is a minute).
 VOLUME_REFRESH_INTERVAL = 60.0
+TEARDOWN_ON_CLOSE = 10.0  # seconds a deletion under way may take to finish at close
 # The usage window reported when there is no earlier reading to measure one
 # (the kubelet's housekeeping interval), and the shortest window measured:
 # readings closer together than that reuse the last rate, as the kubelet
@@ -320,8 +321,14 @@ class CriProvider:
 
     async def close(self) -> None:
         """Stops supervising. Pods keep running: a provider started later on
-        the same runtime adopts them."""
+        the same runtime adopts them. Deletions under way are given up to
+        ``TEARDOWN_ON_CLOSE`` seconds to finish: one cut between removing
+        the sandbox and unmounting its volumes would leave the volumes behind
+        with nothing left to adopt them."""
         self._closed = True
+        teardowns = [i.teardown for i in self._instances.values() if i.teardown]
+        if teardowns:
+            await asyncio.wait(teardowns, timeout=TEARDOWN_ON_CLOSE)
         tasks = [t for i in self._instances.values() for t in (i.task, i.teardown) if t]
         if self._relist_task is not None:
             tasks.append(self._relist_task)
