@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from nodeless.api import kinds
+from nodeless.api import autoscalingbehaviors, kinds
 
 
 def _set(d: dict[str, Any], key: str, value: Any) -> None:
@@ -80,13 +80,6 @@ def _template(spec: dict[str, Any]) -> None:
         pod_spec(template.setdefault("spec", {}))
 
 
-def _hpa_rules(given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    rules = dict(defaults)
-    if isinstance(given, dict):
-        rules.update({k: v for k, v in given.items() if v is not None})
-    return rules
-
-
 def _hpa_spec(spec: dict[str, Any]) -> None:
     """autoscaling/v2 (the stored version): minReplicas 1, 80 % average cpu
     when no metric is given, and a given ``behavior`` completed with the
@@ -105,23 +98,11 @@ def _hpa_spec(spec: dict[str, Any]) -> None:
         ]
     behavior = spec.get("behavior")
     if isinstance(behavior, dict):
-        behavior["scaleUp"] = _hpa_rules(
-            behavior.get("scaleUp"),
-            {
-                "stabilizationWindowSeconds": 0,
-                "selectPolicy": "Max",
-                "policies": [
-                    {"type": "Pods", "value": 4, "periodSeconds": 15},
-                    {"type": "Percent", "value": 100, "periodSeconds": 15},
-                ],
-            },
+        behavior["scaleUp"] = autoscalingbehaviors.completed(
+            behavior.get("scaleUp"), autoscalingbehaviors.scale_up_defaults()
         )
-        behavior["scaleDown"] = _hpa_rules(
-            behavior.get("scaleDown"),
-            {
-                "selectPolicy": "Max",
-                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
-            },
+        behavior["scaleDown"] = autoscalingbehaviors.completed(
+            behavior.get("scaleDown"), autoscalingbehaviors.scale_down_defaults()
         )
 
 

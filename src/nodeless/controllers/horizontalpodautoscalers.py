@@ -38,7 +38,7 @@ from decimal import ROUND_CEILING
 from typing import Any
 
 from nodeless import clocks
-from nodeless.api import errors, selectors, times, values
+from nodeless.api import autoscalingbehaviors, errors, selectors, times, values
 from nodeless.client import clients, controllers, events, informers
 from nodeless.controllers import jobs
 from nodeless.serverless import quantities
@@ -464,40 +464,14 @@ def _settle(current: int, ratio: float, new_ratio: float, counted: int, toleranc
 # --- behaviour (upstream's defaults.go and horizontal.go normalisation) ----------------
 
 
-def scale_up_defaults() -> Obj:
-    return {
-        "stabilizationWindowSeconds": 0,
-        "selectPolicy": "Max",
-        "policies": [
-            {"type": "Pods", "value": 4, "periodSeconds": 15},
-            {"type": "Percent", "value": 100, "periodSeconds": 15},
-        ],
-    }
-
-
-def scale_down_defaults() -> Obj:
-    """The window is left unset: the controller's downscale stabilisation
-    (300 s) fills it, as upstream's flag does."""
-    return {
-        "selectPolicy": "Max",
-        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
-    }
-
-
-def scaling_rules(given: Mapping[str, Any] | None, defaults: Obj) -> Obj:
-    """A direction's rules with every unset field taken from ``defaults``
-    (upstream's ``copyHPAScalingRules``)."""
-    rules = values.clone(defaults)
-    for key in ("selectPolicy", "stabilizationWindowSeconds", "policies", "tolerance"):
-        if given is not None and given.get(key) is not None:
-            rules[key] = values.clone(given[key])
-    return rules
-
-
 def normalized_behavior(behavior: Mapping[str, Any]) -> Obj:
     """``spec.behavior`` with upstream's defaults and the 300 s scale-down window."""
-    up = scaling_rules(behavior.get("scaleUp"), scale_up_defaults())
-    down = scaling_rules(behavior.get("scaleDown"), scale_down_defaults())
+    up = autoscalingbehaviors.completed(
+        behavior.get("scaleUp"), autoscalingbehaviors.scale_up_defaults()
+    )
+    down = autoscalingbehaviors.completed(
+        behavior.get("scaleDown"), autoscalingbehaviors.scale_down_defaults()
+    )
     down.setdefault("stabilizationWindowSeconds", int(DOWNSCALE_STABILIZATION))
     return {"scaleUp": up, "scaleDown": down}
 
