@@ -316,9 +316,10 @@ async def start_components(
             dns = cri_podconfigs.DnsSettings(servers=(dns_ip,), domain=args.cluster_domain)
         # The Services' variables of every container start, read from a cache
         # as the kubelet reads them, not listed per container.
-        service_informers = informers.InformerFactory(client, clock=clock)
-        services = service_informers.informer(SERVICES)
+        services: informers.Informer | None = None
         if args.provider == "cri":
+            service_informers = informers.InformerFactory(client, clock=clock)
+            services = service_informers.informer(SERVICES)
             service_informers.start()
             components.running.append(service_informers)
         provider = await start_provider(args, client, zones, clock, api.tokens, dns, services)

@@ -222,3 +222,10 @@ def test_containerd_config_enables_cdi_only_with_spec_dirs(tmp_path: Path) -> No
     assert "enable_cdi" not in containerd.containerd_config(plain)["plugins"][cri]
     enabled = containerd.containerd_config(with_cdi)["plugins"][cri]
     assert (enabled["enable_cdi"], enabled["cdi_spec_dirs"]) == (True, ["/etc/cdi", "/var/run/cdi"])
+
+
+def test_a_gpu_count_is_read_as_sizing_reads_quantities() -> None:
+    written = {"name": "a", "image": "cuda:12", "resources": {"limits": {"nvidia.com/gpu": "1.0"}}}
+
+    assert gpudevices.gpu_limit(written) == 1
+    assert gpudevices.container_shares(gpu_pod(written, gpus("b", None)), (3, 4)) == {"a": (3,)}

@@ -36,10 +36,11 @@ from typing import Any, Final
 import yaml
 
 from nodeless.instances.providers.cri import runtime_pb2 as pb
+from nodeless.serverless import quantities, sizing
 
 log = logging.getLogger(__name__)
 
-GPU_RESOURCE: Final = "nvidia.com/gpu"
+GPU_RESOURCE: Final = sizing.GPU_RESOURCE
 CDI_KIND: Final = "nvidia.com/gpu"
 # The sandbox annotation holding the instance's GPU indices ("0,1").
 ANNOTATION_GPUS: Final = "nodeless.dev/gpu-devices"
@@ -232,9 +233,11 @@ def gpu_limit(container: Mapping[str, Any]) -> int:
     for kind in ("limits", "requests"):
         value = (resources.get(kind) or {}).get(GPU_RESOURCE)
         if value is not None:
+            # Parsed as sizing parses it ("1", "1.0", "2e0"); admission has
+            # already refused what is not a whole, non-negative count.
             try:
-                return max(0, int(str(value)))
-            except ValueError:
+                return max(0, int(quantities.parse(value)))
+            except quantities.QuantityError:
                 return 0
     return 0
 

@@ -788,8 +788,9 @@ def container_config(
     mounts = container_mounts(context, container, lookup)
     gpus = context.gpus.get(name, gpudevices.Exposure())
     mounts.extend(gpus.mounts)
-    # The device plugin's variables win over the pod's, as the kubelet applies them.
-    env = [(k, v) for k, v in env if k not in gpus.env] + list(gpus.env.items())
+    if gpus.env:
+        # The device plugin's variables win over the pod's, as the kubelet applies them.
+        env = [(k, v) for k, v in env if k not in gpus.env] + list(gpus.env.items())
     if termination_file is not None:
         annotations[ANNOTATION_TERMINATION_FILE] = str(termination_file)
         mounts.append(
