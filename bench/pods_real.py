@@ -54,7 +54,7 @@ import aiohttp
 import orjson
 from pods_simulated import free_port, tls_from_kubeconfig
 
-from nodeless.instances.providers.cri import clients, containerd, sandboximages
+from nodeless.instances.providers.cri import clients, containerd, mounts, sandboximages
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 from nodeless.networking import serviceproxy
 
@@ -101,17 +101,11 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
-
-
 def remove_tree(path: Path) -> str:
     """Deletes ``path`` unless something is still mounted under it (never
     delete through a mount); returns why it was kept, or ""."""
-    if mounts := mounts_under(path):
-        return f"kept {path}: {len(mounts)} mounts still under it"
+    if mounted := mounts.under(path):
+        return f"kept {path}: {len(mounted)} mounts still under it"
     shutil.rmtree(path, ignore_errors=True)
     return ""
 

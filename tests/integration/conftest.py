@@ -77,10 +77,7 @@ def remove_pods(data_dir: Path, pod_cidr: str, bridge: str) -> None:
             await runtime.stop(remove_pods=True)
 
         asyncio.run(run())
-    prefix = str(data_dir) + "/"
-    with open("/proc/self/mounts") as table:
-        mounted = [line.split()[1] for line in table if line.split()[1].startswith(prefix)]
-    for target in sorted(mounted, key=len, reverse=True):
+    for target in reversed(mounts.under(data_dir)):
         with contextlib.suppress(OSError):
             mounts.unmount(target, detach=True)
 

@@ -41,6 +41,7 @@ from nodeless.instances.providers.cri import (
     containerd,
     gpudevices,
     localregistries,
+    mounts,
     podconfigs,
     registryauth,
     registrypush,
@@ -140,10 +141,7 @@ def registries(
 # --- containerd and providers ---
 
 
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+_mounts_under = mounts.under
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeless.instances.providers.cri import clients, containerd, sandboximages
+from nodeless.instances.providers.cri import clients, containerd, mounts, sandboximages
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 
 POD_CIDR = "10.250.0.0/24"
@@ -40,12 +40,6 @@ pytestmark = [
         not sandboximages.BUSYBOX_PATH.is_file(), reason="busybox-static is not installed"
     ),
 ]
-
-
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -80,7 +74,7 @@ def data_dir() -> Iterator[Path]:
         yield path
     finally:
         # Never delete through a mount a failed test may have left behind.
-        if not _mounts_under(path):
+        if not mounts.under(path):
             shutil.rmtree(path, ignore_errors=True)
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
 
@@ -320,7 +314,7 @@ async def test_stopping_containerd_leaves_no_process(
     assert not _alive(containerd_pid)
     assert not _alive(container_pid)
     assert _processes_mentioning(str(data_dir)) == []
-    assert _mounts_under(data_dir) == []
+    assert mounts.under(data_dir) == []
     assert not settings.pid_file.exists()
 
 

@@ -71,13 +71,6 @@ FAILING_REASONS = frozenset(
         "RunContainerError",
     }
 )
-# The scaling annotations networking.activation reads from a Deployment.
-SCALE_TO_ZERO = knativeserving.SCALE_TO_ZERO
-GRACE = knativeserving.SCALE_TO_ZERO_GRACE
-TARGET = knativeserving.TARGET_CONCURRENCY
-WINDOW = knativeserving.SCALING_WINDOW
-MIN_SCALE = knativeserving.MIN_SCALE
-MAX_SCALE = knativeserving.MAX_SCALE
 
 Obj = dict[str, Any]
 
@@ -119,15 +112,15 @@ def scaling_annotations(revision: Mapping[str, Any]) -> dict[str, str]:
         except ValueError:
             pass
     out = {
-        SCALE_TO_ZERO: "true" if low == 0 else "false",
+        knativeserving.SCALE_TO_ZERO: "true" if low == 0 else "false",
         # Knative scales to zero once the stable window has seen no request.
-        GRACE: window,
-        WINDOW: window,
-        TARGET: f"{knativeserving.target_concurrency(annotations, concurrency):g}",
-        MIN_SCALE: str(low),
+        knativeserving.SCALE_TO_ZERO_GRACE: window,
+        knativeserving.SCALING_WINDOW: window,
+        knativeserving.TARGET_CONCURRENCY: f"{knativeserving.target_concurrency(annotations, concurrency):g}",
+        knativeserving.MIN_SCALE: str(low),
     }
     if high:
-        out[MAX_SCALE] = str(high)
+        out[knativeserving.MAX_SCALE] = str(high)
     return out
 
 
@@ -487,7 +480,11 @@ class RevisionController:
         annotations = _meta(current).get("annotations") or {}
         wanted_annotations = wanted["metadata"]["annotations"]
         stale = {k: v for k, v in wanted_annotations.items() if annotations.get(k) != v}
-        gone = {k: None for k in (MAX_SCALE,) if k in annotations and k not in wanted_annotations}
+        gone = {
+            k: None
+            for k in (knativeserving.MAX_SCALE,)
+            if k in annotations and k not in wanted_annotations
+        }
         if stale or gone:
             return await self.client.patch(
                 DEPLOYMENTS,

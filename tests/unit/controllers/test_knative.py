@@ -140,8 +140,8 @@ async def test_a_service_runs_its_first_revision_as_a_deployment_and_a_service_a
         assert deployment is not None
         assert deployment["spec"]["replicas"] == 1  # Knative's initial scale
         annotations = deployment["metadata"]["annotations"]
-        assert annotations[knativerevisions.SCALE_TO_ZERO] == "true"
-        assert annotations[knativerevisions.TARGET] == "70"  # 100 x 70 % utilization
+        assert annotations[knativeserving.SCALE_TO_ZERO] == "true"
+        assert annotations[knativeserving.TARGET_CONCURRENCY] == "70"  # 100 x 70 % utilization
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["name"] == "user-container"
         env = {e["name"]: e.get("value") for e in container["env"]}
@@ -269,7 +269,7 @@ async def test_min_scale_keeps_pods_and_only_routed_revisions_hold_it(stack: Sta
         deployment = await get(stack, DEPLOYMENTS, "hello-00001-deployment")
         assert deployment is not None
         assert deployment["spec"]["replicas"] == 2
-        assert deployment["metadata"]["annotations"][knativerevisions.SCALE_TO_ZERO] == "false"
+        assert deployment["metadata"]["annotations"][knativeserving.SCALE_TO_ZERO] == "false"
         current = await stack.client.get(KSVC, NS, "hello")
         current["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "two"
         await stack.client.update(KSVC, current)
@@ -278,7 +278,7 @@ async def test_min_scale_keeps_pods_and_only_routed_revisions_hold_it(stack: Sta
         async def old_may_sleep() -> bool:
             old = await get(stack, DEPLOYMENTS, "hello-00001-deployment")
             annotations = (old or {}).get("metadata", {}).get("annotations", {})
-            return annotations.get(knativerevisions.SCALE_TO_ZERO) == "true"
+            return annotations.get(knativeserving.SCALE_TO_ZERO) == "true"
 
         await stack.wait_for(old_may_sleep)
 

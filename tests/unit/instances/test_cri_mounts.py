@@ -22,3 +22,11 @@ def test_a_mount_that_fails_says_where_with_which_options_and_why(tmp_path: Path
 def test_unmounting_what_is_not_a_mount_fails_saying_so(tmp_path: Path) -> None:
     with pytest.raises(OSError, match=rf"umount {tmp_path}: "):
         mounts.unmount(tmp_path)
+
+
+def test_what_is_mounted_under_a_directory_includes_itself_and_nothing_beside(
+    tmp_path: Path,
+) -> None:
+    assert "/proc" in mounts.under("/proc")
+    assert all(m == "/proc" or m.startswith("/proc/") for m in mounts.under("/proc"))
+    assert mounts.under(tmp_path) == []

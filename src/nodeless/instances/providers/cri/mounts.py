@@ -1,4 +1,5 @@
-"""tmpfs mounts for pod volumes, by the mount(2) and umount2(2) system calls.
+"""tmpfs mounts for pod volumes, by the mount(2) and umount2(2) system calls,
+and the mount table read for what is mounted under a directory.
 
 Every pod on a cluster with service accounts has a projected volume, which
 the kubelet keeps in memory; spawning ``mount`` and ``umount`` for each pod
@@ -24,6 +25,17 @@ _libc.mount.argtypes = (
     ctypes.c_char_p,
 )
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+
+
+def under(path: Path | str) -> list[str]:
+    """Mount points at or below ``path``, in mount order (unmount in reverse)."""
+    prefix = os.fspath(path).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mounts") as table:
+            points = [line.split()[1] for line in table if len(line.split()) > 1]
+    except OSError:
+        return []
+    return [p for p in points if p == prefix[:-1] or p.startswith(prefix)]
 
 
 def mount_tmpfs(target: Path, options: str) -> None:

@@ -1875,9 +1875,9 @@ class CriProvider:
 
     async def _remove_files_of(self, instance: _Instance) -> None:
         paths = instance.paths
-        for mount in reversed(await asyncio.to_thread(_mounts_under, paths.pod_dir)):
+        for mount in reversed(await asyncio.to_thread(mounts.under, paths.pod_dir)):
             await asyncio.to_thread(mounts.unmount, mount)
-        left = await asyncio.to_thread(_mounts_under, paths.pod_dir)
+        left = await asyncio.to_thread(mounts.under, paths.pod_dir)
         if left:
             log.warning("not removing %s: still mounted %s", paths.pod_dir, left)
         else:
@@ -2294,20 +2294,6 @@ def _read_head(path: Path, limit: int) -> str:
             return f.read(limit).decode(errors="replace")
     except OSError:
         return ""
-
-
-def _mount_points() -> list[str]:
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return []
-    return [line.split()[1] for line in lines if len(line.split()) > 1]
-
-
-def _mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path``, in mount order."""
-    prefix = str(path) + "/"
-    return [m for m in _mount_points() if m == str(path) or m.startswith(prefix)]
 
 
 def _is_mount(path: Path) -> bool:
