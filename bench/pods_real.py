@@ -563,6 +563,9 @@ def main() -> int:
     parser.add_argument("--baseline-cidr", default=BASELINE_CIDR, help="the baseline's pod CIDR")
     parser.add_argument("--baseline-bridge", default=BASELINE_BRIDGE, help="the baseline's bridge")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and logs")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="Nodeless only (to profile it): met is null"
+    )
     args = parser.parse_args()
     if args.pods is not None and args.quick:
         parser.error("--quick sets --pods 20: give one or the other")
@@ -609,7 +612,8 @@ def main() -> int:
     print(f"pods_real: {args.pods} pods of {IMAGE}; baseline CRI concurrency {args.concurrency}")
     try:
         try:
-            baseline = asyncio.run(run_baseline(base_settings, args))
+            if not args.no_baseline:
+                baseline = asyncio.run(run_baseline(base_settings, args))
         except Exception as e:
             errors.append(f"baseline: {e!r}")
         print(

@@ -963,6 +963,45 @@ async def test_a_second_provider_adopts_the_running_instance_without_a_second_sa
     assert await read_logs(second, "i-durable", "app") == b"finished\n"
 
 
+async def test_a_restarted_provider_removes_pod_files_no_instance_owns_and_keeps_its_own(
+    crienv: Cri,
+) -> None:
+    first = crienv.provider()
+    image = crienv.registry.image("busybox:1")
+    manifest = pod("kept", [container("app", image, "sleep 3600")])
+    await first.create(request("i-kept", manifest))
+    await until(status_is(first, "i-kept", lambda s: s.state is State.RUNNING))
+    kept_uid = (await current(first, "i-kept")).pod_uid
+    await first.close()
+    # what a provider killed mid-set-up leaves: a volume mounted, a hosts
+    # file, logs and a pod cgroup with limits, but no sandbox
+    root = crienv.data_dir / "cri"
+    orphan = "0f0f0f0f-0000-4000-8000-000000000000"
+    volume = root / "pods" / orphan / "volumes" / "kubernetes.io~empty-dir" / "cache"
+    volume.mkdir(parents=True)
+    mounts.mount_tmpfs(volume, "mode=0755")
+    (volume / "data").write_text("left behind")
+    (root / "pods" / orphan / "etc-hosts").write_text("127.0.0.1 localhost\n")
+    orphan_logs = root / "logs" / f"default_gone_{orphan}"
+    (orphan_logs / "app").mkdir(parents=True)
+    (orphan_logs / "app" / "0.log").write_text("old\n")
+    cgroups.PodCgroup.for_pod(crienv.cgroup_root, orphan).create(memory_bytes=64 << 20)
+    assert crienv.pod_cgroup("memory", orphan).is_dir()
+
+    second = crienv.provider()
+    await second.start()
+    [adopted] = await second.list()
+
+    assert adopted.instance_id == "i-kept" and adopted.state is State.RUNNING
+    assert _mounts_under(root / "pods" / orphan) == []
+    assert not (root / "pods" / orphan).exists()
+    assert not orphan_logs.exists()
+    assert not crienv.pod_cgroup("memory", orphan).exists()
+    assert (root / "pods" / kept_uid).is_dir()
+    assert [d.name.rpartition("_")[2] for d in (root / "logs").iterdir()] == [kept_uid]
+    assert crienv.pod_cgroup("memory", kept_uid).is_dir()
+
+
 async def test_adopted_instances_keep_their_results_and_restart_counts(crienv: Cri) -> None:
     first = crienv.provider()
     image = crienv.registry.image("busybox:1")

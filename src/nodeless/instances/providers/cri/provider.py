@@ -1986,6 +1986,44 @@ class CriProvider:
                 request.pod_name,
                 instance.status.state.value,
             )
+        await self._sweep_orphans()
+
+    async def _sweep_orphans(self) -> None:
+        """Removes what pods no instance owns left under the data directory:
+        their volumes (unmounted first), hosts files, logs and pod cgroups.
+        A provider killed between setting a pod up and creating its sandbox,
+        or between removing the sandbox and its files, leaves these, and no
+        adoption claims them (the kubelet's ``cleanupOrphanedPodDirs``). Runs
+        before any instance is created, so nothing in progress is swept."""
+        known = {instance.paths.uid for instance in self._instances.values()}
+
+        def orphans(parent: Path, uid_of: Callable[[str], str]) -> list[Path]:
+            try:
+                entries = list(parent.iterdir())
+            except FileNotFoundError:
+                return []
+            return [e for e in entries if e.is_dir() and uid_of(e.name) not in known]
+
+        for pod_dir in await asyncio.to_thread(orphans, self.data_dir / "pods", str):
+            uid = pod_dir.name
+            log.info("removing the files of pod %s: no instance owns them", uid)
+            for mount in reversed(await asyncio.to_thread(mounts.under, pod_dir)):
+                try:
+                    await asyncio.to_thread(mounts.unmount, mount)
+                except OSError as e:
+                    log.warning("unmounting %s of orphaned pod %s: %s", mount, uid, e)
+            if await asyncio.to_thread(mounts.under, pod_dir):
+                continue  # rmtree would descend into what is still mounted
+            await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+            cgroup = cgroups.PodCgroup.for_pod(self.cgroup_root, uid)
+            if busy := await asyncio.to_thread(cgroup.remove, attempts=1):
+                log.warning("cgroup of orphaned pod %s still busy: %s", uid, busy)
+        # logs/<namespace>_<name>_<uid>
+        for log_dir in await asyncio.to_thread(
+            orphans, self.data_dir / "logs", lambda name: name.rpartition("_")[2]
+        ):
+            log.info("removing the logs %s: no instance owns them", log_dir.name)
+            await asyncio.to_thread(shutil.rmtree, log_dir, True)
 
     async def _restore(
         self, instance: _Instance, sandbox: pb.PodSandbox, listed: Sequence[pb.Container]
