@@ -465,3 +465,63 @@ def test_status_reports_and_clears_replica_failure() -> None:
     ]
     rs["status"] = failing
     assert "conditions" not in replicasets.calculate_status(rs, [], None, T0)
+
+
+class _Sets:
+    """The one set the pod handlers resolve owners against."""
+
+    def __init__(self, rs: dict[str, Any]) -> None:
+        self.rs = rs
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.rs if key == f"{NS}/{self.rs['metadata']['name']}" else None
+
+
+def _claimed(rs: dict[str, Any], **status: Any) -> dict[str, Any]:
+    pod = bare_pod("web-a", {"app": "web"})
+    pod["metadata"]["resourceVersion"] = "1"
+    pod["metadata"]["ownerReferences"] = [
+        {"kind": "ReplicaSet", "name": "web", "uid": rs["metadata"]["uid"], "controller": True}
+    ]
+    pod["status"] = {"phase": "Pending", **status}
+    return pod
+
+
+def _updated(pod: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    new = {**pod, "metadata": {**pod["metadata"], "resourceVersion": "2"}}
+    new["status"] = {**pod["status"], **changes.pop("status", {})}
+    new["metadata"].update(changes)
+    return new
+
+
+@pytest.mark.parametrize(
+    ("change", "queued"),
+    [
+        ({"status": {"podIP": "10.0.0.7", "hostIP": "10.0.0.1"}}, False),
+        ({"annotations": {"note": "x"}}, False),
+        ({"status": {"phase": "Running"}}, False),
+        (
+            {
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": at(5)}]
+                }
+            },
+            True,
+        ),
+        ({"status": {"phase": "Failed"}}, True),
+        ({"labels": {"app": "web", "tier": "x"}}, True),
+        ({"deletionTimestamp": at(9)}, True),
+    ],
+)
+async def test_a_claimed_pods_update_wakes_its_set_only_when_a_sync_would_see_it(
+    stack: Stack, change: dict[str, Any], queued: bool
+) -> None:
+    rsc = replicasets.ReplicaSetController(stack.client, informers.InformerFactory(stack.client))
+    rs = replica_set("web", 1)
+    rs["metadata"]["uid"] = "rs-uid"
+    rsc._sets = _Sets(rs)  # type: ignore[assignment]
+    pod = _claimed(rs)
+
+    rsc._pod_updated(pod, _updated(pod, **change))
+
+    assert len(rsc.controller.queue) == (1 if queued else 0)
