@@ -1015,8 +1015,10 @@ class CriProvider:
         if instance.init_containers:
             for container in instance.containers:
                 container.status.reason = POD_INITIALIZING
+        # Not pushed yet: with the images present the first container starts
+        # at once and its push carries the IP too (one pod status write, not
+        # two, as the kubelet's). Whatever may wait (a pull, a back-off) pushes.
         self._settle(instance)
-        self._push(instance)
 
     async def _run_sandbox_rpc(self, instance: _Instance, config: pb.PodSandboxConfig) -> None:
         instance.sandbox_id = await self._gated(
@@ -1207,6 +1209,7 @@ class CriProvider:
                 self._event(instance, "Warning", "ErrImageNeverPull", message)
                 await self.clock.sleep(container.retry.next())
                 continue
+            self._push(instance)  # the pod's IP is known while the pull runs
             self._event(instance, "Normal", "Pulling", f'Pulling image "{image}"')
             began = self.clock.monotonic()
             try:
