@@ -66,7 +66,7 @@ def is_active(pod: Obj) -> bool:
     return phase not in ("Succeeded", "Failed") and not is_deleting(pod)
 
 
-def ready_condition(pod: Obj) -> Obj | None:
+def _ready_condition(pod: Obj) -> Obj | None:
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if isinstance(condition, dict) and condition.get("type") == "Ready":
             return condition
@@ -74,13 +74,13 @@ def ready_condition(pod: Obj) -> Obj | None:
 
 
 def is_ready(pod: Obj) -> bool:
-    condition = ready_condition(pod)
+    condition = _ready_condition(pod)
     return condition is not None and condition.get("status") == "True"
 
 
 def ready_since(pod: Obj) -> datetime.datetime | None:
     """When the pod last became ready (its Ready condition's transition), if it is."""
-    condition = ready_condition(pod)
+    condition = _ready_condition(pod)
     if condition is None or condition.get("status") != "True":
         return None
     return parse_time(condition.get("lastTransitionTime"))

@@ -134,17 +134,6 @@ def calculate_status(
     return status
 
 
-def _counted(pod: Obj) -> tuple[bool, bool, object]:
-    """What a sync reads from a claimed pod besides its labels and owner:
-    whether it counts (active), is ready, and since when (availability)."""
-    ready = podcontrol.ready_condition(pod) or {}
-    return (
-        podcontrol.is_active(pod),
-        ready.get("status") == "True",
-        ready.get("lastTransitionTime"),
-    )
-
-
 def _status_settled(rs: Obj, status: Obj) -> bool:
     """Nothing to write: same counts and conditions, generation already observed."""
     old = rs.get("status") or {}
@@ -364,11 +353,6 @@ class ReplicaSetController:
             if previous is not None:
                 self.controller.enqueue(previous)
         if new_ref is not None:
-            if not ref_changed and not labels_changed and _counted(old) == _counted(new):
-                # Nothing a sync reads from a claimed pod changed (the instance
-                # layer's IP, node and container updates): each sync walks
-                # every pod of the set, so these would cost O(pods) apiece.
-                return
             rs = self._resolve(namespace, new_ref)
             if rs is None:
                 return
