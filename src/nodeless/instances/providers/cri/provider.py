@@ -1989,16 +1989,17 @@ class CriProvider:
                 request.pod_name,
                 instance.status.state.value,
             )
-        await self._sweep_orphans()
+        # a sandbox that could not be adopted still runs: its files stay
+        await self._sweep_orphans({s.metadata.uid for s in sandboxes})
 
-    async def _sweep_orphans(self) -> None:
+    async def _sweep_orphans(self, sandbox_uids: set[str]) -> None:
         """Removes what pods no instance owns left under the data directory:
         their volumes (unmounted first), hosts files, logs and pod cgroups.
         A provider killed between setting a pod up and creating its sandbox,
         or between removing the sandbox and its files, leaves these, and no
         adoption claims them (the kubelet's ``cleanupOrphanedPodDirs``). Runs
         before any instance is created, so nothing in progress is swept."""
-        known = {instance.paths.uid for instance in self._instances.values()}
+        known = {instance.paths.uid for instance in self._instances.values()} | sandbox_uids
 
         def orphans(parent: Path, uid_of: Callable[[str], str]) -> list[Path]:
             try:
