@@ -387,3 +387,59 @@ async def test_a_containerd_without_cri_fails_to_start_with_the_reason(
     assert 'failed to find snapshotter \\"nosuch\\"' in str(failed.value)
     assert rt.pid is None
     assert _processes_mentioning(str(data_dir)) == []
+
+
+def _nat_rules() -> str:
+    return subprocess.run(
+        ["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _nat(*args: str, check: bool = True) -> None:
+    subprocess.run(["iptables", "-t", "nat", *args], capture_output=True, check=check)
+
+
+def _masquerade(source: str, sandbox_id: str, chain: str) -> list[str]:
+    comment = f'name: "{containerd.DEFAULT_NETWORK}" id: "{sandbox_id}"'
+    return ["POSTROUTING", "-s", source, "-m", "comment", "--comment", comment, "-j", chain]
+
+
+async def test_a_restarted_containerd_releases_the_network_of_sandboxes_it_no_longer_has(
+    settings: containerd.ContainerdSettings, data_dir: Path
+) -> None:
+    first = containerd.Containerd(settings)
+    await first.start()
+    config = sandbox_config("kept", data_dir)
+    try:
+        sandbox_id = await first.client.run_pod_sandbox(config)
+        ip = (await first.client.pod_sandbox_status(sandbox_id)).status.network.ip
+    finally:
+        await first.stop()
+    # what a killed containerd's pods leave once their sandboxes are gone:
+    # an IP lease and a masquerade chain, here for an address of this CIDR
+    # and, to be left alone, one of another data directory's CIDR
+    leases = settings.ipam_dir / settings.network_name
+    (leases / "10.250.0.200").write_text("f" * 64 + "\neth0")
+    stale = _masquerade("10.250.0.200/32", "f" * 64, "CNI-nltestgone")
+    foreign = _masquerade("10.249.0.9/32", "e" * 64, "CNI-nltestforeign")
+    for chain, rule in (("CNI-nltestgone", stale), ("CNI-nltestforeign", foreign)):
+        await asyncio.to_thread(_nat, "-N", chain)
+        await asyncio.to_thread(_nat, "-A", chain, "-j", "ACCEPT")
+        await asyncio.to_thread(_nat, "-A", *rule)
+
+    second = containerd.Containerd(settings)
+    try:
+        await second.start()
+        rules = _nat_rules()
+        sandboxes = await second.client.list_pod_sandbox()
+        held = {lease.name: lease.read_text().split()[0] for lease in leases.glob("10.*")}
+    finally:
+        await second.stop(remove_pods=True)
+        for args in (("-D", *foreign), ("-F", "CNI-nltestforeign"), ("-X", "CNI-nltestforeign")):
+            await asyncio.to_thread(_nat, *args, check=False)
+
+    assert [s.id for s in sandboxes] == [sandbox_id]
+    assert held == {ip: sandbox_id}
+    assert "CNI-nltestgone" not in rules
+    assert "CNI-nltestforeign" in rules and "10.249.0.9/32" in rules
+    assert f'id: \\"{sandbox_id}\\"' in rules  # the live pod keeps its masquerade

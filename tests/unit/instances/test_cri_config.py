@@ -502,3 +502,40 @@ async def test_an_absent_runtime_is_unavailable(tmp_path: Path) -> None:
             await client.version()
 
     assert absent.value.unavailable
+
+
+NAT_DUMP = """\
+*nat
+:POSTROUTING ACCEPT [0:0]
+:CNI-aaaa - [0:0]
+-A POSTROUTING -s 10.77.0.5/32 -m comment --comment "name: \\"nodeless\\" id: \\"gone1\\"" -j CNI-aaaa
+-A POSTROUTING -s 10.77.0.6/32 -m comment --comment "name: \\"nodeless\\" id: \\"live1\\"" -j CNI-bbbb
+-A POSTROUTING -s 10.88.0.7/32 -m comment --comment "name: \\"nodeless\\" id: \\"other\\"" -j CNI-cccc
+-A POSTROUTING -s 10.77.0.8/32 -m comment --comment "name: \\"elsewhere\\" id: \\"gone2\\"" -j CNI-dddd
+-A CNI-aaaa -d 10.77.0.0/16 -m comment --comment "name: \\"nodeless\\" id: \\"gone1\\"" -j ACCEPT
+-A POSTROUTING -s 10.77.0.0/16 ! -o nlbr0 -j MASQUERADE
+COMMIT
+"""
+
+
+def test_only_this_networks_masquerade_rules_of_gone_sandboxes_in_its_cidr_are_stale(
+    settings: containerd.ContainerdSettings,
+) -> None:
+    stale = containerd.stale_masquerade_rules(NAT_DUMP, settings, {"live1"})
+
+    assert stale == [
+        (
+            [
+                "POSTROUTING",
+                "-s",
+                "10.77.0.5/32",
+                "-m",
+                "comment",
+                "--comment",
+                'name: "nodeless" id: "gone1"',
+                "-j",
+                "CNI-aaaa",
+            ],
+            "CNI-aaaa",
+        )
+    ]

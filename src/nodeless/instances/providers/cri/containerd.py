@@ -34,6 +34,7 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import time
@@ -392,6 +393,77 @@ async def binary_version() -> str:
     return words[2].removeprefix("v") if len(words) > 2 else ""
 
 
+def _release_leases(directory: Path, live: set[str]) -> int:
+    """Removes host-local's lease files (named by IP, holding the container
+    ID) of containers not in ``live``; returns how many."""
+    released = 0
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            ipaddress.ip_address(entry.name)
+            holder = entry.read_text().split(maxsplit=1)
+        except (ValueError, OSError):
+            continue  # last_reserved_ip.0, the lock and anything else
+        if holder and holder[0] not in live:
+            entry.unlink(missing_ok=True)
+            released += 1
+    return released
+
+
+def stale_masquerade_rules(
+    dump: str, settings: ContainerdSettings, live: set[str]
+) -> list[tuple[list[str], str]]:
+    """From ``iptables-save -t nat``, the bridge plugin's POSTROUTING jumps
+    (``-s IP/32 -m comment --comment 'name: "NET" id: "ID"' -j CNI-...``) of
+    this network, for addresses in this pod CIDR, whose sandbox is not in
+    ``live``: each as the rule's arguments (after ``-A``) and its chain."""
+    network = ipaddress.ip_network(settings.pod_cidr, strict=False)
+    marker = f'name: "{settings.network_name}" id: "'
+    found: list[tuple[list[str], str]] = []
+    for line in dump.splitlines():
+        if not line.startswith("-A POSTROUTING "):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            continue
+        args = words[1:]
+        options = dict(zip(args[1::2], args[2::2], strict=False))
+        comment, chain, source = (
+            options.get("--comment", ""),
+            options.get("-j", ""),
+            options.get("-s"),
+        )
+        if not comment.startswith(marker) or not chain.startswith("CNI-") or source is None:
+            continue
+        sandbox_id = comment[len(marker) :].rstrip('"')
+        try:
+            inside = ipaddress.ip_address(source.split("/", 1)[0]) in network
+        except ValueError:
+            continue
+        if inside and sandbox_id not in live:
+            found.append((args, chain))
+    return found
+
+
+async def _output(*args: str) -> str:
+    """What the command printed; "" when it is missing or failed."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=_process_env(),
+        )
+    except FileNotFoundError:
+        return ""
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace") if proc.returncode == 0 else ""
+
+
 async def _run(*args: str) -> int:
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -500,7 +572,8 @@ class Containerd:
             self.settings = settings
         write_files(settings)
 
-        if await self._answers():
+        adopted = await self._answers()
+        if adopted:
             self._pid = _read_pid(settings)
             log.info("adopting containerd already serving %s (pid %s)", self.address, self._pid)
         else:
@@ -510,6 +583,37 @@ class Containerd:
         except BaseException:
             await self.stop()
             raise
+        if not adopted:
+            # a containerd that kept running may still be setting a sandbox
+            # up for a client that died: its lease is not a leftover yet
+            await self.sweep_network_leftovers()
+
+    async def sweep_network_leftovers(self) -> None:
+        """Releases what the CNI plugins still hold for sandboxes this
+        containerd no longer has: host-local's IP leases and the bridge
+        plugin's masquerade chain per pod. A containerd killed with pods on
+        it, and whose data directory was then cleaned, never ran their CNI
+        DEL; left alone, the leases fill the pod CIDR and every rule makes
+        each later CNI call slower. Only this network's rules for addresses
+        in this pod CIDR are touched (other data directories have their own)."""
+        assert self.settings is not None
+        settings = self.settings
+        live = {sandbox.id for sandbox in await self.client.list_pod_sandbox()}
+        leases = settings.ipam_dir / settings.network_name
+        released = await asyncio.to_thread(_release_leases, leases, live)
+        dump = await _output("iptables-save", "-t", "nat")
+        removed = 0
+        for rule, chain in stale_masquerade_rules(dump, settings, live):
+            if await _run("iptables", "-t", "nat", "-D", *rule) == 0:
+                removed += 1
+            await _run("iptables", "-t", "nat", "-F", chain)
+            await _run("iptables", "-t", "nat", "-X", chain)
+        if released or removed:
+            log.info(
+                "released %d IP lease(s) and %d masquerade rule(s) of sandboxes that are gone",
+                released,
+                removed,
+            )
 
     async def _answers(self) -> bool:
         if not Path(self.address).exists():
