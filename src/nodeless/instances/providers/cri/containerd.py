@@ -451,30 +451,27 @@ def stale_masquerade_rules(
 
 async def _output(*args: str) -> str:
     """What the command printed; "" when it is missing or failed."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=_process_env(),
-        )
-    except FileNotFoundError:
-        return ""
-    out, _ = await proc.communicate()
-    return out.decode(errors="replace") if proc.returncode == 0 else ""
+    code, out = await _exec(args, capture=True)
+    return out.decode(errors="replace") if code == 0 else ""
 
 
 async def _run(*args: str) -> int:
+    return (await _exec(args, capture=False))[0]
+
+
+async def _exec(args: tuple[str, ...], *, capture: bool) -> tuple[int, bytes]:
+    """The command's exit code (127: not found) and, when captured, its output."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *args,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             env=_process_env(),
         )
     except FileNotFoundError:
-        return 127
-    return await proc.wait()
+        return 127, b""
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out or b""
 
 
 def _process_env() -> dict[str, str]:
