@@ -426,6 +426,13 @@ async def test_a_restarted_containerd_releases_the_network_of_sandboxes_it_no_lo
         await asyncio.to_thread(_nat, "-N", chain)
         await asyncio.to_thread(_nat, "-A", chain, "-j", "ACCEPT")
         await asyncio.to_thread(_nat, "-A", *rule)
+    # and a chain whose jump a half-done CNI DEL already removed
+    comment = f'name: "{containerd.DEFAULT_NETWORK}" id: "{"d" * 64}"'
+    await asyncio.to_thread(_nat, "-N", "CNI-nltestheadless")
+    await asyncio.to_thread(
+        _nat, "-A", "CNI-nltestheadless", "-d", POD_CIDR, "-m", "comment", "--comment", comment,
+        "-j", "ACCEPT",
+    )  # fmt: skip
 
     second = containerd.Containerd(settings)
     try:
@@ -440,6 +447,6 @@ async def test_a_restarted_containerd_releases_the_network_of_sandboxes_it_no_lo
 
     assert [s.id for s in sandboxes] == [sandbox_id]
     assert held == {ip: sandbox_id}
-    assert "CNI-nltestgone" not in rules
+    assert "CNI-nltestgone" not in rules and "CNI-nltestheadless" not in rules
     assert "CNI-nltestforeign" in rules and "10.249.0.9/32" in rules
     assert f'id: \\"{sandbox_id}\\"' in rules  # the live pod keeps its masquerade

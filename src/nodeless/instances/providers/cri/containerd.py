@@ -413,40 +413,70 @@ def _release_leases(directory: Path, live: set[str]) -> int:
     return released
 
 
-def stale_masquerade_rules(
-    dump: str, settings: ContainerdSettings, live: set[str]
-) -> list[tuple[list[str], str]]:
-    """From ``iptables-save -t nat``, the bridge plugin's POSTROUTING jumps
-    (``-s IP/32 -m comment --comment 'name: "NET" id: "ID"' -j CNI-...``) of
-    this network, for addresses in this pod CIDR, whose sandbox is not in
-    ``live``: each as the rule's arguments (after ``-A``) and its chain."""
+@dataclass(frozen=True)
+class StaleMasquerade:
+    """What the bridge plugin set up for sandboxes that are gone: the
+    POSTROUTING jumps to delete (each as its arguments after ``-A``) and the
+    per-pod chains to flush and delete, including chains whose jump a
+    half-done CNI DEL already removed."""
+
+    jumps: tuple[tuple[str, ...], ...]
+    chains: frozenset[str]
+
+
+def stale_masquerade(dump: str, settings: ContainerdSettings, live: set[str]) -> StaleMasquerade:
+    """From ``iptables-save -t nat``: the bridge plugin's rules of this
+    network (``--comment 'name: "NET" id: "ID"'``) for this pod CIDR whose
+    sandbox ``ID`` is not in ``live``. A jump is ``-s IP/32 ... -j CNI-x``
+    from POSTROUTING; its chain holds ``-d CIDR ... -j ACCEPT`` and the
+    masquerade."""
     network = ipaddress.ip_network(settings.pod_cidr, strict=False)
     marker = f'name: "{settings.network_name}" id: "'
-    found: list[tuple[list[str], str]] = []
+    jumps: list[tuple[str, ...]] = []
+    chains: set[str] = set()
     for line in dump.splitlines():
-        if not line.startswith("-A POSTROUTING "):
+        if not line.startswith("-A CNI-") and not line.startswith("-A POSTROUTING "):
             continue
         try:
-            words = shlex.split(line)
+            args = shlex.split(line)[1:]
         except ValueError:
             continue
-        args = words[1:]
-        options = dict(zip(args[1::2], args[2::2], strict=False))
-        comment, chain, source = (
-            options.get("--comment", ""),
-            options.get("-j", ""),
-            options.get("-s"),
-        )
-        if not comment.startswith(marker) or not chain.startswith("CNI-") or source is None:
+        options = _rule_options(args[1:])
+        comment = options.get("--comment", "")
+        if not comment.startswith(marker) or comment[len(marker) :].rstrip('"') in live:
             continue
-        sandbox_id = comment[len(marker) :].rstrip('"')
         try:
-            inside = ipaddress.ip_address(source.split("/", 1)[0]) in network
+            if args[0] == "POSTROUTING":
+                address = options.get("-s", "").split("/", 1)[0]
+                inside = ipaddress.ip_address(address) in network
+            else:
+                inside = ipaddress.ip_network(options.get("-d", ""), strict=False) == network
         except ValueError:
             continue
-        if inside and sandbox_id not in live:
-            found.append((args, chain))
-    return found
+        if not inside:
+            continue
+        if args[0] == "POSTROUTING":
+            chain = options.get("-j", "")
+            if chain.startswith("CNI-"):
+                jumps.append(tuple(args))
+                chains.add(chain)
+        else:
+            chains.add(args[0])
+    return StaleMasquerade(tuple(jumps), frozenset(chains))
+
+
+def _rule_options(words: list[str]) -> dict[str, str]:
+    """An iptables rule's ``-option value`` pairs (a ``!`` before one is skipped)."""
+    options: dict[str, str] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word.startswith("-") and index + 1 < len(words):
+            options[word] = words[index + 1]
+            index += 2
+        else:
+            index += 1
+    return options
 
 
 async def _output(*args: str) -> str:
@@ -599,15 +629,17 @@ class Containerd:
         leases = settings.ipam_dir / settings.network_name
         released = await asyncio.to_thread(_release_leases, leases, live)
         dump = await _output("iptables-save", "-t", "nat")
+        stale = stale_masquerade(dump, settings, live)
+        for jump in stale.jumps:
+            await _run("iptables", "-t", "nat", "-D", *jump)
         removed = 0
-        for rule, chain in stale_masquerade_rules(dump, settings, live):
-            if await _run("iptables", "-t", "nat", "-D", *rule) == 0:
-                removed += 1
+        for chain in sorted(stale.chains):
             await _run("iptables", "-t", "nat", "-F", chain)
-            await _run("iptables", "-t", "nat", "-X", chain)
+            if await _run("iptables", "-t", "nat", "-X", chain) == 0:
+                removed += 1
         if released or removed:
             log.info(
-                "released %d IP lease(s) and %d masquerade rule(s) of sandboxes that are gone",
+                "released %d IP lease(s) and %d masquerade chain(s) of sandboxes that are gone",
                 released,
                 removed,
             )
