@@ -33,10 +33,6 @@ DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 # --- pure pieces ------------------------------------------------------------------------
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    return times.rfc3339(moment)
-
-
 def _parse_time(text: Any) -> datetime.datetime | None:
     if not isinstance(text, str) or not text:
         return None
@@ -224,7 +220,7 @@ def budget_status(
     }
     if disrupted:
         status["disruptedPods"] = dict(disrupted)
-    _allowed_condition(status, rfc3339(now))
+    _allowed_condition(status, times.rfc3339(now))
     return status
 
 
@@ -239,7 +235,7 @@ def failed_status(pdb: Mapping[str, Any], message: str, now: datetime.datetime) 
         SYNC_FAILED,
         message,
         int(status.get("observedGeneration") or 0),
-        rfc3339(now),
+        times.rfc3339(now),
     )
     return status
 
@@ -374,10 +370,10 @@ def eviction_allowed(
     new_status = updated.setdefault("status", {})
     new_status["disruptionsAllowed"] = allowed - 1
     if allowed - 1 == 0:
-        _allowed_condition(new_status, rfc3339(now))
+        _allowed_condition(new_status, times.rfc3339(now))
     new_status["disruptedPods"] = {
         **(new_status.get("disruptedPods") or {}),
-        str(pod_meta.get("name") or ""): rfc3339(now),
+        str(pod_meta.get("name") or ""): times.rfc3339(now),
     }
     return EvictionDecision(True, budget=updated)
 

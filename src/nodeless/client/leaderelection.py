@@ -21,10 +21,6 @@ log = logging.getLogger(__name__)
 LEASES = clients.ResourceRef("coordination.k8s.io", "v1", "leases", True, "Lease")
 
 
-def _micro(t: datetime.datetime) -> str:
-    return times.rfc3339_micro(t)
-
-
 def _parse(text: str | None) -> datetime.datetime | None:
     if not text:
         return None
@@ -69,8 +65,8 @@ class LeaderElector:
                 "spec": {
                     "holderIdentity": self.identity,
                     "leaseDurationSeconds": int(self.lease_seconds),
-                    "acquireTime": _micro(now),
-                    "renewTime": _micro(now),
+                    "acquireTime": times.rfc3339_micro(now),
+                    "renewTime": times.rfc3339_micro(now),
                     "leaseTransitions": 0,
                 },
             }
@@ -89,11 +85,11 @@ class LeaderElector:
         if holder and holder != self.identity and not expired:
             return False
         if holder != self.identity:
-            spec["acquireTime"] = _micro(now)
+            spec["acquireTime"] = times.rfc3339_micro(now)
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
         spec["holderIdentity"] = self.identity
         spec["leaseDurationSeconds"] = int(self.lease_seconds)
-        spec["renewTime"] = _micro(now)
+        spec["renewTime"] = times.rfc3339_micro(now)
         lease["spec"] = spec
         try:
             await self.client.update(LEASES, lease)
@@ -140,7 +136,7 @@ class LeaderElector:
             spec = dict(lease.get("spec") or {})
             if spec.get("holderIdentity") == self.identity:
                 spec["holderIdentity"] = ""
-                spec["renewTime"] = _micro(
+                spec["renewTime"] = times.rfc3339_micro(
                     self.clock.now() - datetime.timedelta(seconds=self.lease_seconds + 1)
                 )
                 lease["spec"] = spec

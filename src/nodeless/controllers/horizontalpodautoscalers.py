@@ -123,10 +123,6 @@ def format_milli(milli: int, *, binary: bool = False) -> str:
     return f"{amount}{_DECIMAL_SUFFIXES[index]}"
 
 
-def _format_time(moment: datetime.datetime) -> str:
-    return times.rfc3339(moment)
-
-
 def _go_duration(text: object) -> float:
     """A metrics ``window`` such as ``15s`` or ``1m0s``, in seconds (0 if unreadable)."""
     if not isinstance(text, str):
@@ -611,7 +607,7 @@ class _Sync:
 
     @property
     def stamp(self) -> str:
-        return _format_time(self.now)
+        return times.rfc3339(self.now)
 
     @property
     def namespace(self) -> str:

@@ -110,7 +110,11 @@ class ImageCacheController:
                 await self._write(
                     group,
                     obj,
-                    {"phase": imagecaches.EXPIRED, "lastUpdatedTime": _t(now), "message": message},
+                    {
+                        "phase": imagecaches.EXPIRED,
+                        "lastUpdatedTime": times.rfc3339(now),
+                        "message": message,
+                    },
                 )
                 if self.recorder is not None:
                     self.recorder.record(dict(obj), "Normal", "ImageCacheExpired", message)
@@ -137,7 +141,7 @@ class ImageCacheController:
         wanted: list[str],
         expires: datetime.datetime | None,
     ) -> None:
-        started = _t(self.clock.now())
+        started = times.rfc3339(self.clock.now())
         total = len(wanted)
         await self._write(
             group,
@@ -163,7 +167,7 @@ class ImageCacheController:
                         "phase": imagecaches.FAILED,
                         "message": message,
                         "failedImages": wanted,
-                        "lastUpdatedTime": _t(self.clock.now()),
+                        "lastUpdatedTime": times.rfc3339(self.clock.now()),
                     },
                 )
                 if self.recorder is not None:
@@ -176,12 +180,12 @@ class ImageCacheController:
             "phase": imagecaches.READY,
             "progress": f"{total}/{total}",
             "images": done,
-            "lastUpdatedTime": _t(self.clock.now()),
+            "lastUpdatedTime": times.rfc3339(self.clock.now()),
             "message": None,
             "failedImages": None,
         }
         if expires is not None:
-            ready["expireDateTime"] = _t(expires)
+            ready["expireDateTime"] = times.rfc3339(expires)
             self.controller.queue.add_after(key, (expires - self.clock.now()).total_seconds())
         await self._write(group, obj, ready)
         self._finished[key] = wanted
@@ -236,7 +240,3 @@ class ImageCacheController:
         except errors.StatusError as err:
             if err.code != 404:
                 raise
-
-
-def _t(moment: datetime.datetime) -> str:
-    return times.rfc3339(moment)
