@@ -141,9 +141,6 @@ def registries(
 # --- containerd and providers ---
 
 
-_mounts_under = mounts.under
-
-
 @dataclass
 class Cri:
     """One containerd for one test, and the providers made on it."""
@@ -208,7 +205,7 @@ async def crienv(registries: tuple[Registry, Registry]) -> AsyncIterator[Cri]:
                         if sub.is_dir():
                             sub.rmdir()
                     root.rmdir()
-            if not _mounts_under(data_dir):
+            if not mounts.under(data_dir):
                 shutil.rmtree(data_dir, ignore_errors=True)
             await asyncio.to_thread(
                 subprocess.run, ["ip", "link", "delete", BRIDGE], capture_output=True, check=False
@@ -646,7 +643,7 @@ async def test_delete_kills_what_ignores_sigterm_after_the_grace_period_and_remo
     memory_dir = (
         crienv.data_dir / "cri" / "pods" / uid / "volumes" / "kubernetes.io~empty-dir" / "memory"
     )
-    assert str(memory_dir) in _mounts_under(crienv.data_dir)
+    assert str(memory_dir) in mounts.under(crienv.data_dir)
     assert crienv.pod_cgroup("memory", uid).is_dir()
 
     await made.delete("i-del", 1)
@@ -665,7 +662,7 @@ async def test_delete_kills_what_ignores_sigterm_after_the_grace_period_and_remo
     assert await crienv.runtime.client.list_containers() == []
     for controller in ("memory", "cpu", "pids"):
         assert not crienv.pod_cgroup(controller, uid).exists()
-    assert _mounts_under(crienv.data_dir / "cri") == []
+    assert mounts.under(crienv.data_dir / "cri") == []
     assert not (crienv.data_dir / "cri" / "pods" / uid).exists()
     assert list((crienv.data_dir / "cri" / "logs").iterdir()) == []
 
@@ -689,13 +686,13 @@ async def test_closing_lets_a_deletion_under_way_finish_leaving_no_volume_mounte
     await made.create(request("i-closing", manifest))
     await until(status_is(made, "i-closing", lambda s: s.state is State.RUNNING))
     pod_dir = crienv.data_dir / "cri" / "pods" / (await current(made, "i-closing")).pod_uid
-    mounted = _mounts_under(pod_dir)
+    mounted = mounts.under(pod_dir)
 
     await made.delete("i-closing", 2)  # the container holds out for the grace period
     await made.close()  # meanwhile, nodeless up is told to stop
 
     assert mounted
-    assert _mounts_under(pod_dir) == []
+    assert mounts.under(pod_dir) == []
     assert not pod_dir.exists()
     assert await crienv.runtime.client.list_pod_sandbox() == []
 
@@ -993,7 +990,7 @@ async def test_a_restarted_provider_removes_pod_files_no_instance_owns_and_keeps
     [adopted] = await second.list()
 
     assert adopted.instance_id == "i-kept" and adopted.state is State.RUNNING
-    assert _mounts_under(root / "pods" / orphan) == []
+    assert mounts.under(root / "pods" / orphan) == []
     assert not (root / "pods" / orphan).exists()
     assert not orphan_logs.exists()
     assert not crienv.pod_cgroup("memory", orphan).exists()
@@ -1211,7 +1208,7 @@ async def test_a_restarted_provider_and_containerd_adopt_the_pods_they_left_runn
                     sub.rmdir()
             if root.exists():
                 root.rmdir()
-        if not _mounts_under(data_dir):
+        if not mounts.under(data_dir):
             shutil.rmtree(data_dir, ignore_errors=True)
         await asyncio.to_thread(
             subprocess.run, ["ip", "link", "delete", bridge], capture_output=True, check=False

@@ -445,23 +445,19 @@ def stale_masquerade(dump: str, settings: ContainerdSettings, live: set[str]) ->
         comment = options.get("--comment", "")
         if not comment.startswith(marker) or comment[len(marker) :].rstrip('"') in live:
             continue
+        jump = args[0] == "POSTROUTING"
         try:
-            if args[0] == "POSTROUTING":
-                address = options.get("-s", "").split("/", 1)[0]
-                inside = ipaddress.ip_address(address) in network
+            if jump:
+                inside = ipaddress.ip_address(options.get("-s", "").split("/", 1)[0]) in network
             else:
                 inside = ipaddress.ip_network(options.get("-d", ""), strict=False) == network
         except ValueError:
             continue
-        if not inside:
-            continue
-        if args[0] == "POSTROUTING":
-            chain = options.get("-j", "")
-            if chain.startswith("CNI-"):
+        chain = options.get("-j", "") if jump else args[0]
+        if inside and chain.startswith("CNI-"):
+            chains.add(chain)
+            if jump:
                 jumps.append(tuple(args))
-                chains.add(chain)
-        else:
-            chains.add(args[0])
     return StaleMasquerade(tuple(jumps), frozenset(chains))
 
 

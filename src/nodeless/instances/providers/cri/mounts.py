@@ -32,7 +32,7 @@ def under(path: Path | str) -> list[str]:
     prefix = os.fspath(path).rstrip("/") + "/"
     try:
         with open("/proc/self/mounts") as table:
-            points = [line.split()[1] for line in table if len(line.split()) > 1]
+            points = [fields[1] for fields in map(str.split, table) if len(fields) > 1]
     except OSError:
         return []
     return [p for p in points if p == prefix[:-1] or p.startswith(prefix)]

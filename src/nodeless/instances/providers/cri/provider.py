@@ -1878,13 +1878,7 @@ class CriProvider:
 
     async def _remove_files_of(self, instance: _Instance) -> None:
         paths = instance.paths
-        for mount in reversed(await asyncio.to_thread(mounts.under, paths.pod_dir)):
-            await asyncio.to_thread(mounts.unmount, mount)
-        left = await asyncio.to_thread(mounts.under, paths.pod_dir)
-        if left:
-            log.warning("not removing %s: still mounted %s", paths.pod_dir, left)
-        else:
-            await asyncio.to_thread(shutil.rmtree, paths.pod_dir, True)
+        await _remove_pod_dir(paths.pod_dir)
         await asyncio.to_thread(shutil.rmtree, paths.log_dir, True)
         busy = await asyncio.to_thread(instance.cgroup.remove)
         if busy:
@@ -2011,14 +2005,8 @@ class CriProvider:
         for pod_dir in await asyncio.to_thread(orphans, self.data_dir / "pods", str):
             uid = pod_dir.name
             log.info("removing the files of pod %s: no instance owns them", uid)
-            for mount in reversed(await asyncio.to_thread(mounts.under, pod_dir)):
-                try:
-                    await asyncio.to_thread(mounts.unmount, mount)
-                except OSError as e:
-                    log.warning("unmounting %s of orphaned pod %s: %s", mount, uid, e)
-            if await asyncio.to_thread(mounts.under, pod_dir):
-                continue  # rmtree would descend into what is still mounted
-            await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+            if not await _remove_pod_dir(pod_dir):
+                continue
             cgroup = cgroups.PodCgroup.for_pod(self.cgroup_root, uid)
             if busy := await asyncio.to_thread(cgroup.remove, attempts=1):
                 log.warning("cgroup of orphaned pod %s still busy: %s", uid, busy)
@@ -2336,6 +2324,22 @@ def _read_head(path: Path, limit: int) -> str:
             return f.read(limit).decode(errors="replace")
     except OSError:
         return ""
+
+
+async def _remove_pod_dir(pod_dir: Path) -> bool:
+    """Unmounts what is mounted under a pod's directory (deepest last
+    mounted first), then removes it; False, leaving it, when something is
+    still mounted there (rmtree would descend into it)."""
+    for mount in reversed(await asyncio.to_thread(mounts.under, pod_dir)):
+        try:
+            await asyncio.to_thread(mounts.unmount, mount)
+        except OSError as e:
+            log.warning("unmounting %s: %s", mount, e)
+    if left := await asyncio.to_thread(mounts.under, pod_dir):
+        log.warning("not removing %s: still mounted %s", pod_dir, left)
+        return False
+    await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+    return True
 
 
 def _is_mount(path: Path) -> bool:
