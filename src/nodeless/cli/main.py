@@ -482,11 +482,12 @@ async def start_provider(
                     return None
                 raise
 
+        assert services is not None, "start_components gives real pods a Service informer"
+        service_cache = services
+
         async def namespace_services(namespace: str) -> list[dict[str, Any]]:
-            if services is None:
-                return (await client.list(SERVICES, namespace)).items
-            await services.wait_synced()
-            return services.objects(namespace)
+            await service_cache.wait_synced()
+            return service_cache.objects(namespace)
 
         async def service_account_token(request: cri_volumefiles.TokenRequest) -> str:
             # What serviceaccounts/<name>/token answers, signed by the API server's issuer.
