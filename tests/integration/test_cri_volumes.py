@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cri_provider import _emptied, _mounts_under, current, status_is, until
+from test_cri_provider import _emptied, current, status_is, until
 
 from nodeless import clocks
 from nodeless.apiserver import serviceaccounts
@@ -31,6 +31,7 @@ from nodeless.instances.providers.cri import (
     backoffs,
     cgroups,
     containerd,
+    mounts,
     sandboximages,
     volumefiles,
 )
@@ -127,7 +128,7 @@ async def env() -> AsyncIterator[Env]:
                 await provider.close()
         finally:
             await made.containerd.stop(remove_pods=True)
-            for mount in reversed(_mounts_under(made.data_dir)):
+            for mount in reversed(mounts.under(made.data_dir)):
                 await asyncio.to_thread(
                     subprocess.run, ["umount", mount], capture_output=True, check=False
                 )
@@ -138,7 +139,7 @@ async def env() -> AsyncIterator[Env]:
                         if sub.is_dir():
                             sub.rmdir()
                     root.rmdir()
-            if not _mounts_under(made.data_dir):
+            if not mounts.under(made.data_dir):
                 shutil.rmtree(made.data_dir, ignore_errors=True)
             await asyncio.to_thread(
                 subprocess.run, ["ip", "link", "delete", BRIDGE], capture_output=True, check=False
@@ -283,7 +284,7 @@ async def test_a_pod_reads_its_config_map_secret_downward_projected_and_claim_vo
     status = await current(provider, "i-first")
     seen = lines_of(await read_logs(provider, "i-first"))
     pod_dir = env.data_dir / "cri" / "pods" / status.pod_uid
-    tmpfs_while_running = _mounts_under(pod_dir)
+    tmpfs_while_running = mounts.under(pod_dir)
     await provider.delete("i-first", 0)
     await until(_emptied(provider))
     pod_dir_gone = not pod_dir.exists()
