@@ -111,8 +111,8 @@ def remove_tree(path: Path) -> str:
 
 
 def delete_bridge(name: str) -> None:
-    """The bridge and the Service rules of its cluster."""
-    subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+    """The bridge, its NAT table and the Service rules of its cluster."""
+    containerd.remove_network(name)
     table = serviceproxy.table_name(name)
     subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True, check=False)
 

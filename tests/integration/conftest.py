@@ -85,7 +85,7 @@ def remove_pods(data_dir: Path, pod_cidr: str, bridge: str) -> None:
 def remove_pod_network(bridge: str) -> None:
     """A test cluster's pod bridge and its Service rules (both outlive
     `nodeless up`, as a node's network outlives its kubelet)."""
-    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    containerd.remove_network(bridge)
     table = serviceproxy.table_name(bridge)
     subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
 

@@ -22,7 +22,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import tempfile
 import time
 import uuid
@@ -207,9 +206,7 @@ async def crienv(registries: tuple[Registry, Registry]) -> AsyncIterator[Cri]:
                     root.rmdir()
             if not mounts.under(data_dir):
                 shutil.rmtree(data_dir, ignore_errors=True)
-            await asyncio.to_thread(
-                subprocess.run, ["ip", "link", "delete", BRIDGE], capture_output=True, check=False
-            )
+            await asyncio.to_thread(containerd.remove_network, BRIDGE)
 
 
 def _emptied(made: cri.CriProvider) -> Callable[[], Awaitable[bool]]:
@@ -1210,9 +1207,7 @@ async def test_a_restarted_provider_and_containerd_adopt_the_pods_they_left_runn
                 root.rmdir()
         if not mounts.under(data_dir):
             shutil.rmtree(data_dir, ignore_errors=True)
-        await asyncio.to_thread(
-            subprocess.run, ["ip", "link", "delete", bridge], capture_output=True, check=False
-        )
+        await asyncio.to_thread(containerd.remove_network, bridge)
 
     assert containerd_gone
     assert (after.state, after.ip) == (State.RUNNING, before.ip)

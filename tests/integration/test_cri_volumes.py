@@ -141,9 +141,7 @@ async def env() -> AsyncIterator[Env]:
                     root.rmdir()
             if not mounts.under(made.data_dir):
                 shutil.rmtree(made.data_dir, ignore_errors=True)
-            await asyncio.to_thread(
-                subprocess.run, ["ip", "link", "delete", BRIDGE], capture_output=True, check=False
-            )
+            await asyncio.to_thread(containerd.remove_network, BRIDGE)
 
 
 def request(instance_id: str, name: str, script: str, **spec: Any) -> base.InstanceRequest:

@@ -17,7 +17,6 @@ import contextlib
 import importlib.util
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -130,9 +129,7 @@ async def pod() -> AsyncIterator[Pod]:
         try:
             await asyncio.wait_for(task, timeout=120)
         finally:
-            await asyncio.to_thread(
-                subprocess.run, ["ip", "link", "del", BRIDGE], capture_output=True, check=False
-            )
+            await asyncio.to_thread(containerd.remove_network, BRIDGE)
             bench.remove_tree(workdir)  # kept if anything is still mounted under it
 
 

@@ -115,12 +115,44 @@ def test_conflist_is_a_bridge_on_the_pod_cidr_with_portmap(
     assert bridge["type"] == "bridge"
     assert bridge["bridge"] == "nodeless0"
     assert bridge["isGateway"] is True
-    assert bridge["ipMasq"] is True
+    assert bridge["ipMasq"] is False  # one nftables rule for the CIDR instead
     assert bridge["ipam"]["type"] == "host-local"
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.77.0.0/16"}]]
     assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}]
     assert bridge["ipam"]["dataDir"] == str(settings.data_dir / "ipam")
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}}
+
+
+def test_the_bridge_masquerades_per_pod_only_where_the_cidr_rule_cannot_be_had(
+    tmp_path: Path,
+) -> None:
+    fallback = containerd.ContainerdSettings(tmp_path, per_pod_masquerade=True)
+
+    assert containerd.cni_conflist(fallback)["plugins"][0]["ipMasq"] is True
+
+
+def test_one_rule_masquerades_what_leaves_the_pod_cidr_except_multicast(tmp_path: Path) -> None:
+    v4 = containerd.ContainerdSettings(tmp_path, pod_cidr="10.77.3.9/16", bridge="nl-test0")
+    v6 = containerd.ContainerdSettings(tmp_path, pod_cidr="fd00:77::/64", bridge="nl-test0")
+
+    script4 = containerd.masquerade_script(v4).splitlines()
+    script6 = containerd.masquerade_script(v6).splitlines()
+
+    # replaced whole, whether or not the table was there
+    assert script4[:3] == [
+        "add table ip nodeless_masq_nl_test0",
+        "delete table ip nodeless_masq_nl_test0",
+        "add table ip nodeless_masq_nl_test0",
+    ]
+    assert "type nat hook postrouting priority srcnat" in script4[3]
+    assert script4[4] == (
+        "add rule ip nodeless_masq_nl_test0 postrouting ip saddr 10.77.0.0/16 "
+        "ip daddr != 10.77.0.0/16 ip daddr != 224.0.0.0/4 masquerade"
+    )
+    assert script6[4] == (
+        "add rule ip6 nodeless_masq_nl_test0 postrouting ip6 saddr fd00:77::/64 "
+        "ip6 daddr != fd00:77::/64 ip6 daddr != ff00::/8 masquerade"
+    )
 
 
 def test_conflist_defaults_to_the_nodeless_bridge_and_cidr(tmp_path: Path) -> None:
