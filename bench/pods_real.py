@@ -164,7 +164,7 @@ def start_cluster(
     simulated provider."""
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        str(BIN / "nodeless"),
+        *(os.environ["NL_PROFILE"].split() if os.environ.get("NL_PROFILE") else []), str(BIN / "nodeless"),
         "up",
         "--data-dir",
         str(data_dir),

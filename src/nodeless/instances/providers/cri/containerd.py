@@ -30,7 +30,9 @@ it with SIGTERM then SIGKILL. Pods survive a containerd restart (their shims
 keep running); ``stop(remove_pods=True)`` removes them first. A containerd
 left running by an earlier Nodeless on the same data directory is adopted
 rather than started twice, and ``Containerd.external`` uses any running CRI
-runtime's socket without managing it.
+runtime's socket without managing it. Shims of a managed containerd that
+outlive their pods (a containerd 1.6 bug, see ``shims``) are stopped at
+start, every ``SHIM_REAP_INTERVAL`` seconds and after ``remove_pods``.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeless.instances.providers.cri import clients, gpudevices, sandboximages
+from nodeless.instances.providers.cri import clients, gpudevices, sandboximages, shims
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ SNAPSHOTTER_NATIVE = "native"
 # Unix socket paths are at most 107 bytes; containerd adds ".ttrpc" for its
 # second socket.
 MAX_SOCKET_PATH = 107 - len(".ttrpc")
+# How often a managed containerd's leaked shims (``shims``) are looked for.
+SHIM_REAP_INTERVAL = 60.0
 # Where a root shell finds every binary containerd and CNI need (runc, shims,
 # iptables), whatever PATH Nodeless itself was started with.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -588,6 +592,7 @@ class Containerd:
         self.client = clients.CriClient(self.address)
         self._process: asyncio.subprocess.Process | None = None
         self._pid: int | None = None  # ours or adopted
+        self._reaper: asyncio.Task[None] | None = None
 
     @classmethod
     def external(
@@ -602,6 +607,7 @@ class Containerd:
         self.client = clients.CriClient(self.address)
         self._process = None
         self._pid = None
+        self._reaper = None
         return self
 
     @property
@@ -676,6 +682,22 @@ class Containerd:
             # a containerd that kept running may still be setting a sandbox
             # up for a client that died: its lease is not a leftover yet
             await self.sweep_network_leftovers()
+        await self.stop_leaked_shims()
+        self._reaper = asyncio.create_task(self._reap_shims(), name="containerd-shim-reaper")
+
+    async def stop_leaked_shims(self) -> list[shims.Shim]:
+        """Stops this containerd's shims that outlived their pods (see ``shims``)."""
+        if self.settings is None:
+            return []
+        return await asyncio.to_thread(shims.stop_leaked, self.settings.state, self.address)
+
+    async def _reap_shims(self) -> None:
+        while True:
+            await asyncio.sleep(SHIM_REAP_INTERVAL)
+            try:
+                await self.stop_leaked_shims()
+            except Exception:
+                log.exception("looking for leaked shims failed")
 
     async def sweep_network_leftovers(self) -> None:
         """Releases what the CNI plugins still hold for sandboxes this
@@ -786,6 +808,10 @@ class Containerd:
         seconds. Pods keep running in their shims unless ``remove_pods``, and
         are found again by the next containerd on this data directory. An
         external runtime is only disconnected from."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+            self._reaper = None
         try:
             if remove_pods:
                 try:
@@ -794,6 +820,7 @@ class Containerd:
                     if not e.unavailable:
                         raise
                     log.warning("containerd at %s is gone: pods not removed", self.address)
+                await self.stop_leaked_shims()
         finally:
             await self.client.close()
             await self._terminate(grace)

@@ -1,0 +1,93 @@
+"""Leaked containerd shims: a shim of our containerd whose bundle is gone and
+which has no child is found and stopped; every other process is left alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodeless.instances.providers.cri import shims
+
+SOCKET = "/tmp/nl-x/containerd/containerd.sock"
+SHIM = "/usr/bin/containerd-shim-runc-v2"
+
+
+def shim_argv(shim_id: str, address: str = SOCKET) -> list[str]:
+    return [SHIM, "-namespace", "k8s.io", "-id", shim_id, "-address", address]
+
+
+def fake_process(proc: Path, pid: int, ppid: int, argv: list[str], state: str = "S") -> None:
+    entry = proc / str(pid)
+    entry.mkdir()
+    name = Path(argv[0]).name[:15]
+    # a command name with ") " in it must not shift the fields after it
+    (entry / "stat").write_text(f"{pid} ({name} x) y) {state} {ppid} {pid} {pid} 0 -1\n")
+    (entry / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+
+def bundle(state_dir: Path, shim_id: str) -> None:
+    (state_dir / shims.TASK_DIR / "k8s.io" / shim_id).mkdir(parents=True)
+
+
+def test_parse_shim_reads_the_namespace_id_and_address() -> None:
+    assert shims.parse_shim(7, shim_argv("abc")) == shims.Shim(7, "abc", "k8s.io", SOCKET)
+    assert shims.parse_shim(7, ["/usr/bin/containerd", "--config", "x"]) is None
+    assert shims.parse_shim(7, [SHIM, "-namespace", "k8s.io", "-id", "abc"]) is None
+    # a shim run through an interpreter still names itself second
+    assert shims.parse_shim(7, ["/usr/bin/python3", *shim_argv("abc")]) is not None
+
+
+def test_only_our_childless_shims_without_a_bundle_are_leaked(tmp_path: Path) -> None:
+    proc, state_dir = tmp_path / "proc", tmp_path / "state"
+    proc.mkdir()
+    fake_process(proc, 100, 1, shim_argv("gone"))  # leaked
+    fake_process(proc, 101, 1, shim_argv("running"))  # has its bundle and its pod
+    bundle(state_dir, "running")
+    fake_process(proc, 102, 101, ["/pause"])
+    fake_process(proc, 103, 1, shim_argv("starting"))  # bundle made, no task yet
+    bundle(state_dir, "starting")
+    fake_process(proc, 104, 1, shim_argv("busy"))  # bundle gone, a child still there
+    fake_process(proc, 105, 104, ["runc", "delete"])
+    fake_process(proc, 106, 1, shim_argv("other", "/run/containerd/containerd.sock"))
+    fake_process(proc, 107, 1, shim_argv("dead"), state="Z")
+    (proc / "self").mkdir()
+
+    found = shims.leaked(state_dir, SOCKET, proc)
+
+    assert [(s.pid, s.id) for s in found] == [(100, "gone")]
+
+
+@pytest.fixture
+def shim_lookalikes(tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """Real processes whose command lines name a shim of SOCKET: one whose
+    bundle is gone, one whose bundle is there."""
+    script = tmp_path / "containerd-shim-runc-v2"
+    script.write_text("import time\ntime.sleep(60)\n")
+    started = {
+        name: subprocess.Popen([sys.executable, str(script), *shim_argv(name)[1:]])
+        for name in ("gone", "kept")
+    }
+    try:
+        yield started
+    finally:
+        for process in started.values():
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.integration  # starts processes
+def test_stop_leaked_terminates_a_leaked_shim_and_keeps_one_with_a_bundle(
+    tmp_path: Path, shim_lookalikes: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    state_dir = tmp_path / "state"
+    bundle(state_dir, "kept")
+
+    stopped = shims.stop_leaked(state_dir, SOCKET)
+
+    assert [s.id for s in stopped] == ["gone"]
+    assert shim_lookalikes["gone"].wait(timeout=10) == -15
+    assert shim_lookalikes["kept"].poll() is None
