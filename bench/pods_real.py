@@ -7,6 +7,8 @@ against a containerd this script starts itself, in the same run.
     .venv/bin/python bench/pods_real.py                  # 100 pods
     .venv/bin/python bench/pods_real.py --quick          # 20 pods, fits a minute
     .venv/bin/python bench/pods_real.py --pods 500 [--concurrency 4]
+    NODELESS_UP_PREFIX="python -m cProfile -o /tmp/up.prof" \
+        .venv/bin/python bench/pods_real.py --no-baseline   # profile nodeless up
 
 The image is the locally built `registry.local/nodeless/busybox:1.36` (`nodeless
 up` builds and imports it at start; the baseline imports the same build), so
@@ -20,7 +22,7 @@ pods as its controllers and instance manager do.
 Everything started is removed at the end, failed or not: the Deployment (and
 its pods, waited for), `nodeless up` (SIGTERM), the baseline's pods and
 containerd, any pod or containerd left behind on either data directory, both
-bridges (`ip link del`) and the temporary directory.
+pod networks (bridge and NAT table) and the temporary directory.
 
 Needs root and containerd (scripts/install-system-packages.sh); without them
 it says why and prints a JSON line with "met": null.
@@ -36,6 +38,7 @@ import contextlib
 import json
 import os
 import queue
+import shlex
 import shutil
 import signal
 import ssl
@@ -164,7 +167,9 @@ def start_cluster(
     simulated provider."""
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        *(os.environ["NL_PROFILE"].split() if os.environ.get("NL_PROFILE") else []), str(BIN / "nodeless"),
+        # a profiler to run it under, e.g. "python -m cProfile -o /tmp/up.prof"
+        *shlex.split(os.environ.get("NODELESS_UP_PREFIX", "")),
+        str(BIN / "nodeless"),
         "up",
         "--data-dir",
         str(data_dir),
