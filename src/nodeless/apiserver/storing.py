@@ -720,17 +720,17 @@ class Store:
         }
 
     def _dependents(self, resource: kinds.Resource, obj: Obj, blocking_only: bool) -> bool:
-        uid = obj["metadata"].get("uid")
+        uid = str(obj["metadata"].get("uid") or "")
         namespace = obj["metadata"].get("namespace", "")
         for cache in self.cacher.caches.values():
-            for entry in cache.objects.values():
-                if resource.namespaced and entry.namespace != namespace:
+            for key, blocking in (cache.dependents.get(uid) or {}).items():
+                if blocking_only and not blocking:
                     continue
-                for ref in entry.obj.get("metadata", {}).get("ownerReferences") or ():
-                    if ref.get("uid") == uid and (
-                        not blocking_only or ref.get("blockOwnerDeletion")
-                    ):
-                        return True
+                if resource.namespaced:
+                    entry = cache.objects.get(key)
+                    if entry is None or entry.namespace != namespace:
+                        continue
+                return True
         return False
 
     def _pending_deletion(

@@ -154,21 +154,49 @@ class ResourceCache:
         self._sorted: list[str] | None = None
         # Revision below which history is incomplete for this resource.
         self.history_floor = 0
+        # Owner uid -> {key: blockOwnerDeletion} of the objects whose
+        # ownerReferences name it: deleting an owner asks whether it has
+        # dependents, which must not cost a scan of every object.
+        self.dependents: dict[str, dict[str, bool]] = {}
+        self._owners: dict[str, tuple[tuple[str, bool], ...]] = {}
 
     def apply(self, event: CacheEvent) -> None:
         key = event.entry.key
         if event.type == "DELETED":
             self.objects.pop(key, None)
             self._sorted = None
+            self._index_owners(key, None)
         else:
             if key not in self.objects:
                 self._sorted = None
             self.objects[key] = event.entry
+            self._index_owners(key, event.entry.obj)
         if len(self.history) == self.history.maxlen:
             self.history_floor = self.history[0].rev
         self.history.append(event)
         for watcher in list(self.watchers):
             watcher.offer(event)
+
+    def _index_owners(self, key: str, obj: dict[str, Any] | None) -> None:
+        for uid, _ in self._owners.pop(key, ()):
+            held = self.dependents.get(uid)
+            if held is not None:
+                held.pop(key, None)
+                if not held:
+                    del self.dependents[uid]
+        refs = (obj.get("metadata") or {}).get("ownerReferences") if obj is not None else None
+        if not refs or not isinstance(refs, list):
+            return
+        owners = tuple(
+            (str(ref["uid"]), bool(ref.get("blockOwnerDeletion")))
+            for ref in refs
+            if isinstance(ref, dict) and ref.get("uid")
+        )
+        if owners:
+            self._owners[key] = owners
+            for uid, blocking in owners:
+                held = self.dependents.setdefault(uid, {})
+                held[key] = held.get(key, False) or blocking
 
     def sorted_keys(self) -> list[str]:
         if self._sorted is None:
