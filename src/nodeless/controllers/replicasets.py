@@ -39,6 +39,12 @@ REPLICATIONCONTROLLERS = clients.ResourceRef(
 )
 # Upstream's BurstReplicas: the most pods one sync creates or deletes.
 BURST_REPLICAS = 500
+# Pod creations and updates seen within this many seconds wake a set once:
+# each sync reads every pod of the set, so a sync per pod event made a
+# 500-pod rollout cost O(N^2) (5.8 syncs per pod measured). Upstream's Job
+# controller batches its pod events the same way (syncJobBatchPeriod, 1 s).
+# Deletions still wake it at once: they may need replacements.
+POD_BATCH_PERIOD = 0.2
 STATUS_UPDATE_RETRIES = 1
 REPLICA_FAILURE = "ReplicaFailure"
 
@@ -221,6 +227,7 @@ class ReplicaSetController:
         clock: clocks.Clock | None = None,
         recorder: events.EventRecorder | None = None,
         workers: int = 4,
+        pod_batch_period: float = POD_BATCH_PERIOD,
     ) -> None:
         self.client = client
         self.factory = factory
@@ -228,6 +235,7 @@ class ReplicaSetController:
         self._own_recorder = recorder is None
         self.recorder = recorder or events.EventRecorder(client, self.NAME, self.clock)
         self.burst_replicas = BURST_REPLICAS
+        self.pod_batch_period = pod_batch_period
         self.expectations = controllers.Expectations(self.clock)
         self.controller = controllers.Controller(
             self.NAME, self.sync, workers=workers, clock=self.clock
@@ -327,7 +335,7 @@ class ReplicaSetController:
             if rs is not None:
                 key = clients.key_of(rs)
                 self.expectations.creation_observed(key)
-                self.controller.queue.add(key)
+                self.controller.queue.add_after(key, self.pod_batch_period)
             return
         for rs in self._matching_sets(pod):
             self.controller.enqueue(rs)
@@ -356,7 +364,7 @@ class ReplicaSetController:
             rs = self._resolve(namespace, new_ref)
             if rs is None:
                 return
-            self.controller.enqueue(rs)
+            self.controller.enqueue_after(rs, self.pod_batch_period)
             min_ready = min_ready_seconds_of(rs)
             if min_ready > 0 and not podcontrol.is_ready(old) and podcontrol.is_ready(new):
                 # Look again once the pod has been ready long enough to count as
