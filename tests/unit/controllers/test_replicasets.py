@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from nodeless import clocks
 from nodeless.client import clients, informers
 from nodeless.controllers import podcontrol, replicasets
 from tests.unit.controllers.conftest import Stack
@@ -465,3 +466,42 @@ def test_status_reports_and_clears_replica_failure() -> None:
     ]
     rs["status"] = failing
     assert "conditions" not in replicasets.calculate_status(rs, [], None, T0)
+
+
+class _Sets:
+    """The one set the handlers resolve pods to."""
+
+    def __init__(self, rs: dict[str, Any]) -> None:
+        self.rs = rs
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.rs if key == f"{NS}/{self.rs['metadata']['name']}" else None
+
+
+async def test_pod_events_within_the_batch_period_wake_the_set_once() -> None:
+    clock = clocks.FakeClock()
+    rsc = replicasets.ReplicaSetController(None, None, clock=clock)  # type: ignore[arg-type]
+    rs = replica_set()
+    rs["metadata"]["uid"] = "rs-uid"
+    rsc._sets = _Sets(rs)  # type: ignore[assignment]
+    ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs-uid"}
+    pods = []
+    for i in range(3):
+        pod = bare_pod(f"web-{i}", {"app": "web"})
+        pod["metadata"].update(ownerReferences=[{**ref, "controller": True}], resourceVersion="1")
+        pods.append(pod)
+
+    for pod in pods:  # created, then each one's status written
+        rsc._pod_added(pod)
+        later = {**pod, "metadata": {**pod["metadata"], "resourceVersion": "2"}}
+        rsc._pod_updated(pod, {**later, "status": {"phase": "Running"}})
+
+    assert len(rsc.controller.queue) == 0 and rsc.controller.queue.waiting == 1
+    await clock.advance(replicasets.POD_BATCH_PERIOD)
+    assert len(rsc.controller.queue) == 1 and rsc.controller.queue.waiting == 0
+
+    # a deletion may need a replacement: it wakes the set at once
+    await rsc.controller.queue.get()
+    rsc.controller.queue.done(f"{NS}/web")
+    rsc._pod_deleted(pods[0])
+    assert len(rsc.controller.queue) == 1
