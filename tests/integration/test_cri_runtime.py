@@ -470,6 +470,30 @@ async def test_pod_traffic_leaving_the_pod_cidr_is_masqueraded_to_the_host_addre
     assert sandbox_id not in _nat_rules()  # no chain of this pod's own
 
 
+async def test_stopping_with_its_pods_removed_stops_a_shim_a_pod_left_behind(
+    settings: containerd.ContainerdSettings, tmp_path: Path
+) -> None:
+    runtime = containerd.Containerd(settings)
+    await runtime.start()
+    # what containerd 1.6.20 leaves when a task delete times out: a shim of
+    # this containerd whose bundle is gone and which has no child
+    script = tmp_path / "containerd-shim-runc-v2"
+    script.write_text("import time\ntime.sleep(120)\n")
+    leaked = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), "-namespace", "k8s.io", "-id", "f" * 64,
+        "-address", runtime.address,
+    )  # fmt: skip
+    try:
+        await runtime.stop(remove_pods=True)
+        code = await asyncio.wait_for(leaked.wait(), 30)
+    finally:
+        if leaked.returncode is None:
+            leaked.kill()
+            await leaked.wait()
+
+    assert code == -15  # SIGTERM
+
+
 def _nft_tables() -> str:
     return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
 

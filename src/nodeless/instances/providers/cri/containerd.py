@@ -32,7 +32,8 @@ left running by an earlier Nodeless on the same data directory is adopted
 rather than started twice, and ``Containerd.external`` uses any running CRI
 runtime's socket without managing it. Shims of a managed containerd that
 outlive their pods (a containerd 1.6 bug, see ``shims``) are stopped at
-start, every ``SHIM_REAP_INTERVAL`` seconds and after ``remove_pods``.
+start, every ``SHIM_REAP_INTERVAL`` seconds and at stop (after
+``remove_pods``, once every shim has exited or leaked).
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ SNAPSHOTTER_NATIVE = "native"
 # Unix socket paths are at most 107 bytes; containerd adds ".ttrpc" for its
 # second socket.
 MAX_SOCKET_PATH = 107 - len(".ttrpc")
-# How often a managed containerd's leaked shims (``shims``) are looked for.
+# How often a managed containerd's leaked shims (``shims``) are looked for,
+# and how long removing every pod waits for the shims to exit.
 SHIM_REAP_INTERVAL = 60.0
+SHIM_EXIT_TIMEOUT = 15.0
 # Where a root shell finds every binary containerd and CNI need (runc, shims,
 # iptables), whatever PATH Nodeless itself was started with.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -820,10 +823,26 @@ class Containerd:
                     if not e.unavailable:
                         raise
                     log.warning("containerd at %s is gone: pods not removed", self.address)
+                await self._reap_after_removal()
+            else:
                 await self.stop_leaked_shims()
         finally:
             await self.client.close()
             await self._terminate(grace)
+
+    async def _reap_after_removal(self, timeout: float = SHIM_EXIT_TIMEOUT) -> None:
+        """Waits for the removed pods' shims to exit, stopping those that
+        leaked: a leak shows only once containerd has deleted the bundle,
+        which can be a moment after the removal call returned."""
+        deadline = time.monotonic() + timeout
+        while await self.stop_leaked_shims() or await self._has_shims():
+            if time.monotonic() >= deadline:
+                log.warning("shims of %s still running after removing its pods", self.address)
+                return
+            await asyncio.sleep(0.5)
+
+    async def _has_shims(self) -> bool:
+        return bool(await asyncio.to_thread(shims.of, self.address))
 
     async def _terminate(self, grace: float) -> None:
         pid = self._pid

@@ -58,6 +58,22 @@ def parse_shim(pid: int, argv: list[str]) -> Shim | None:
 def leaked(state_dir: Path, address: str, proc: Path = PROC) -> list[Shim]:
     """The shims of the containerd at ``address`` (state under ``state_dir``)
     whose bundle is gone and which have no child process."""
+    shims, parents = _scan(address, proc)
+    return [
+        shim
+        for shim in shims
+        if shim.pid not in parents
+        and not (state_dir / TASK_DIR / shim.namespace / shim.id).exists()
+    ]
+
+
+def of(address: str, proc: Path = PROC) -> list[Shim]:
+    """Every live shim of the containerd at ``address``."""
+    return _scan(address, proc)[0]
+
+
+def _scan(address: str, proc: Path) -> tuple[list[Shim], set[int]]:
+    """The live shims of ``address``, and the pids that have a live child."""
     shims: list[Shim] = []
     parents: set[int] = set()
     for entry in proc.iterdir():
@@ -77,12 +93,7 @@ def leaked(state_dir: Path, address: str, proc: Path = PROC) -> list[Shim]:
         shim = parse_shim(pid, [os.fsdecode(a) for a in cmdline.split(b"\0") if a])
         if shim is not None and shim.address == address:
             shims.append(shim)
-    return [
-        shim
-        for shim in shims
-        if shim.pid not in parents
-        and not (state_dir / TASK_DIR / shim.namespace / shim.id).exists()
-    ]
+    return shims, parents
 
 
 def stop_leaked(state_dir: Path, address: str, proc: Path = PROC) -> list[Shim]:
