@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -78,9 +77,7 @@ async def runtime() -> AsyncIterator[Runtime]:
             if root.exists():
                 root.rmdir()
         shutil.rmtree(made.data_dir, ignore_errors=True)
-        await asyncio.to_thread(
-            subprocess.run, ["ip", "link", "delete", BRIDGE], capture_output=True, check=False
-        )
+        await asyncio.to_thread(containerd.remove_network, BRIDGE)
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:

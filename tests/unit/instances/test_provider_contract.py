@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -137,12 +136,7 @@ async def provider_factory(request: pytest.FixtureRequest) -> AsyncIterator[Prov
                 if root.exists():
                     root.rmdir()
             shutil.rmtree(data_dir, ignore_errors=True)
-            await asyncio.to_thread(
-                subprocess.run,
-                ["ip", "link", "delete", CRI_BRIDGE],
-                capture_output=True,
-                check=False,
-            )
+            await asyncio.to_thread(containerd.remove_network, CRI_BRIDGE)
 
 
 async def eventually(
