@@ -86,8 +86,9 @@ def test_stop_leaked_terminates_a_leaked_shim_and_keeps_one_with_a_bundle(
     state_dir = tmp_path / "state"
     bundle(state_dir, "kept")
 
-    stopped = shims.stop_leaked(state_dir, SOCKET)
+    reaped = shims.stop_leaked(state_dir, SOCKET)
 
-    assert [s.id for s in stopped] == ["gone"]
+    assert [s.id for s in reaped.stopped] == ["gone"]
+    assert [s.id for s in reaped.running] == ["kept"]
     assert shim_lookalikes["gone"].wait(timeout=10) == -15
     assert shim_lookalikes["kept"].poll() is None

@@ -688,10 +688,10 @@ class Containerd:
         await self.stop_leaked_shims()
         self._reaper = asyncio.create_task(self._reap_shims(), name="containerd-shim-reaper")
 
-    async def stop_leaked_shims(self) -> list[shims.Shim]:
+    async def stop_leaked_shims(self) -> shims.Reaped:
         """Stops this containerd's shims that outlived their pods (see ``shims``)."""
         if self.settings is None:
-            return []
+            return shims.Reaped([], [])
         return await asyncio.to_thread(shims.stop_leaked, self.settings.state, self.address)
 
     async def _reap_shims(self) -> None:
@@ -835,14 +835,14 @@ class Containerd:
         leaked: a leak shows only once containerd has deleted the bundle,
         which can be a moment after the removal call returned."""
         deadline = time.monotonic() + timeout
-        while await self.stop_leaked_shims() or await self._has_shims():
+        while True:
+            reaped = await self.stop_leaked_shims()
+            if not reaped.stopped and not reaped.running:
+                return
             if time.monotonic() >= deadline:
                 log.warning("shims of %s still running after removing its pods", self.address)
                 return
             await asyncio.sleep(0.5)
-
-    async def _has_shims(self) -> bool:
-        return bool(await asyncio.to_thread(shims.of, self.address))
 
     async def _terminate(self, grace: float) -> None:
         pid = self._pid

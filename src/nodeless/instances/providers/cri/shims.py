@@ -58,18 +58,17 @@ def parse_shim(pid: int, argv: list[str]) -> Shim | None:
 def leaked(state_dir: Path, address: str, proc: Path = PROC) -> list[Shim]:
     """The shims of the containerd at ``address`` (state under ``state_dir``)
     whose bundle is gone and which have no child process."""
-    shims, parents = _scan(address, proc)
-    return [
-        shim
-        for shim in shims
-        if shim.pid not in parents
-        and not (state_dir / TASK_DIR / shim.namespace / shim.id).exists()
-    ]
+    return _split(state_dir, *_scan(address, proc))[0]
 
 
-def of(address: str, proc: Path = PROC) -> list[Shim]:
-    """Every live shim of the containerd at ``address``."""
-    return _scan(address, proc)[0]
+def _split(state_dir: Path, shims: list[Shim], parents: set[int]) -> tuple[list[Shim], list[Shim]]:
+    """(leaked, the others) of one scan's shims."""
+    gone: list[Shim] = []
+    others: list[Shim] = []
+    for shim in shims:
+        has_bundle = (state_dir / TASK_DIR / shim.namespace / shim.id).exists()
+        (others if shim.pid in parents or has_bundle else gone).append(shim)
+    return gone, others
 
 
 def _scan(address: str, proc: Path) -> tuple[list[Shim], set[int]]:
@@ -96,10 +95,20 @@ def _scan(address: str, proc: Path) -> tuple[list[Shim], set[int]]:
     return shims, parents
 
 
-def stop_leaked(state_dir: Path, address: str, proc: Path = PROC) -> list[Shim]:
-    """Sends each leaked shim SIGTERM; returns those it was sent to."""
+@dataclass(frozen=True)
+class Reaped:
+    """One look at a containerd's shims: the leaked ones sent SIGTERM, and
+    the ones still running for their pods."""
+
+    stopped: list[Shim]
+    running: list[Shim]
+
+
+def stop_leaked(state_dir: Path, address: str, proc: Path = PROC) -> Reaped:
+    """Sends each leaked shim SIGTERM (one scan of ``proc``)."""
+    gone, running = _split(state_dir, *_scan(address, proc))
     stopped = []
-    for shim in leaked(state_dir, address, proc):
+    for shim in gone:
         try:
             os.kill(shim.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -111,4 +120,4 @@ def stop_leaked(state_dir: Path, address: str, proc: Path = PROC) -> list[Shim]:
             len(stopped),
             ", ".join(s.id[:12] for s in stopped),
         )
-    return stopped
+    return Reaped(stopped, running)
