@@ -14,6 +14,8 @@ Two workloads:
     .venv/bin/python bench/pods_simulated.py --quick                # 10 x 100, fits a minute
     .venv/bin/python bench/pods_simulated.py --deployments 10 --replicas 100
     .venv/bin/python bench/pods_simulated.py --pods 10000 [--concurrency 64]
+    NODELESS_UP_PREFIX="python -m cProfile -o /tmp/up.prof" \
+        .venv/bin/python bench/pods_simulated.py        # profile nodeless up
 
 There is no baseline run in the same process: the rate is printed next to
 kwok's published 20 pods/s (through an API server) and 333 pods/s (straight
@@ -30,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -142,6 +145,7 @@ class Progress:
     last_created: float | None = None
     running_at: dict[str, float] = field(default_factory=dict)  # pod -> first Running
     bound_at: dict[str, float] = field(default_factory=dict)  # pod -> first bound
+    added_at: dict[str, float] = field(default_factory=dict)  # pod -> first seen on the watch
     sent_at: dict[str, float] = field(default_factory=dict)  # created object -> sent
     origin: dict[str, str] = field(default_factory=dict)  # pod -> the object it came from
     running: set[str] = field(default_factory=set)  # pods Running now
@@ -213,6 +217,7 @@ async def watch_pods(
                         continue
                     if name not in progress.origin:
                         progress.origin[name] = (meta.get("labels") or {}).get("app", name)
+                        progress.added_at[name] = now
                     phase = (obj.get("status") or {}).get("phase")
                     if name not in progress.bound_at and (obj.get("spec") or {}).get("nodeName"):
                         progress.bound_at[name] = now
@@ -375,6 +380,8 @@ def start_cluster(
 ) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     command = [
+        # a profiler to run it under, e.g. "python -m cProfile -o /tmp/up.prof"
+        *shlex.split(os.environ.get("NODELESS_UP_PREFIX", "")),
         str(BIN / "nodeless"),
         "up",
         "--data-dir",
@@ -510,6 +517,19 @@ def main() -> int:
     ]
     bind_p50 = percentile(to_bind, 50)
     bind_p99 = percentile(to_bind, 99)
+
+    def stage(seen: dict[str, float]) -> tuple[float | None, float | None]:
+        # when half, and all, of the pods had reached a stage (from the first create)
+        if start is None or len(seen) < args.total:
+            return None, None
+        ordered = sorted(seen.values())
+        return ordered[len(ordered) // 2] - start, ordered[-1] - start
+
+    stages = {
+        "created": stage(progress.added_at),
+        "bound": stage(progress.bound_at),
+        "running": stage(progress.running_at),
+    }
     cpu_used = (cpu_after - cpu_before) if cpu_after is not None else None
     within = bool(
         seconds is not None
@@ -582,6 +602,10 @@ def main() -> int:
         + (f", watch errors {progress.watch_errors[:3]}" if progress.watch_errors else "")
     )
     print(
+        "  stages (half / all pods, s after the first create): "
+        + ", ".join(f"{k} {fmt(h, '.1f')} / {fmt(a, '.1f')}" for k, (h, a) in stages.items())
+    )
+    print(
         f"  nodeless up: peak RSS {fmt(peak_rss_mib, '.0f')} MiB (end {fmt(end_rss_mib, '.0f')} MiB), "
         f"CPU {fmt(cpu_used, '.1f')} s, {'alive' if alive else 'DIED'}; stopped in {stop_seconds:.1f} s"
     )
@@ -632,6 +656,7 @@ def main() -> int:
         "latency_p99_s": round(p99, 3) if p99 is not None else None,
         "bind_p50_s": round(bind_p50, 3) if bind_p50 is not None else None,
         "bind_p99_s": round(bind_p99, 3) if bind_p99 is not None else None,
+        "stages_s": {k: [None if x is None else round(x, 3) for x in v] for k, v in stages.items()},
         "nodeless_cpu_s": round(cpu_used, 1) if cpu_used is not None else None,
         "watch_events": progress.events,
         "kwok_api_pods_per_s": KWOK_API_PODS_PER_S,

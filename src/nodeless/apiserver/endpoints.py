@@ -882,7 +882,7 @@ class Api:
         if prune:
             obj = validating.prune_unknown(obj, self.store.served_schema(resource))
         created = await self.store.create(
-            resource, target.namespace, obj, self._write_options(call)
+            resource, target.namespace, obj, self._write_options(call), owned=True
         )
         return created, warnings
 

@@ -395,7 +395,10 @@ class LoopbackApiClient:
             "metadata": metadata,
             "target": {"apiVersion": "v1", "kind": "Node", "name": node_name},
         }
-        await self.create_subresource(PODS, namespace, pod_name, "binding", binding)
+        # The answer (a Status) is not returned: no copy of it is made.
+        await self._request(
+            "POST", PODS, namespace, pod_name, "binding", binding, None, fresh=False
+        )
 
     async def get_subresource(
         self, resource: clients.ResourceRef, namespace: str, name: str, subresource: str
@@ -439,15 +442,17 @@ class LoopbackApiClient:
         params: Mapping[str, str] | None,
         *,
         content_type: str = requests.JSON,
+        fresh: bool = True,
     ) -> clients.Object:
         """One request on a named object, routed as ``Api._dispatch`` and
-        ``Api._subresource`` route it."""
+        ``Api._subresource`` route it; the answer is the caller's own copy
+        unless ``fresh`` is false (the caller drops it)."""
         body, raw = _wire(obj) if obj is not None else (None, b"")
         call = self._call(method, params)
         with _served(method, resource):
             served, target = self._target(resource, namespace, name, subresource)
             result = await self._route(call, served, target, body, raw, content_type)
-        return _fresh(result)
+        return _fresh(result) if fresh else result
 
     async def _route(
         self,

@@ -328,11 +328,20 @@ class Store:
         return resource.custom or ("spec" in obj and resource.kind != "Namespace")
 
     async def create(
-        self, resource: kinds.Resource, namespace: str, obj: Obj, options: WriteOptions
+        self,
+        resource: kinds.Resource,
+        namespace: str,
+        obj: Obj,
+        options: WriteOptions,
+        *,
+        owned: bool = False,
     ) -> Obj:
+        """Create ``obj``; the answer is the stored object, read-only (the
+        watch cache holds it). ``obj`` is copied first unless the caller hands
+        it over (``owned``: a request body it decoded and no longer uses)."""
         served = resource
         resource = self.storage_resource(resource)
-        obj = conversions.to_storage(served, values.clone(obj))
+        obj = conversions.to_storage(served, obj if owned else values.clone(obj))
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
@@ -399,14 +408,19 @@ class Store:
                         resource.plural, resource.group, obj["metadata"]["name"]
                     )
                 return self.present(served, obj)
+            self.cacher.hand_over(key, data, obj)
             try:
                 kv = await self.backend.create(key, data)
             except backends.KeyExistsError:
+                self.cacher.take_back(key, data)
                 if generated and attempt < 7:
                     continue
                 raise errors.already_exists(
                     resource.plural, resource.group, obj["metadata"]["name"]
                 ) from None
+            except BaseException:
+                self.cacher.take_back(key, data)
+                raise
             obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
             for hook in self.after_create:
                 await hook(resource, obj)
@@ -443,7 +457,8 @@ class Store:
         returns the desired one; a ``metadata.resourceVersion`` it keeps is a
         precondition (409 on mismatch), as with PUT. Returns (object, created).
         It gets a copy it may change, or with ``copy_current=False`` (for
-        mutations that build a new object) the cached object, read-only.
+        mutations that build a new object) the cached object, read-only. The
+        object returned is read-only too: the watch cache holds it.
         """
         served = resource
         resource = self.storage_resource(resource)
@@ -541,12 +556,18 @@ class Store:
             meta["resourceVersion"] = str(kv.mod_revision)
             return self.present(served, new), True
         data = self._encode(new)
+        self.cacher.hand_over(key, data, new)
         try:
             kv = await self.backend.update(key, data, entry.rev)
         except backends.RevisionMismatchError:
+            self.cacher.take_back(key, data)
             return None
         except backends.KeyNotFoundError:
+            self.cacher.take_back(key, data)
             raise errors.not_found(served.plural, served.group, name) from None
+        except BaseException:
+            self.cacher.take_back(key, data)
+            raise
         new["metadata"]["resourceVersion"] = str(kv.mod_revision)
         return self.present(served, new), False
 

@@ -236,7 +236,11 @@ class ResourceCache:
 
 
 def decode(kv: backends.KeyValue, revision: int | None = None) -> Entry:
-    obj: dict[str, Any] = orjson.loads(kv.value)
+    return adopt(kv, orjson.loads(kv.value), revision)
+
+
+def adopt(kv: backends.KeyValue, obj: dict[str, Any], revision: int | None = None) -> Entry:
+    """The entry of ``kv`` whose decoded form is ``obj``, which the cache now owns."""
     rev = revision if revision is not None else kv.mod_revision
     metadata = obj.setdefault("metadata", {})
     metadata["resourceVersion"] = str(rev)
@@ -283,6 +287,24 @@ class Cacher:
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.on_event: list[Callable[[str, str, CacheEvent], None]] = []
+        # Objects the store is writing, by key, with the bytes it writes: the
+        # event of that write takes the object instead of decoding the bytes
+        # again (a decode was a tenth of the process's CPU at 10,000 pods).
+        self._handed: dict[str, tuple[bytes, dict[str, Any]]] = {}
+
+    def hand_over(self, key: str, data: bytes, obj: dict[str, Any]) -> None:
+        """``obj`` is what ``data``, about to be written at ``key``, encodes.
+
+        From now on it is read-only: the cache may hold it as the key's
+        object (with the write's resourceVersion set in it). A backend whose
+        events carry other bytes objects (etcd) only costs a decode."""
+        self._handed[key] = (data, obj)
+
+    def take_back(self, key: str, data: bytes) -> None:
+        """The write of ``data`` failed: forget what was handed over for it."""
+        handed = self._handed.get(key)
+        if handed is not None and handed[0] is data:
+            del self._handed[key]
 
     def cache(self, group: str, plural: str) -> ResourceCache:
         found = self.caches.get((group, plural))
@@ -393,7 +415,13 @@ class Cacher:
                 entry = decode(ev.kv, rev)
             event = CacheEvent("DELETED", entry, prev)
         else:
-            event = CacheEvent("MODIFIED" if prev is not None else "ADDED", decode(ev.kv), prev)
+            handed = self._handed.get(ev.kv.key)
+            if handed is not None and handed[0] is ev.kv.value:
+                del self._handed[ev.kv.key]
+                entry = adopt(ev.kv, handed[1])
+            else:
+                entry = decode(ev.kv)
+            event = CacheEvent("MODIFIED" if prev is not None else "ADDED", entry, prev)
         self.revision = rev
         cache.apply(event)
         for callback in self.on_event:

@@ -148,7 +148,7 @@ class InstanceManager:
         *,
         clock: clocks.Clock | None = None,
         recorder: events.EventRecorder | None = None,
-        workers: int = 16,
+        workers: int = 64,
     ) -> None:
         self.client = client
         self.provider = provider

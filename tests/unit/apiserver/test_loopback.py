@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nodeless.api import errors
-from nodeless.apiserver import app, loopback, metrics
+from nodeless.apiserver import app, loopback, metrics, storing
 from nodeless.client import clients, httpclients, informers
 from nodeless.storage import memory
 
@@ -533,3 +533,28 @@ async def test_in_process_clients_read_metrics_from_the_registered_source(
     assert [i["containers"][0]["usage"]["cpu"] for i in listed.items] == ["5000000n"]
     assert one["metadata"]["name"] == "web"
     assert other.items == []
+
+
+async def test_written_objects_go_to_the_watch_cache_without_a_decode_and_callers_own_copies(
+    server: app.ApiServer, api: loopback.LoopbackApiClient
+) -> None:
+    created = await api.create(CONFIGMAPS, configmap("a"))
+    patched = await api.patch(CONFIGMAPS, NS, "a", {"data": {"k": "2"}})
+    # the store's answer is what the cache holds: the write was not decoded again
+    stored, _ = await server.store.update(
+        server.registry.by_kind("", "v1", "ConfigMap"),  # type: ignore[arg-type]
+        NS,
+        "a",
+        lambda current: dict(current or {}, data={"k": "3"}),
+        storing.WriteOptions(manager="test"),
+    )
+    await server.store.consistent()
+    key = f"/registry/core/configmaps/{NS}/a"
+    entry = server.store.cacher.cache("core", "configmaps").objects[key]
+    assert entry.obj is stored
+    assert stored["metadata"]["resourceVersion"] == str(entry.rev)
+    # what the loopback client answered was its own copy: changing it changes nothing stored
+    created["data"] = {"scribbled": "yes"}
+    patched["data"] = {"scribbled": "yes"}
+    assert server.store.cacher.verify() == []
+    assert entry.obj["data"] == {"k": "3"}

@@ -75,3 +75,34 @@ async def test_verify_finds_a_cached_object_someone_changed_in_place(
     assert cache.verify() == []
     cache.cache("core", "pods").objects[KEY].obj["status"]["phase"] = "Scribbled"
     assert cache.verify() == [KEY]
+
+
+async def test_the_event_of_a_handed_over_write_keeps_the_writers_object(
+    cacher: tuple[memory.MemoryBackend, watchcache.Cacher],
+) -> None:
+    backend, cache = cacher
+    data = pod("Pending")
+    obj = orjson.loads(data)
+    cache.hand_over(KEY, data, obj)
+    created = await backend.create(KEY, data)
+    await cache.wait_for(created.mod_revision)
+    entry = cache.cache("core", "pods").objects[KEY]
+    # no second decode: the writer's object, with the write's resourceVersion
+    assert entry.obj is obj
+    assert obj["metadata"]["resourceVersion"] == str(created.mod_revision)
+    assert orjson.loads(entry.raw) == obj
+    assert cache.verify() == []
+
+
+async def test_a_write_of_other_bytes_is_decoded_and_a_failed_hand_over_is_forgotten(
+    cacher: tuple[memory.MemoryBackend, watchcache.Cacher],
+) -> None:
+    backend, cache = cacher
+    handed = pod("Pending")
+    cache.hand_over(KEY, handed, orjson.loads(handed))
+    # another write of the key, with its own bytes, comes first: it is decoded
+    created = await backend.create(KEY, pod("Running"))
+    await cache.wait_for(created.mod_revision)
+    assert cache.cache("core", "pods").objects[KEY].obj["status"]["phase"] == "Running"
+    cache.take_back(KEY, handed)
+    assert cache._handed == {}
