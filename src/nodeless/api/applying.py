@@ -366,6 +366,18 @@ class FieldSet:
             node = child
         node._members.add(path[-1])
 
+    def node(self, prefix: Path) -> FieldSet:
+        """The set of the paths below ``prefix``, made if missing, to build in
+        place (only while this set is being built)."""
+        self._encoded = None
+        node = self
+        for pe in prefix:
+            child = node._children.get(pe)
+            if child is None:
+                child = node._children[pe] = FieldSet()
+            node = child
+        return node
+
     def has(self, path: Path) -> bool:
         if not path:
             return False
@@ -421,6 +433,10 @@ class FieldSet:
         return out
 
     def intersection(self, other: FieldSet) -> FieldSet:
+        if not (self._members or self._children):
+            return self
+        if not (other._members or other._children):
+            return other
         out = FieldSet()
         out._members = self._members & other._members
         for pe, mine in self._children.items():
@@ -514,13 +530,40 @@ def _encode_node(fs: FieldSet, include_self: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if include_self and (fs._members or fs._children):
         out["."] = {}
-    for pe in sorted(fs._members | fs._children.keys(), key=_pe_key):
-        child = fs._children.get(pe)
+    children = fs._children
+    members = fs._members
+    for pe in sorted(members | children.keys() if children else members, key=_pe_order):
+        child = children.get(pe)
         if child is None:
-            out[_pe_serialize(pe)] = {}
+            out[_pe_text(pe)] = {}
         else:
-            out[_pe_serialize(pe)] = _encode_node(child, include_self=pe in fs._members)
+            out[_pe_text(pe)] = _encode_node(child, include_self=pe in members)
     return out
+
+
+# Path elements recur across every object of a kind; their text and sort key
+# are worked out once (each write encodes the sets it changed).
+_PE_TEXTS: dict[PathElement, str] = {}
+_PE_ORDERS: dict[PathElement, tuple[Any, ...]] = {}
+_MAX_PE_MEMO = 50_000
+
+
+def _pe_text(pe: PathElement) -> str:
+    text = _PE_TEXTS.get(pe)
+    if text is None:
+        if len(_PE_TEXTS) >= _MAX_PE_MEMO:
+            _PE_TEXTS.clear()
+        text = _PE_TEXTS[pe] = _pe_serialize(pe)
+    return text
+
+
+def _pe_order(pe: PathElement) -> tuple[Any, ...]:
+    order = _PE_ORDERS.get(pe)
+    if order is None:
+        if len(_PE_ORDERS) >= _MAX_PE_MEMO:
+            _PE_ORDERS.clear()
+        order = _PE_ORDERS[pe] = _pe_key(pe)
+    return order
 
 
 _DECODED: dict[bytes, FieldSet] = {}
@@ -977,7 +1020,16 @@ class _Walker:
         return out
 
     def _compare(self, lhs: Any, rhs: Any, t: _Type, path: Path, out: _Comparison) -> None:
-        if path and lhs is not _MISSING and rhs is not _MISSING and values.identical(lhs, rhs):
+        if path and (lhs is _MISSING or rhs is _MISSING):
+            # All of it added (or removed): no comparing, and the trie is
+            # walked down once instead of once per path below.
+            if lhs is _MISSING:
+                if rhs is not _MISSING:
+                    self._mark_all(rhs, t, path, out.added.node(path[:-1]))
+            else:
+                self._mark_all(lhs, t, path, out.removed.node(path[:-1]))
+            return
+        if path and values.identical(lhs, rhs):
             # Nothing below differs (most of an object, on most writes).
             return
         et = _effective(t, lhs if rhs is _MISSING else rhs)
@@ -1018,6 +1070,34 @@ class _Walker:
             out.removed.insert(path)
         elif leaf and not values.equal(lhs, rhs):
             out.modified.insert(path)
+
+    def _mark_all(self, value: Any, t: _Type, path: Path, parent: FieldSet) -> None:
+        """``path`` and everything below it into ``parent`` (the set at ``path[:-1]``),
+        as ``_compare`` marks a value present on one side only."""
+        pe = path[-1]
+        parent._members.add(pe)
+        et = _effective(t, value)
+        if et.kind == "scalar" or et.atomic:
+            return
+        if et.kind == "list":
+            if not isinstance(value, list) or not value:
+                return
+            item_t = self.typer.item(et)
+            _, items, _ = self.index_items(et, value, path, strict=False)
+            node = parent._children.get(pe)
+            if node is None:
+                node = parent._children[pe] = FieldSet()
+            for item_pe, item in items.items():
+                self._mark_all(item, item_t, (*path, item_pe), node)
+            return
+        if not isinstance(value, dict) or not value:
+            return
+        node = parent._children.get(pe)
+        if node is None:
+            node = parent._children[pe] = FieldSet()
+        field_t = self.typer.field
+        for key, child in value.items():
+            self._mark_all(child, field_t(et, key), (*path, ("f", key)), node)
 
     # -- removal ---------------------------------------------------------
 
@@ -1139,6 +1219,7 @@ def _print_manager(entry: _Entry) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)
 def _unix(time: str | None) -> int:
     if not time:
         return 0

@@ -1508,9 +1508,11 @@ class Api:
                     target.name,
                     f"pod {target.name} is already assigned to node {current['spec']['nodeName']!r}",
                 )
-            new = current  # the store hands each attempt its own copy
-            new["spec"]["nodeName"] = node
-            status = new.setdefault("status", {})
+            # A new object over the cached one (read-only): only what changes is copied.
+            new = dict(current)
+            new["spec"] = dict(current.get("spec") or {}, nodeName=node)
+            new["metadata"] = dict(current["metadata"])
+            status = new["status"] = dict(current.get("status") or {})
             conditions = [
                 c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
             ]
@@ -1526,7 +1528,10 @@ class Api:
             new["metadata"].pop("resourceVersion", None)
             annotations = (body.get("metadata") or {}).get("annotations")
             if annotations:
-                new["metadata"].setdefault("annotations", {}).update(annotations)
+                new["metadata"]["annotations"] = {
+                    **(new["metadata"].get("annotations") or {}),
+                    **annotations,
+                }
             return new
 
         # Binding writes spec.nodeName and the PodScheduled condition together.
@@ -1536,6 +1541,7 @@ class Api:
             target.name,
             mutate,
             storing.WriteOptions(options.dry_run, options.manager, "binding"),
+            copy_current=False,
         )
         return {
             "kind": "Status",

@@ -558,3 +558,28 @@ async def test_written_objects_go_to_the_watch_cache_without_a_decode_and_caller
     patched["data"] = {"scribbled": "yes"}
     assert server.store.cacher.verify() == []
     assert entry.obj["data"] == {"k": "3"}
+
+
+async def test_binding_leaves_the_cached_pod_it_replaces_untouched(
+    server: app.ApiServer, api: loopback.LoopbackApiClient
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": NS, "annotations": {"a": "1"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    await api.create(PODS, pod)
+    await server.store.consistent()
+    key = f"/registry/core/pods/{NS}/p"
+    before = server.store.cacher.cache("core", "pods").objects[key].obj
+    await api.bind(NS, "p", "zone-a", annotations={"b": "2"})
+    await server.store.consistent()
+    after = server.store.cacher.cache("core", "pods").objects[key].obj
+    assert after["spec"]["nodeName"] == "zone-a"
+    assert after["metadata"]["annotations"] == {"a": "1", "b": "2"}
+    assert [c["type"] for c in after["status"]["conditions"]] == ["PodScheduled"]
+    assert "nodeName" not in before["spec"]
+    assert before["metadata"]["annotations"] == {"a": "1"}
+    assert not before.get("status", {}).get("conditions")
+    assert server.store.cacher.verify() == []
