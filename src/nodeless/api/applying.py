@@ -655,6 +655,7 @@ def _effective(t: _Type, value: Any) -> _Type:
     return _SCALAR
 
 
+_MAX_FIELD_TYPES = 100_000
 _TYPERS: dict[int, tuple[Mapping[str, Any] | None, _Typer]] = {}
 _MAX_TYPERS = 512
 
@@ -678,6 +679,7 @@ class _Typer:
 
     def __init__(self, schema: Mapping[str, Any] | None) -> None:
         self._cache: dict[int, tuple[Any, _Type]] = {}
+        self._fields: dict[tuple[_Type, str], _Type] = {}
         object_meta = schemas.definitions().get(_OBJECT_META)
         if schema is None:
             fields = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}}
@@ -705,9 +707,14 @@ class _Typer:
         return result
 
     def field(self, t: _Type, name: str) -> _Type:
-        if name in t.fields:
-            return self.type_of(t.fields[name])
-        return self.type_of(t.elem)
+        # Types hash by identity, and there are few (t, name) pairs but many lookups.
+        found = self._fields.get((t, name))
+        if found is None:
+            if len(self._fields) >= _MAX_FIELD_TYPES:
+                self._fields.clear()
+            found = self.type_of(t.fields[name] if name in t.fields else t.elem)
+            self._fields[(t, name)] = found
+        return found
 
     def item(self, t: _Type) -> _Type:
         return self.type_of(t.elem)
