@@ -56,6 +56,8 @@ PERSISTENT_VOLUMES = clients.ResourceRef("", "v1", "persistentvolumes", False, "
 VOLUME_OBJECTS = {ref.kind: ref for ref in (CONFIGMAPS, SECRETS, CLAIMS, PERSISTENT_VOLUMES)}
 # Images examples/ uses, built from the host's busybox where no registry is reachable.
 DEMO_IMAGES = ("registry.local/nodeless/httpd:1.0", "registry.local/nodeless/busybox:1.36")
+# Instance manager workers with the simulated provider.
+SIMULATED_INSTANCE_WORKERS = 64
 # Exit status when NODELESS_CHECK_CACHE found a component writing to shared objects.
 CACHE_CORRUPTED = 70
 
@@ -333,7 +335,17 @@ async def start_components(
         virtual_nodes.start()
         components.running.append(virtual_nodes)
         manager = managing.InstanceManager(
-            client, provider, zones, specs, clock=clock, recorder=recorder
+            client,
+            provider,
+            zones,
+            specs,
+            clock=clock,
+            recorder=recorder,
+            # Simulated instances answer at once: syncs wait only on the store's
+            # commits, so more in flight keep pace with the scheduler (measured,
+            # 10,000 pods: 16 left pods bound at 35 s Running at 67 s). A real
+            # runtime's calls take CPU of their own: more in flight slowed them.
+            workers=SIMULATED_INSTANCE_WORKERS if provider.name == "simulated" else 16,
         )
         await manager.start()
         components.running.append(manager)

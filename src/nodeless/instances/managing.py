@@ -148,7 +148,7 @@ class InstanceManager:
         *,
         clock: clocks.Clock | None = None,
         recorder: events.EventRecorder | None = None,
-        workers: int = 64,
+        workers: int = 16,
     ) -> None:
         self.client = client
         self.provider = provider
