@@ -7,6 +7,7 @@ name, missing required field) are 422 Invalid with one cause per field.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -72,6 +73,12 @@ def name_problems(group: str, kind: str, name: str) -> list[str]:
 
 def qualified_name_problems(key: str) -> list[str]:
     """Label and annotation keys: optional DNS prefix, '/', name of ≤ 63 chars."""
+    return list(_qualified_name_problems(key))
+
+
+# Every write checks every label and annotation key; a cluster uses few keys.
+@functools.lru_cache(maxsize=4096)
+def _qualified_name_problems(key: str) -> tuple[str, ...]:
     prefix, _, name = key.rpartition("/")
     out = []
     if prefix:
@@ -87,7 +94,7 @@ def qualified_name_problems(key: str) -> list[str]:
             "and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or "
             "'123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
         )
-    return out
+    return tuple(out)
 
 
 def validate_metadata(resource: kinds.Resource, obj: dict[str, Any]) -> list[errors.Cause]:
@@ -111,7 +118,7 @@ def validate_metadata(resource: kinds.Resource, obj: dict[str, Any]) -> list[err
             )
     labels = meta.get("labels") or {}
     for key, value in labels.items():
-        for problem in qualified_name_problems(key):
+        for problem in _qualified_name_problems(key):
             causes.append(
                 errors.Cause(
                     "FieldValueInvalid", f'Invalid value: "{key}": {problem}', "metadata.labels"
@@ -128,7 +135,7 @@ def validate_metadata(resource: kinds.Resource, obj: dict[str, Any]) -> list[err
     annotations = meta.get("annotations") or {}
     total = 0
     for key, value in annotations.items():
-        for problem in qualified_name_problems(key):
+        for problem in _qualified_name_problems(key):
             causes.append(
                 errors.Cause(
                     "FieldValueInvalid",

@@ -260,14 +260,28 @@ _MAX_FIELDS = 20_000
 
 
 def _shared_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    # The store's writes hand over the same few encoded field sets again and
+    # again: known by identity, they need no digest.
+    known = _KNOWN.get(id(fields))
+    if known is not None and known[0] is fields:
+        return known[1]
     # A 128-bit digest as the key: the JSON itself would cost as much as it saves.
     key = hashlib.blake2b(orjson.dumps(fields), digest_size=16).digest()
     found = _FIELDS.get(key)
     if found is None:
         if len(_FIELDS) >= _MAX_FIELDS:
             _FIELDS.clear()
+            _KNOWN.clear()
         found = _FIELDS[key] = fields
+    # Holding ``fields`` keeps its id from being reused while it is known.
+    if len(_KNOWN) >= _MAX_FIELDS:
+        _KNOWN.clear()
+    _KNOWN[id(fields)] = (fields, found)
     return found
+
+
+# Field sets seen, by identity: (the object, the shared one equal to it).
+_KNOWN: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
 
 def split_key(key: str) -> tuple[str, str]:

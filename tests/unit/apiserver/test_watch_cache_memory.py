@@ -106,3 +106,22 @@ async def test_a_write_of_other_bytes_is_decoded_and_a_failed_hand_over_is_forgo
     assert cache.cache("core", "pods").objects[KEY].obj["status"]["phase"] == "Running"
     cache.take_back(KEY, handed)
     assert cache._handed == {}
+
+
+async def test_a_field_set_handed_over_again_is_shared_without_a_new_digest(
+    cacher: tuple[memory.MemoryBackend, watchcache.Cacher],
+) -> None:
+    backend, cache = cacher
+    encoded = {"f:status": {"f:phase": {}}}  # what the store reuses from write to write
+    for i, phase in enumerate(("Pending", "Running")):
+        data = pod(phase)
+        obj = orjson.loads(data)
+        obj["metadata"]["managedFields"][0]["fieldsV1"] = encoded
+        cache.hand_over(KEY + str(i), data, obj)
+        created = await backend.create(KEY + str(i), data)
+        await cache.wait_for(created.mod_revision)
+    objects = cache.cache("core", "pods").objects
+    shared = [objects[KEY + str(i)].obj["metadata"]["managedFields"][0]["fieldsV1"] for i in (0, 1)]
+    assert shared[0] is shared[1]
+    assert shared[0] == encoded
+    assert watchcache._KNOWN[id(encoded)][0] is encoded
