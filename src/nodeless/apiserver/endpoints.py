@@ -1510,7 +1510,9 @@ class Api:
                 )
             # A new object over the cached one (read-only): only what changes is copied.
             new = dict(current)
-            new["spec"] = dict(current.get("spec") or {}, nodeName=node)
+            # The spec is copied whole: defaulting works on it in place.
+            new["spec"] = values.clone(current.get("spec") or {})
+            new["spec"]["nodeName"] = node
             new["metadata"] = dict(current["metadata"])
             status = new["status"] = dict(current.get("status") or {})
             conditions = [

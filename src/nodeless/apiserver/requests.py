@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,9 @@ def _yaml_clean(value: Any) -> Any:
         return times.rfc3339(value)
     if isinstance(value, datetime.date):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        # YAML's .nan and .inf have no JSON form (upstream's YAML-to-JSON step fails too).
+        raise errors.bad_request(f"error converting YAML to JSON: unsupported value: {value}")
     return value
 
 

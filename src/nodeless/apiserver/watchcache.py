@@ -239,8 +239,17 @@ def decode(kv: backends.KeyValue, revision: int | None = None) -> Entry:
     return adopt(kv, orjson.loads(kv.value), revision)
 
 
-def adopt(kv: backends.KeyValue, obj: dict[str, Any], revision: int | None = None) -> Entry:
-    """The entry of ``kv`` whose decoded form is ``obj``, which the cache now owns."""
+def adopt(
+    kv: backends.KeyValue,
+    obj: dict[str, Any],
+    revision: int | None = None,
+    *,
+    remember: bool = False,
+) -> Entry:
+    """The entry of ``kv`` whose decoded form is ``obj``, which the cache now owns.
+
+    ``remember``: its field sets are the store's own, written again and again,
+    so they are remembered by identity (a decoded one is never seen again)."""
     rev = revision if revision is not None else kv.mod_revision
     metadata = obj.setdefault("metadata", {})
     metadata["resourceVersion"] = str(rev)
@@ -249,7 +258,7 @@ def adopt(kv: backends.KeyValue, obj: dict[str, Any], revision: int | None = Non
     if isinstance(managed, list):
         for item in managed:
             if isinstance(item, dict) and isinstance(item.get("fieldsV1"), dict):
-                item["fieldsV1"] = _shared_fields(item["fieldsV1"])
+                item["fieldsV1"] = _shared_fields(item["fieldsV1"], remember)
     return Entry(kv.key, obj, raw, rev)
 
 
@@ -259,7 +268,7 @@ _FIELDS: dict[bytes, dict[str, Any]] = {}
 _MAX_FIELDS = 20_000
 
 
-def _shared_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def _shared_fields(fields: dict[str, Any], remember: bool = False) -> dict[str, Any]:
     # The store's writes hand over the same few encoded field sets again and
     # again: known by identity, they need no digest.
     known = _KNOWN.get(id(fields))
@@ -273,10 +282,11 @@ def _shared_fields(fields: dict[str, Any]) -> dict[str, Any]:
             _FIELDS.clear()
             _KNOWN.clear()
         found = _FIELDS[key] = fields
-    # Holding ``fields`` keeps its id from being reused while it is known.
-    if len(_KNOWN) >= _MAX_FIELDS:
-        _KNOWN.clear()
-    _KNOWN[id(fields)] = (fields, found)
+    if remember:
+        # Holding ``fields`` keeps its id from being reused while it is known.
+        if len(_KNOWN) >= _MAX_FIELDS:
+            _KNOWN.clear()
+        _KNOWN[id(fields)] = (fields, found)
     return found
 
 
@@ -421,6 +431,7 @@ class Cacher:
         rev = ev.kv.mod_revision
         prev = cache.objects.get(ev.kv.key)
         if ev.type is backends.EventType.DELETE:
+            self._handed.pop(ev.kv.key, None)
             if prev is not None:
                 obj = dict(prev.obj)
                 obj["metadata"] = dict(obj.get("metadata", {}), resourceVersion=str(rev))
@@ -429,10 +440,11 @@ class Cacher:
                 entry = decode(ev.kv, rev)
             event = CacheEvent("DELETED", entry, prev)
         else:
-            handed = self._handed.get(ev.kv.key)
+            # Any event of the key ends what was handed over for it: a write
+            # still in flight then costs one decode, and nothing is kept.
+            handed = self._handed.pop(ev.kv.key, None)
             if handed is not None and handed[0] is ev.kv.value:
-                del self._handed[ev.kv.key]
-                entry = adopt(ev.kv, handed[1])
+                entry = adopt(ev.kv, handed[1], remember=True)
             else:
                 entry = decode(ev.kv)
             event = CacheEvent("MODIFIED" if prev is not None else "ADDED", entry, prev)

@@ -345,7 +345,11 @@ async def start_components(
             # commits, so more in flight keep pace with the scheduler (measured,
             # 10,000 pods: 16 left pods bound at 35 s Running at 67 s). A real
             # runtime's calls take CPU of their own: more in flight slowed them.
-            workers=SIMULATED_INSTANCE_WORKERS if provider.name == "simulated" else 16,
+            workers=(
+                SIMULATED_INSTANCE_WORKERS
+                if provider.name == "simulated"
+                else managing.DEFAULT_WORKERS
+            ),
         )
         await manager.start()
         components.running.append(manager)

@@ -138,6 +138,10 @@ def _status_from_record(record: Obj) -> base.InstanceStatus:
     )
 
 
+# Syncs in flight (each waits on the provider and on the store's commits).
+DEFAULT_WORKERS = 16
+
+
 class InstanceManager:
     def __init__(
         self,
@@ -148,7 +152,7 @@ class InstanceManager:
         *,
         clock: clocks.Clock | None = None,
         recorder: events.EventRecorder | None = None,
-        workers: int = 16,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
         self.client = client
         self.provider = provider

@@ -353,3 +353,18 @@ async def test_unknown_instance_spec_annotation_is_refused(client: Client) -> No
     code, status, _ = await client.request("POST", PODS, pod)
     assert code == 422
     assert any("eci-use-specs" in c["field"] for c in status["details"]["causes"])
+
+
+async def test_a_yaml_body_with_a_number_json_cannot_hold_is_refused_and_changes_nothing(
+    client: Client,
+) -> None:
+    before = await client.revision()
+    body = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nan\n  labels: {}\nx: .nan\n"
+    code, status, _ = await client.request(
+        "POST", CONFIGMAPS, raw=body, content_type="application/yaml"
+    )
+    assert code == 400
+    assert status["kind"] == "Status" and status["reason"] == "BadRequest"
+    assert "unsupported value" in status["message"]
+    assert await client.revision() == before
+    assert client.server.store.cacher.verify() == []

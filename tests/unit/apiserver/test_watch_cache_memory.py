@@ -100,11 +100,16 @@ async def test_a_write_of_other_bytes_is_decoded_and_a_failed_hand_over_is_forgo
     backend, cache = cacher
     handed = pod("Pending")
     cache.hand_over(KEY, handed, orjson.loads(handed))
-    # another write of the key, with its own bytes, comes first: it is decoded
+    # another write of the key, with its own bytes, comes first: it is decoded,
+    # and what was handed over is dropped (a write in flight costs a decode)
     created = await backend.create(KEY, pod("Running"))
     await cache.wait_for(created.mod_revision)
     assert cache.cache("core", "pods").objects[KEY].obj["status"]["phase"] == "Running"
-    cache.take_back(KEY, handed)
+    assert cache._handed == {}
+    # a write that fails takes back what it handed over
+    again = pod("Failed")
+    cache.hand_over(KEY, again, orjson.loads(again))
+    cache.take_back(KEY, again)
     assert cache._handed == {}
 
 
