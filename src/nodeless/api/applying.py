@@ -133,6 +133,9 @@ def _value_key(frozen: Any) -> tuple[Any, ...]:
     return (5,)
 
 
+# Path elements recur across every object of a kind: their sort key and text
+# are worked out once (each write encodes the sets it changed).
+@functools.lru_cache(maxsize=50_000)
 def _pe_key(pe: PathElement) -> tuple[Any, ...]:
     """Sort key matching upstream ``PathElement.Compare`` (fields < keys < values < indexes)."""
     kind, payload = pe
@@ -294,6 +297,7 @@ def format_path(path: Path) -> str:
     return "".join(_pe_string(pe) for pe in path)
 
 
+@functools.lru_cache(maxsize=50_000)
 def _pe_serialize(pe: PathElement) -> str:
     kind, payload = pe
     if kind == "f":
@@ -357,14 +361,7 @@ class FieldSet:
         """Add a path; the empty path (the whole object) is never a member, as upstream."""
         if not path:
             return
-        self._encoded = None
-        node = self
-        for pe in path[:-1]:
-            child = node._children.get(pe)
-            if child is None:
-                child = node._children[pe] = FieldSet()
-            node = child
-        node._members.add(path[-1])
+        self.node(path[:-1])._members.add(path[-1])
 
     def node(self, prefix: Path) -> FieldSet:
         """The set of the paths below ``prefix``, made if missing, to build in
@@ -372,11 +369,14 @@ class FieldSet:
         self._encoded = None
         node = self
         for pe in prefix:
-            child = node._children.get(pe)
-            if child is None:
-                child = node._children[pe] = FieldSet()
-            node = child
+            node = node._child(pe)
         return node
+
+    def _child(self, pe: PathElement) -> FieldSet:
+        child = self._children.get(pe)
+        if child is None:
+            child = self._children[pe] = FieldSet()
+        return child
 
     def has(self, path: Path) -> bool:
         if not path:
@@ -532,38 +532,13 @@ def _encode_node(fs: FieldSet, include_self: bool) -> dict[str, Any]:
         out["."] = {}
     children = fs._children
     members = fs._members
-    for pe in sorted(members | children.keys() if children else members, key=_pe_order):
+    for pe in sorted(members | children.keys() if children else members, key=_pe_key):
         child = children.get(pe)
         if child is None:
-            out[_pe_text(pe)] = {}
+            out[_pe_serialize(pe)] = {}
         else:
-            out[_pe_text(pe)] = _encode_node(child, include_self=pe in members)
+            out[_pe_serialize(pe)] = _encode_node(child, include_self=pe in members)
     return out
-
-
-# Path elements recur across every object of a kind; their text and sort key
-# are worked out once (each write encodes the sets it changed).
-_PE_TEXTS: dict[PathElement, str] = {}
-_PE_ORDERS: dict[PathElement, tuple[Any, ...]] = {}
-_MAX_PE_MEMO = 50_000
-
-
-def _pe_text(pe: PathElement) -> str:
-    text = _PE_TEXTS.get(pe)
-    if text is None:
-        if len(_PE_TEXTS) >= _MAX_PE_MEMO:
-            _PE_TEXTS.clear()
-        text = _PE_TEXTS[pe] = _pe_serialize(pe)
-    return text
-
-
-def _pe_order(pe: PathElement) -> tuple[Any, ...]:
-    order = _PE_ORDERS.get(pe)
-    if order is None:
-        if len(_PE_ORDERS) >= _MAX_PE_MEMO:
-            _PE_ORDERS.clear()
-        order = _PE_ORDERS[pe] = _pe_key(pe)
-    return order
 
 
 _DECODED: dict[bytes, FieldSet] = {}
@@ -1031,8 +1006,7 @@ class _Walker:
             # All of it added (or removed): no comparing, and the trie is
             # walked down once instead of once per path below.
             if lhs is _MISSING:
-                if rhs is not _MISSING:
-                    self._mark_all(rhs, t, path, out.added.node(path[:-1]))
+                self._mark_all(rhs, t, path, out.added.node(path[:-1]))
             else:
                 self._mark_all(lhs, t, path, out.removed.node(path[:-1]))
             return
@@ -1091,17 +1065,13 @@ class _Walker:
                 return
             item_t = self.typer.item(et)
             _, items, _ = self.index_items(et, value, path, strict=False)
-            node = parent._children.get(pe)
-            if node is None:
-                node = parent._children[pe] = FieldSet()
+            node = parent._child(pe)
             for item_pe, item in items.items():
                 self._mark_all(item, item_t, (*path, item_pe), node)
             return
         if not isinstance(value, dict) or not value:
             return
-        node = parent._children.get(pe)
-        if node is None:
-            node = parent._children[pe] = FieldSet()
+        node = parent._child(pe)
         field_t = self.typer.field
         for key, child in value.items():
             self._mark_all(child, field_t(et, key), (*path, ("f", key)), node)

@@ -408,19 +408,15 @@ class Store:
                         resource.plural, resource.group, obj["metadata"]["name"]
                     )
                 return self.present(served, obj)
-            self.cacher.hand_over(key, data, obj)
             try:
-                kv = await self.backend.create(key, data)
+                with self.cacher.handing_over(key, data, obj):
+                    kv = await self.backend.create(key, data)
             except backends.KeyExistsError:
-                self.cacher.take_back(key, data)
                 if generated and attempt < 7:
                     continue
                 raise errors.already_exists(
                     resource.plural, resource.group, obj["metadata"]["name"]
                 ) from None
-            except BaseException:
-                self.cacher.take_back(key, data)
-                raise
             obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
             for hook in self.after_create:
                 await hook(resource, obj)
@@ -556,18 +552,13 @@ class Store:
             meta["resourceVersion"] = str(kv.mod_revision)
             return self.present(served, new), True
         data = self._encode(new)
-        self.cacher.hand_over(key, data, new)
         try:
-            kv = await self.backend.update(key, data, entry.rev)
+            with self.cacher.handing_over(key, data, new):
+                kv = await self.backend.update(key, data, entry.rev)
         except backends.RevisionMismatchError:
-            self.cacher.take_back(key, data)
             return None
         except backends.KeyNotFoundError:
-            self.cacher.take_back(key, data)
             raise errors.not_found(served.plural, served.group, name) from None
-        except BaseException:
-            self.cacher.take_back(key, data)
-            raise
         new["metadata"]["resourceVersion"] = str(kv.mod_revision)
         return self.present(served, new), False
 

@@ -330,6 +330,16 @@ class Cacher:
         if handed is not None and handed[0] is data:
             del self._handed[key]
 
+    @contextlib.contextmanager
+    def handing_over(self, key: str, data: bytes, obj: dict[str, Any]) -> Iterator[None]:
+        """``hand_over`` for the write inside; taken back if the write fails."""
+        self.hand_over(key, data, obj)
+        try:
+            yield
+        except BaseException:
+            self.take_back(key, data)
+            raise
+
     def cache(self, group: str, plural: str) -> ResourceCache:
         found = self.caches.get((group, plural))
         if found is None:
@@ -430,8 +440,10 @@ class Cacher:
         cache = self.cache(group, plural)
         rev = ev.kv.mod_revision
         prev = cache.objects.get(ev.kv.key)
+        # Any event of the key ends what was handed over for it: a write
+        # still in flight then costs one decode, and nothing is kept.
+        handed = self._handed.pop(ev.kv.key, None)
         if ev.type is backends.EventType.DELETE:
-            self._handed.pop(ev.kv.key, None)
             if prev is not None:
                 obj = dict(prev.obj)
                 obj["metadata"] = dict(obj.get("metadata", {}), resourceVersion=str(rev))
@@ -440,9 +452,6 @@ class Cacher:
                 entry = decode(ev.kv, rev)
             event = CacheEvent("DELETED", entry, prev)
         else:
-            # Any event of the key ends what was handed over for it: a write
-            # still in flight then costs one decode, and nothing is kept.
-            handed = self._handed.pop(ev.kv.key, None)
             if handed is not None and handed[0] is ev.kv.value:
                 entry = adopt(ev.kv, handed[1], remember=True)
             else:

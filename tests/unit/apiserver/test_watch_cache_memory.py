@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -114,19 +115,31 @@ async def test_a_write_of_other_bytes_is_decoded_and_a_failed_hand_over_is_forgo
 
 
 async def test_a_field_set_handed_over_again_is_shared_without_a_new_digest(
-    cacher: tuple[memory.MemoryBackend, watchcache.Cacher],
+    cacher: tuple[memory.MemoryBackend, watchcache.Cacher], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend, cache = cacher
-    encoded = {"f:status": {"f:phase": {}}}  # what the store reuses from write to write
-    for i, phase in enumerate(("Pending", "Running")):
+    encoded = {"f:status": {"f:phase": {}, "f:reason": {}}}  # what the store reuses
+
+    async def write(name: str, phase: str) -> dict[str, Any]:
         data = pod(phase)
         obj = orjson.loads(data)
         obj["metadata"]["managedFields"][0]["fieldsV1"] = encoded
-        cache.hand_over(KEY + str(i), data, obj)
-        created = await backend.create(KEY + str(i), data)
+        with cache.handing_over(name, data, obj):
+            created = await backend.create(name, data)
         await cache.wait_for(created.mod_revision)
-    objects = cache.cache("core", "pods").objects
-    shared = [objects[KEY + str(i)].obj["metadata"]["managedFields"][0]["fieldsV1"] for i in (0, 1)]
-    assert shared[0] is shared[1]
-    assert shared[0] == encoded
-    assert watchcache._KNOWN[id(encoded)][0] is encoded
+        fields: dict[str, Any] = (
+            cache.cache("core", "pods")
+            .objects[name]
+            .obj["metadata"]["managedFields"][0]["fieldsV1"]
+        )
+        return fields
+
+    first = await write(KEY, "Pending")
+
+    def no_digest(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a known field set was digested again")
+
+    monkeypatch.setattr(watchcache.hashlib, "blake2b", no_digest)
+    second = await write(KEY + "2", "Running")
+    assert second is first
+    assert first == encoded
