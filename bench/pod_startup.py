@@ -87,6 +87,9 @@ class Latencies:
     leftover: dict[str, int] = field(default_factory=dict)
     pods_left_after_delete: int | None = None
     delete_s: float | None = None
+    # nodeless only: per pod, ms from its POST to the first watch event of
+    # each stage, so the overhead shows where it is spent
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def p(self, q: float) -> float | None:
         return percentile(self.latencies_ms, q)
@@ -141,6 +144,7 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
     result = Latencies()
     sent_at: dict[str, float] = {}
     running_at: dict[str, float] = {}
+    seen_at: dict[str, dict[str, float]] = {"created": {}, "bound": {}, "waiting": {}}
     url = f"{server}/api/v1/namespaces/{NAMESPACE}/pods"
 
     def on_event(kind: str, pod: dict[str, Any], now: float) -> bool:
@@ -148,6 +152,11 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
         name = (pod.get("metadata") or {}).get("name", "")
         if kind == "DELETED" or name in running_at:
             return False
+        seen_at["created"].setdefault(name, now)
+        if (pod.get("spec") or {}).get("nodeName"):
+            seen_at["bound"].setdefault(name, now)
+        if (pod.get("status") or {}).get("containerStatuses"):
+            seen_at["waiting"].setdefault(name, now)  # the instance manager's first status
         if (pod.get("status") or {}).get("phase") == "Running":
             running_at[name] = now
             if len(running_at) >= args.pods:
@@ -196,6 +205,10 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
                 (at - sent_at[name]) * 1000 for name, at in running_at.items() if name in sent_at
             ]
             result.finished = len(result.latencies_ms)
+            result.stages_ms = {
+                stage: [(at - sent_at[name]) * 1000 for name, at in seen.items() if name in sent_at]
+                for stage, seen in seen_at.items()
+            }
             # Clean up: every pod of the run, waited for.
             t0 = time.perf_counter()
             try:
@@ -321,6 +334,14 @@ def main() -> int:
         + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
         + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
     )
+    stages = {
+        stage: (percentile(values, 50), percentile(values, 99))
+        for stage, values in nodeless.stages_ms.items()
+    }
+    print(
+        "  nodeless stages, first seen on the watch after the POST (p50 / p99 ms): "
+        + ", ".join(f"{k} {fmt(a, '.0f')} / {fmt(b, '.0f')}" for k, (a, b) in stages.items())
+    )
     print(f"  ratio nodeless/baseline: p50 {fmt(ratio)}, p99 {fmt(ratio99)}")
     print(
         f"  target p50 <= {TARGET_P50_MS:.0f} ms and p99 <= {TARGET_P99_MS / 1000:.0f} s: "
@@ -352,6 +373,9 @@ def main() -> int:
             "baseline_max_ms": rounded(max(baseline.latencies_ms, default=None), 1),
             "ratio_p99": rounded(ratio99),
             "post_p50_ms": rounded(post50, 1),
+            "stages_p50_p99_ms": {
+                k: [rounded(a, 1), rounded(b, 1)] for k, (a, b) in stages.items()
+            },
             "post_p99_ms": rounded(post99, 1),
             "nodeless_running": nodeless.finished,
             "baseline_started": baseline.finished,

@@ -159,6 +159,9 @@ class Progress:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str = ""
     leftover: dict[str, Any] = field(default_factory=dict)
+    # store revisions between the first list and all Running: every write
+    # (pods, bindings, instances, events, controllers' status) moves it by one
+    writes: int | None = None
 
 
 async def ensure_namespace(session: aiohttp.ClientSession, server: str) -> None:
@@ -319,6 +322,8 @@ async def run(server: str, ctx: ssl.SSLContext, args: argparse.Namespace) -> Pro
         )
         try:
             await asyncio.wait_for(asyncio.shield(watcher), timeout=args.timeout)
+            with contextlib.suppress(Exception, SystemExit):
+                progress.writes = int(await list_revision(session, url)) - int(revision)
         except TimeoutError:
             pass
         except Exception as err:
@@ -608,6 +613,12 @@ def main() -> int:
     print(
         f"  nodeless up: peak RSS {fmt(peak_rss_mib, '.0f')} MiB (end {fmt(end_rss_mib, '.0f')} MiB), "
         f"CPU {fmt(cpu_used, '.1f')} s, {'alive' if alive else 'DIED'}; stopped in {stop_seconds:.1f} s"
+        + (
+            f"; {progress.writes} store writes until all Running "
+            f"({progress.writes / progress.total:.2f} per pod)"
+            if progress.writes is not None
+            else ""
+        )
     )
     print(
         f"  target ({TARGET_PODS} pods): all Running <= {TARGET_SECONDS:.0f} s and RSS <= "
@@ -659,6 +670,7 @@ def main() -> int:
         "stages_s": {k: [None if x is None else round(x, 3) for x in v] for k, v in stages.items()},
         "nodeless_cpu_s": round(cpu_used, 1) if cpu_used is not None else None,
         "watch_events": progress.events,
+        "store_writes": progress.writes,
         "kwok_api_pods_per_s": KWOK_API_PODS_PER_S,
         "kwok_etcd_pods_per_s": KWOK_ETCD_PODS_PER_S,
         "timed_out": timed_out,

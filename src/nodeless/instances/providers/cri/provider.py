@@ -191,6 +191,9 @@ class _Container:
     done: bool = False  # ended for good: the restart policy does not restart it
     resume: pb.ContainerStatus | None = None  # adopted: its latest CRI container
     killed: bool = False  # this attempt was killed for a failed probe or postStart hook
+    # the runtime's answer whether the image is present, asked while the
+    # sandbox starts (``_check_images``); taken by the first attempt only
+    image_check: asyncio.Task[pb.Image | None] | None = None
 
     @property
     def name(self) -> str:
@@ -805,6 +808,7 @@ class CriProvider:
                 except podconfigs.UnsupportedVolume as e:
                     self._conclude(instance, State.FAILED, VOLUME_NOT_SUPPORTED, str(e))
                     return
+                self._check_images(instance)
                 await self._run_sandbox(instance)
                 if volumefiles.needs_pod_ip(volumes):
                     await self._refresh_volumes(instance)
@@ -848,6 +852,7 @@ class CriProvider:
         fs_group = security.get("fsGroup")
         dirs: dict[str, Path] = {}
         empty_dirs = [v for v in volumes if isinstance(v, podconfigs.EmptyDir)]
+        request = instance.request
 
         def make_dirs() -> None:
             paths.log_dir.mkdir(parents=True, exist_ok=True)
@@ -856,7 +861,17 @@ class CriProvider:
                 directory = paths.empty_dir(volume.name)
                 directory.mkdir(parents=True, exist_ok=True)
                 dirs[volume.name] = directory
+            try:
+                instance.cgroup.create(
+                    cpus=request.vcpu, memory_bytes=int(request.memory_gib * 2**30)
+                )
+            except OSError as e:
+                log.warning(
+                    "pod cgroup %s: %s (containers keep their own limits)", instance.cgroup, e
+                )
 
+        # One hop to a thread: a mkdir waits on the kernel for milliseconds
+        # when the runtime is busy creating cgroups, too long for the loop.
         await asyncio.to_thread(make_dirs)
         for volume in empty_dirs:
             directory = dirs[volume.name]
@@ -876,15 +891,6 @@ class CriProvider:
             read_only_volumes=podconfigs.read_only_volumes(volumes),
             gpus=self._gpu_exposures(instance),
         )
-        request = instance.request
-        try:
-            await asyncio.to_thread(
-                instance.cgroup.create,
-                cpus=request.vcpu,
-                memory_bytes=int(request.memory_gib * 2**30),
-            )
-        except OSError as e:
-            log.warning("pod cgroup %s: %s (containers keep their own limits)", instance.cgroup, e)
 
     async def _set_up_volumes(
         self, instance: _Instance, volumes: Sequence[podconfigs.Volume]
@@ -1190,7 +1196,7 @@ class CriProvider:
         while True:
             present = None
             if policy != imagerefs.PULL_ALWAYS:  # Always pulls whatever is present, as the kubelet
-                present = await self._available(functools.partial(self.client.image_status, image))
+                present = await self._image_status(container, image)
             if present is not None and policy in (
                 imagerefs.PULL_NEVER,
                 imagerefs.PULL_IF_NOT_PRESENT,
@@ -1243,6 +1249,33 @@ class CriProvider:
             return image_id, await self._available(
                 functools.partial(self.client.image_status, image_id)
             )
+
+    def _check_images(self, instance: _Instance) -> None:
+        """Asks whether the images of the containers that start first are
+        present while the sandbox is set up, so the answer is there when
+        they are created: a round trip off the path to Running. Later
+        containers (after init containers, or restarts) ask when they start,
+        as the kubelet does, so that no answer is stale."""
+        first = instance.init_containers[:1] or instance.containers
+        for container in first:
+            if container.done or container.image_check is not None:
+                continue
+            if imagerefs.pull_policy(container.spec) == imagerefs.PULL_ALWAYS:
+                continue
+            check = asyncio.create_task(self.client.image_status(container.status.image))
+            # read here too: an answer nobody takes (the pod went) is no error
+            check.add_done_callback(lambda done: done.cancelled() or done.exception())
+            container.image_check = check
+
+    async def _image_status(self, container: _Container, image: str) -> pb.Image | None:
+        """The image's status: the answer asked for ahead when there is one."""
+        check, container.image_check = container.image_check, None
+        if check is not None:
+            try:
+                return await check
+            except clients.CriError:
+                pass  # asked again below, waiting while the runtime is away
+        return await self._available(functools.partial(self.client.image_status, image))
 
     async def _pull(self, instance: _Instance, image: str) -> str:
         """Pulls with each matching pull-secret credential in turn (the
