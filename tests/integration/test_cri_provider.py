@@ -514,6 +514,38 @@ async def test_init_containers_run_in_order_before_the_app_container(crienv: Cri
     assert all(s.containers[0].reason == cri.POD_INITIALIZING for s in initializing)
 
 
+async def test_an_app_image_removed_while_init_containers_run_is_pulled_again(
+    crienv: Cri,
+) -> None:
+    """Image presence is asked ahead only for the containers that start with
+    the sandbox: a later container asks when it starts, so an answer given
+    before its image went cannot leave it failing to create."""
+    made = crienv.provider()
+    events: list[base.InstanceEvent] = []
+    made.subscribe_events(events.append)
+    init_image = crienv.registry.image("busybox:1")
+    app_image = crienv.registry.image("nonroot:1")  # IfNotPresent: a tag, not latest
+    for image in (init_image, app_image):
+        await made.pull_image(image, [])
+    manifest = pod(
+        "regone",
+        [container("app", app_image, "sleep 1000")],
+        init=[container("wait", init_image, "sleep 2")],
+    )
+
+    await made.create(request("i-regone", manifest))
+    await until(
+        status_is(made, "i-regone", lambda s: s.init_containers[0].state == "running"),
+    )
+    await crienv.runtime.client.remove_image(app_image)
+    await until(status_is(made, "i-regone", lambda s: s.state is State.RUNNING))
+
+    pulled = [e.message for e in events if e.reason == "Pulled"]
+    assert pulled[0] == f'Container image "{init_image}" already present on machine'
+    assert pulled[1].startswith(f'Successfully pulled image "{app_image}"')
+    assert not [e for e in events if e.reason == "Failed"]
+
+
 async def test_container_exiting_3_under_never_fails_with_reason_error_and_its_message(
     crienv: Cri,
 ) -> None:
