@@ -90,6 +90,9 @@ class Latencies:
     # nodeless only: per pod, ms from its POST to the first watch event of
     # each stage, so the overhead shows where it is spent
     stages_ms: dict[str, list[float]] = field(default_factory=dict)
+    # store revisions from the first list to all Running: every write
+    # (pods, bindings, instances, events) moves it by one
+    writes: int | None = None
 
     def p(self, q: float) -> float | None:
         return percentile(self.latencies_ms, q)
@@ -194,6 +197,8 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
             await paced(args.pods, args.rate, one, result)
             try:
                 await asyncio.wait_for(asyncio.shield(watcher), timeout=args.timeout)
+                now = (await list_pods(session, server, LABEL, 1))["metadata"]["resourceVersion"]
+                result.writes = int(now) - int(revision)
             except TimeoutError:
                 for pod in (await list_pods(session, server, LABEL)).get("items") or []:
                     phase = (pod.get("status") or {}).get("phase") or "-"
@@ -330,7 +335,13 @@ def main() -> int:
         f"p50 {fmt(n50, '.0f')} ms, p99 {fmt(n99, '.0f')} ms, max "
         f"{fmt(max(nodeless.latencies_ms, default=None), '.0f')} ms "
         f"(POST p50 {fmt(post50, '.0f')} ms, p99 {fmt(post99, '.0f')} ms; "
-        f"{nodeless.events} watch events)"
+        f"{nodeless.events} watch events"
+        + (
+            f"; {nodeless.writes / args.pods:.1f} store writes per pod"
+            if nodeless.writes is not None
+            else ""
+        )
+        + ")"
         + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
         + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
     )
@@ -382,6 +393,7 @@ def main() -> int:
             "create_errors": len(nodeless.errors),
             "baseline_errors": len(baseline.errors),
             "watch_events": nodeless.events,
+            "store_writes": nodeless.writes,
             "delete_s": rounded(nodeless.delete_s, 1),
             "pods_left_after_delete": nodeless.pods_left_after_delete,
             "stop_s": rounded(stop_s, 1),
