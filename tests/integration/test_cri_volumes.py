@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import shutil
 import subprocess
 import tempfile
@@ -386,6 +387,52 @@ async def test_a_running_pod_sees_its_updated_config_map_but_not_through_a_sub_p
 
     assert before == "hello"
     assert await read("/etc/greeting") == "hello"  # the kubelet does not update subPath mounts
+
+
+async def test_a_running_pod_sees_its_new_labels_in_its_downward_api_volume_at_once(
+    env: Env,
+) -> None:
+    provider = env.provider()  # the periodic refresh (a minute) is not what updates it
+    pod = request(
+        "i-labels",
+        "labels",
+        "sleep 1000",
+        restart_policy="Always",
+        volumes=[
+            {
+                "name": "info",
+                "downwardAPI": {
+                    "items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                        {"path": "notes", "fieldRef": {"fieldPath": "metadata.annotations"}},
+                    ]
+                },
+            }
+        ],
+        mounts=[{"name": "info", "mountPath": "/etc/info"}],
+    )
+    tier = {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}
+    pod.pod["spec"]["containers"][0]["env"] = [{"name": "TIER", "valueFrom": tier}]
+    await provider.create(pod)
+    await until(status_is(provider, "i-labels", lambda s: s.state is State.RUNNING))
+    status = await current(provider, "i-labels")
+    container_id = status.containers[0].container_id.split("://", 1)[1]
+
+    async def run(*command: str) -> str:
+        result = await env.containerd.client.exec_sync(container_id, list(command))
+        return result.stdout.decode()
+
+    before = await run("cat", "/etc/info/labels")
+    changed = copy.deepcopy(pod.pod)
+    changed["metadata"]["labels"]["tier"] = "front"
+    changed["metadata"]["annotations"] = {"owner": "team-a"}
+    await provider.update("i-labels", changed)
+
+    assert isinstance(provider, base.UpdateCapable)
+    assert before == 'app="labels"\ntier="back"'
+    assert await run("cat", "/etc/info/labels") == 'app="labels"\ntier="front"'
+    assert await run("cat", "/etc/info/notes") == 'owner="team-a"'
+    assert await run("sh", "-c", "echo $TIER") == "back\n"  # the environment is the start's
 
 
 async def test_an_adopted_pod_restarts_its_container_with_the_same_volumes(env: Env) -> None:

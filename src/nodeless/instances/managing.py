@@ -181,6 +181,9 @@ class InstanceManager:
         self._billing: dict[str, list[Obj]] = {}
         # Spot instances being reclaimed (instance ID -> why), until their record goes.
         self._reclaimed: dict[str, str] = {}
+        # The labels and annotations each instance was last shown
+        # (``UpdateCapable`` providers only).
+        self._shown: dict[str, tuple[Obj, Obj]] = {}
         self._adopted = False
         self.pods.add_handlers(
             self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
@@ -511,7 +514,22 @@ class InstanceManager:
                 return
             await self._vanished(pod, record)
             return
+        await self._show_metadata(key, pod, record)
         await self._reflect(pod, record, status)
+
+    async def _show_metadata(self, key: str, pod: Obj, record: Obj) -> None:
+        """Passes the pod to its instance when its labels or annotations
+        changed since the instance was last shown them (on the first sync
+        after a restart too: an adopted instance may have missed a change)."""
+        if not isinstance(self.provider, base.UpdateCapable):
+            return
+        meta = pod.get("metadata") or {}
+        current = (meta.get("labels") or {}, meta.get("annotations") or {})
+        if self._shown.get(key) == current:
+            return
+        instance_id = str((record.get("spec") or {}).get("instanceID") or "")
+        await self.provider.update(instance_id, pod)
+        self._shown[key] = current
 
     async def _status(self, key: str, record: Obj) -> base.InstanceStatus | None:
         # The provider is the truth (pushes may lag, and stop when an instance
@@ -707,6 +725,8 @@ class InstanceManager:
             return
         self.latest[key] = status
         self._unrecorded[key] = body
+        meta = pod.get("metadata") or {}
+        self._shown[key] = (meta.get("labels") or {}, meta.get("annotations") or {})
         self.controller.queue.add(key)
 
     async def _write_record(self, key: str, body: Obj, *, started: bool = True) -> Obj | None:
@@ -1002,6 +1022,7 @@ class InstanceManager:
         self._final.pop(key, None)
         self._announced.pop(key, None)
         self._passed.pop(key, None)
+        self._shown.pop(key, None)
 
     async def _vanished(self, pod: Obj, record: Obj) -> None:
         state = (record.get("status") or {}).get("state")

@@ -300,6 +300,47 @@ async def test_an_instance_deleted_at_the_provider_fails_the_pod_not_found(
     await cluster.wait_record("lost", "Failed")
 
 
+class ShowingProvider(simulated.SimulatedProvider):
+    """A simulated provider that can be shown pod changes (``UpdateCapable``)
+    and remembers each pod it was shown."""
+
+    def __init__(self, clock: clocks.Clock) -> None:
+        super().__init__(clock)
+        self.shown: list[tuple[str, dict[str, Any]]] = []
+
+    async def update(self, instance_id: str, pod: dict[str, Any]) -> None:
+        self.shown.append((instance_id, pod))
+
+
+async def test_a_label_or_annotation_change_is_shown_to_the_instance_once(
+    make_cluster: MakeCluster,
+) -> None:
+    provider = ShowingProvider(clocks.SystemClock())
+    cluster = await make_cluster(provider=provider)
+    await cluster.create_pod(pod_manifest("shown", command=["sleep", "infinity"]))
+    pod = await cluster.wait_phase("shown", "Running")
+    shown_while_starting = list(provider.shown)
+
+    for patch in ({"labels": {"tier": "front"}}, {"annotations": {"owner": "team-a"}}):
+        await cluster.client.patch(
+            PODS, NAMESPACE, "shown", {"metadata": patch}, patch_type="merge"
+        )
+    await wait_for(lambda: _shown_with(provider, "owner"), what="the pod shown with its annotation")
+
+    assert isinstance(provider, base.UpdateCapable)
+    # created with the pod as it was, and its status writes change neither
+    assert shown_while_starting == []
+    instance_id = annotation(pod, "nodeless.dev/instance-id")
+    assert {i for i, _ in provider.shown} == {instance_id}
+    last = provider.shown[-1][1]["metadata"]
+    assert last["labels"]["tier"] == "front" and last["annotations"]["owner"] == "team-a"
+    assert 1 <= len(provider.shown) <= 2  # each change at most once
+
+
+async def _shown_with(provider: ShowingProvider, note: str) -> bool:
+    return any(note in (p["metadata"].get("annotations") or {}) for _, p in provider.shown)
+
+
 class LosingProvider:
     """A simulated provider whose host can lose instances without a word, as a
     crashed machine would: a lost instance is neither listed nor found, and

@@ -178,6 +178,16 @@ class EventsCapable(Protocol):
 
 
 @runtime_checkable
+class UpdateCapable(Protocol):
+    """Providers that show a running instance what changed in its pod: its
+    labels and annotations, which downward API volumes hold. The instance
+    manager passes the pod on when they change (virtual-kubelet's
+    ``UpdatePod``; the kubelet rewrites those volumes on a pod's update)."""
+
+    async def update(self, instance_id: str, pod: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
 class LogsCapable(Protocol):
     async def logs(
         self,

@@ -230,7 +230,7 @@ class _Instance:
 
 
 class CriProvider:
-    """A ``Provider``, ``Notifier``, ``LogsCapable`` and ``StatsCapable`` on a CRI runtime.
+    """A ``Provider``, ``Notifier``, ``UpdateCapable``, ``LogsCapable`` and ``StatsCapable`` on a CRI runtime.
 
     ``client`` is a ``CriClient`` on a running runtime (``containerd``
     starts one); ``data_dir`` holds pod directories and logs. ``owner`` tells
@@ -444,6 +444,18 @@ class CriProvider:
     async def list(self) -> list[base.InstanceStatus]:
         await self._ensure_started()
         return [_copy_status(i.status) for i in self._instances.values()]
+
+    async def update(self, instance_id: str, pod: dict[str, Any]) -> None:
+        """The pod changed: its downward API files show its labels and
+        annotations as they are now (the kubelet rewrites them on a pod's
+        update). Environment variables keep what the containers started with."""
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.teardown is not None:
+            return
+        instance.request = dataclasses.replace(instance.request, pod=pod)
+        if instance.context is not None:
+            instance.context = dataclasses.replace(instance.context, request=instance.request)
+        await self._refresh_volumes(instance)
 
     async def adopt(
         self, request: base.InstanceRequest, status: base.InstanceStatus
