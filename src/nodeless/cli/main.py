@@ -316,14 +316,17 @@ async def start_components(
             host_network = networking.HostNetworking(client, settings, recorder=recorder)
             dns_ip = await host_network.register_dns()
             dns = cri_podconfigs.DnsSettings(servers=(dns_ip,), domain=args.cluster_domain)
+        # One watch and one cache per resource for the instance manager, the
+        # scheduler and the controllers, not three of each for pods. Stopped
+        # after all of them.
+        shared = informers.InformerFactory(client, clock=clock)
+        components.running.append(shared)
         # The Services' variables of every container start, read from a cache
         # as the kubelet reads them, not listed per container.
         services: informers.Informer | None = None
         if args.provider == "cri":
-            service_informers = informers.InformerFactory(client, clock=clock)
-            services = service_informers.informer(SERVICES)
-            service_informers.start()
-            components.running.append(service_informers)
+            services = shared.informer(SERVICES)
+            shared.start()
         provider = await start_provider(args, client, zones, clock, api.tokens, dns, services)
         if host_network is not None and provider.name == "cri":
             # Services, DNS and the ingress gateway serve the pods' network.
@@ -350,6 +353,7 @@ async def start_components(
                 if provider.name == "simulated"
                 else managing.DEFAULT_WORKERS
             ),
+            factory=shared,
         )
         await manager.start()
         components.running.append(manager)
@@ -440,6 +444,7 @@ async def start_components(
             clock=clock,
             recorder=recorder,
             market=market,
+            factory=shared,
         )
         scheduler.start()
         components.running.append(scheduler)
@@ -450,6 +455,7 @@ async def start_components(
             # The local-path provisioner's PersistentVolumes live beside the store.
             volumes_root=Path(args.data_dir).resolve() / "volumes",
             serving_domain=args.serving_domain,
+            factory=shared,
         )
         await controllers.start()
         components.running.append(controllers)

@@ -74,15 +74,19 @@ class ControllerManager:
         enabled: set[str] | None = None,
         volumes_root: Path | None = persistentvolumes.DEFAULT_VOLUMES_ROOT,
         serving_domain: str = knativeserving.DEFAULT_DOMAIN,
+        factory: informers.InformerFactory | None = None,
     ) -> None:
         """``volumes_root`` is where the local-path provisioner makes volume
         directories (``nodeless up`` is to pass ``<data-dir>/volumes``); None
         provisions nothing and only binds PersistentVolumes that exist.
-        ``serving_domain`` is the domain of Knative Services' URLs."""
+        ``serving_domain`` is the domain of Knative Services' URLs.
+        ``factory``: informers shared with other components, which its owner
+        stops; without it the controllers have their own."""
         self.client = client
         self.clock = clock or clocks.SystemClock()
         self.recorder = recorder
-        self.factory = informers.InformerFactory(client, clock=self.clock)
+        self._owns_factory = factory is None
+        self.factory = factory or informers.InformerFactory(client, clock=self.clock)
         self.controllers: list[Runnable] = [
             cls(client, self.factory, clock=self.clock, recorder=recorder)
             for cls in CONTROLLERS
@@ -117,4 +121,5 @@ class ControllerManager:
         for controller in reversed(self.controllers):
             with contextlib.suppress(Exception):
                 await controller.stop()
-        await self.factory.stop()
+        if self._owns_factory:
+            await self.factory.stop()

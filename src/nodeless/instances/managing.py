@@ -153,15 +153,20 @@ class InstanceManager:
         clock: clocks.Clock | None = None,
         recorder: events.EventRecorder | None = None,
         workers: int = DEFAULT_WORKERS,
+        factory: informers.InformerFactory | None = None,
     ) -> None:
+        """``factory``: informers shared with other components (one pod watch
+        and cache for all); without it the manager has its own."""
         self.client = client
         self.provider = provider
         self.specs = specs
         self.clock = clock or clocks.SystemClock()
         self.recorder = recorder
         self.node_names = {z.node_name for z in zones}
-        self.pods = informers.Informer(client, PODS, clock=self.clock)
-        self.records = informers.Informer(client, INSTANCES, clock=self.clock)
+        self._owns_informers = factory is None
+        factory = factory or informers.InformerFactory(client, clock=self.clock)
+        self.pods = factory.informer(PODS)
+        self.records = factory.informer(INSTANCES)
         self.controller = controllers.Controller(
             "instances", self.sync, workers=workers, clock=self.clock
         )
@@ -248,8 +253,9 @@ class InstanceManager:
 
     async def stop(self) -> None:
         await self.controller.stop()
-        await self.pods.stop()
-        await self.records.stop()
+        if self._owns_informers:
+            await self.pods.stop()
+            await self.records.stop()
         if self._poller is not None:
             await self._poller.stop()
         await self.provider.close()

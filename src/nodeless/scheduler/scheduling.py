@@ -65,7 +65,10 @@ class Scheduler:
         recorder: events.EventRecorder | None = None,
         seed: int | None = None,
         market: spotmarket.PriceFeed | None = None,
+        factory: informers.InformerFactory | None = None,
     ) -> None:
+        """``factory``: informers shared with other components (one pod watch
+        and cache for all); without it the scheduler has its own."""
         self.client = client
         self.specs = specs
         self.market = market if market is not None else spotmarket.SpotMarket.load()
@@ -86,7 +89,8 @@ class Scheduler:
             )
             for z in zones
         }
-        self.pods = informers.Informer(client, PODS, clock=self.clock)
+        self._owns_informers = factory is None
+        self.pods = (factory or informers.InformerFactory(client, clock=self.clock)).informer(PODS)
         self.image_caches = [
             informers.Informer(
                 client,
@@ -197,7 +201,8 @@ class Scheduler:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.pods.stop()
+        if self._owns_informers:
+            await self.pods.stop()
         for informer in self.image_caches:
             await informer.stop()
 
