@@ -300,6 +300,27 @@ async def test_an_instance_deleted_at_the_provider_fails_the_pod_not_found(
     await cluster.wait_record("lost", "Failed")
 
 
+async def test_components_sharing_informers_leave_them_running_for_each_other(
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = await make_cluster(shared_informers=True)
+    await cluster.create_pod(pod_manifest("kept", command=["sleep", "infinity"]))
+    await cluster.wait_record("kept", "Running")
+    assert cluster.manager is not None and cluster.scheduler is not None
+    one_watch = cluster.manager.pods is cluster.scheduler.pods
+
+    await cluster.scheduler.stop()
+    cluster.scheduler = None
+    await cluster.client.delete(PODS, NAMESPACE, "kept")
+
+    async def record_gone() -> bool:
+        return await cluster.record("kept") is None
+
+    # the manager still sees the pod go, through the informer the scheduler left running
+    await wait_for(record_gone, what="the record of the deleted pod gone")
+    assert one_watch
+
+
 class ShowingProvider(simulated.SimulatedProvider):
     """A simulated provider that can be shown pod changes (``UpdateCapable``)
     and remembers each pod it was shown."""

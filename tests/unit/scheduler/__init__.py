@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from nodeless import clocks
 from nodeless.api import errors
 from nodeless.apiserver import app
-from nodeless.client import clients, events, httpclients
+from nodeless.client import clients, events, httpclients, informers
 from nodeless.instances import managing, nodes
 from nodeless.instances.providers import base, simulated
 from nodeless.scheduler import scheduling
@@ -90,7 +90,12 @@ class Cluster:
         provider: base.Provider | None = None,
         manager: bool = True,
         market: spotmarket.PriceFeed | None = None,
+        shared_informers: bool = False,
     ) -> None:
+        """``shared_informers``: the manager and the scheduler get one
+        informer factory, as in ``nodeless up``, stopped after both."""
+        self.shared_informers = shared_informers
+        self.factory: informers.InformerFactory | None = None
         self.market = market if market is not None else spotmarket.SpotMarket.load()
         self.zones = zones or [nodes.Zone("zone-a"), nodes.Zone("zone-b")]
         self.backend = backend if backend is not None else memory.MemoryBackend()
@@ -124,6 +129,8 @@ class Cluster:
         )
         await self.virtual_nodes.register()
         self.virtual_nodes.start()
+        if self.shared_informers:
+            self.factory = informers.InformerFactory(self.client, clock=self.clock)
         if self.with_manager:
             self.manager = managing.InstanceManager(
                 self.client,
@@ -132,6 +139,7 @@ class Cluster:
                 self.server.catalogue,
                 clock=self.clock,
                 recorder=self.recorder,
+                factory=self.factory,
             )
             await self.manager.start()
         self.scheduler = scheduling.Scheduler(
@@ -142,6 +150,7 @@ class Cluster:
             recorder=self.recorder,
             seed=0,
             market=self.market,
+            factory=self.factory,
         )
         self.scheduler.start()
         return self
@@ -153,6 +162,8 @@ class Cluster:
             await self.manager.stop()
         else:
             await self.provider.close()
+        if self.factory is not None:
+            await self.factory.stop()
         if self.virtual_nodes is not None:
             await self.virtual_nodes.stop()
         await self.recorder.stop()
