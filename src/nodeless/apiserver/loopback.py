@@ -307,7 +307,7 @@ class LoopbackApiClient:
             created, _warnings = await self.api.create(
                 call, served, target, body, raw, requests.JSON
             )
-        return _fresh(created)
+        return _fresh(created) if _kept(options) else created
 
     async def update(
         self,
@@ -335,7 +335,14 @@ class LoopbackApiClient:
         namespace = clients.namespace_of(resource, obj)
         name = clients.name_of(obj)
         return await self._request(
-            "PUT", resource, namespace, name, subresource, obj, self._write_params(options)
+            "PUT",
+            resource,
+            namespace,
+            name,
+            subresource,
+            obj,
+            self._write_params(options),
+            fresh=_kept(options),
         )
 
     async def patch(
@@ -362,6 +369,7 @@ class LoopbackApiClient:
             patch,
             params,
             content_type=PATCH_CONTENT_TYPES[patch_type],
+            fresh=_kept(options),
         )
 
     async def delete(
@@ -549,6 +557,11 @@ def _wire(obj: Any) -> tuple[Any, bytes]:
     fields: none here, since the JSON of a dict cannot repeat a key, so the
     check (a pure-Python parse of every body) is skipped."""
     return orjson.loads(orjson.dumps(obj)), b""
+
+
+def _kept(options: clients.WriteOptions | None) -> bool:
+    """Whether the caller keeps a write's answer (and so needs its own copy)."""
+    return options is None or options.keep_result
 
 
 def _fresh(obj: clients.Object) -> clients.Object:

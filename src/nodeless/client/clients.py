@@ -169,6 +169,10 @@ class WriteOptions:
     field_manager: str = ""
     dry_run: bool = False
     field_validation: Literal["", "Strict", "Warn", "Ignore"] = ""
+    # False: the caller drops what the write returns. The in-process client
+    # then answers with the stored object itself (shared: not to be changed
+    # or kept) instead of a copy; over HTTP the answer is decoded either way.
+    keep_result: bool = True
 
 
 class Gone(errors.StatusError):

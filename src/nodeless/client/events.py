@@ -36,6 +36,8 @@ SPAM_REFILL_SECONDS = 300.0
 AGGREGATE_MAX_EVENTS = 10
 COMBINED = "(combined from similar events): "
 _MAX_TRACKED = 4096
+# Events are written and forgotten: no copy of what the server answers.
+_DROPPED = clients.WriteOptions(keep_result=False)
 
 
 @dataclass
@@ -173,6 +175,7 @@ class EventRecorder:
                     seen.namespace,
                     seen.name,
                     {"count": seen.count, "lastTimestamp": now, "message": message},
+                    options=_DROPPED,
                 )
                 return
             except errors.StatusError as err:
@@ -203,5 +206,5 @@ class EventRecorder:
             "reportingComponent": self.component,
             "reportingInstance": self.host or self.component,
         }
-        await self.client.create(EVENTS, event)
+        await self.client.create(EVENTS, event, _DROPPED)
         self._recent[key] = _Recorded(name, namespace, 1, now, mono)

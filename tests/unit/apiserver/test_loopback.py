@@ -560,6 +560,27 @@ async def test_written_objects_go_to_the_watch_cache_without_a_decode_and_caller
     assert entry.obj["data"] == {"k": "3"}
 
 
+async def test_a_write_whose_answer_is_dropped_answers_with_the_stored_object_uncopied(
+    server: app.ApiServer, api: loopback.LoopbackApiClient
+) -> None:
+    dropped = clients.WriteOptions(keep_result=False)
+    key = f"/registry/core/configmaps/{NS}/d"
+    cache = server.store.cacher.cache("core", "configmaps")
+    created = await api.create(CONFIGMAPS, configmap("d"), dropped)
+    await server.store.consistent()
+    created_is_stored = cache.objects[key].obj is created
+    patched = await api.patch(CONFIGMAPS, NS, "d", {"data": {"k": "2"}}, options=dropped)
+    await server.store.consistent()
+    patched_is_stored = cache.objects[key].obj is patched
+    kept = await api.patch(CONFIGMAPS, NS, "d", {"data": {"k": "3"}})
+    await server.store.consistent()
+
+    assert created_is_stored and patched_is_stored
+    assert cache.objects[key].obj is not kept  # a kept answer is the caller's own copy
+    assert cache.objects[key].obj == kept
+    assert server.store.cacher.verify() == []
+
+
 async def test_binding_leaves_the_cached_pod_it_replaces_untouched(
     server: app.ApiServer, api: loopback.LoopbackApiClient
 ) -> None:
