@@ -192,6 +192,8 @@ class InstanceManager:
         # The labels and annotations each instance was last shown
         # (``UpdateCapable`` providers only).
         self._shown: dict[str, tuple[Obj, Obj]] = {}
+        # asked once: a protocol's isinstance costs microseconds, on every sync
+        self._updatable = provider if isinstance(provider, base.UpdateCapable) else None
         self._adopted = False
         self.pods.add_handlers(
             self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
@@ -530,14 +532,14 @@ class InstanceManager:
         """Passes the pod to its instance when its labels or annotations
         changed since the instance was last shown them (on the first sync
         after a restart too: an adopted instance may have missed a change)."""
-        if not isinstance(self.provider, base.UpdateCapable):
+        if self._updatable is None:
             return
         meta = pod.get("metadata") or {}
         current = (meta.get("labels") or {}, meta.get("annotations") or {})
         if self._shown.get(key) == current:
             return
         instance_id = str((record.get("spec") or {}).get("instanceID") or "")
-        await self.provider.update(instance_id, pod)
+        await self._updatable.update(instance_id, pod)
         self._shown[key] = current
 
     async def _status(self, key: str, record: Obj) -> base.InstanceStatus | None:
