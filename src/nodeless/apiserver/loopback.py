@@ -422,8 +422,9 @@ class LoopbackApiClient:
         obj: clients.Object,
         options: clients.WriteOptions | None = None,
     ) -> clients.Object:
+        params = self._write_params(options)
         return await self._request(
-            "PUT", resource, namespace, name, subresource, obj, self._write_params(options)
+            "PUT", resource, namespace, name, subresource, obj, params, fresh=_kept(options)
         )
 
     async def create_subresource(
@@ -435,8 +436,9 @@ class LoopbackApiClient:
         obj: clients.Object,
         options: clients.WriteOptions | None = None,
     ) -> clients.Object:
+        params = self._write_params(options)
         return await self._request(
-            "POST", resource, namespace, name, subresource, obj, self._write_params(options)
+            "POST", resource, namespace, name, subresource, obj, params, fresh=_kept(options)
         )
 
     async def _request(
