@@ -225,6 +225,10 @@ spec:
     - >-
       mkdir -p /www && echo forwarded > /www/index.html && httpd -p 8080 -h /www
       && trap 'exit 0' TERM; sleep 3600 & wait
+    volumeMounts: [{name: info, mountPath: /etc/info}]
+  volumes:
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
 ---
 apiVersion: v1
 kind: Pod
@@ -290,6 +294,19 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
         (upload / "sub" / "file.txt").write_text("uploaded\n")
         cluster.kubectl("cp", str(upload), "shell:/tmp/upload")
         uploaded = cluster.kubectl("exec", "shell", "--", "cat", "/tmp/upload/sub/file.txt")
+        labels_before = cluster.kubectl("exec", "shell", "--", "cat", "/etc/info/labels")
+        cluster.kubectl("label", "pod", "shell", "tier=front")
+        # the kubelet rewrites downward API files on a pod's update: well before a resync
+        labels_after = eventually(
+            lambda: (
+                out
+                if 'tier="front"'
+                in (out := cluster.kubectl("exec", "shell", "--", "cat", "/etc/info/labels").stdout)
+                else None
+            ),
+            "the new label in the downward API file",
+            timeout=20,
+        )
         cluster.kubectl("wait", "pod/echo", "--for=condition=Ready", "--timeout=60s", timeout=90)
         attached = cluster.kubectl("attach", "-i", "echo", input="a\nb\n", timeout=60)
         through_kubectl = kubectl_port_forward(cluster, 8080, requests=3)
@@ -317,6 +334,8 @@ def test_kubectl_exec_runs_commands_in_a_real_pod_with_their_output_and_exit_cod
     assert (copy_dir / "index.html").read_text() == "forwarded\n", "kubectl cp from the pod"
     assert catted.stdout == "to the end\n", "stdin's end reached the command"
     assert uploaded.stdout == "uploaded\n", "kubectl cp into the pod"
+    assert labels_before.stdout == ""  # the pod has no labels yet
+    assert labels_after == 'tier="front"'
     assert "[a]\n[b]\nbye\n" in attached.stdout, "kubectl attach with stdin to its end"
     [pod_line] = [line for line in top_pods.stdout.splitlines() if line.startswith("shell ")]
     assert pod_line.split()[1] == "main" and pod_line.split()[3].endswith("Mi"), top_pods.stdout

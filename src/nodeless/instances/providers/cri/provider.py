@@ -230,7 +230,8 @@ class _Instance:
 
 
 class CriProvider:
-    """A ``Provider``, ``Notifier``, ``UpdateCapable``, ``LogsCapable`` and ``StatsCapable`` on a CRI runtime.
+    """A ``Provider``, ``Notifier``, ``UpdateCapable``, ``LogsCapable`` and
+    ``StatsCapable`` on a CRI runtime.
 
     ``client`` is a ``CriClient`` on a running runtime (``containerd``
     starts one); ``data_dir`` holds pod directories and logs. ``owner`` tells
