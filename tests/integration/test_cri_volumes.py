@@ -435,6 +435,44 @@ async def test_a_running_pod_sees_its_new_labels_in_its_downward_api_volume_at_o
     assert await run("sh", "-c", "echo $TIER") == "back\n"  # the environment is the start's
 
 
+async def test_labels_shown_while_a_pod_waits_for_its_volumes_are_in_its_files_once_it_runs(
+    env: Env,
+) -> None:
+    provider = env.provider()
+    pod = request(
+        "i-early",
+        "early",
+        "sleep 1000",
+        restart_policy="Always",
+        volumes=[
+            {"name": "config", "configMap": {"name": "later"}},
+            {
+                "name": "info",
+                "downwardAPI": {
+                    "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
+                },
+            },
+        ],
+        mounts=[
+            {"name": "config", "mountPath": "/etc/config"},
+            {"name": "info", "mountPath": "/etc/info"},
+        ],
+    )
+    await provider.create(pod)
+    await until(status_is(provider, "i-early", lambda s: "not found" in s.message))
+    changed = copy.deepcopy(pod.pod)
+    changed["metadata"]["labels"]["tier"] = "front"
+    await provider.update("i-early", changed)
+    env.objects.put("ConfigMap", "later", data={"greeting": "hi"})
+    await until(status_is(provider, "i-early", lambda s: s.state is State.RUNNING), timeout=30)
+    status = await current(provider, "i-early")
+    container_id = status.containers[0].container_id.split("://", 1)[1]
+
+    result = await env.containerd.client.exec_sync(container_id, ["cat", "/etc/info/labels"])
+
+    assert result.stdout.decode() == 'app="early"\ntier="front"'
+
+
 async def test_an_adopted_pod_restarts_its_container_with_the_same_volumes(env: Env) -> None:
     env.objects.put("ConfigMap", "settings", data={"greeting": "hello"})
     env.objects.put("Secret", "db", data={"pw": b64("s3cret")})

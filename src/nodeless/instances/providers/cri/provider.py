@@ -815,6 +815,7 @@ class CriProvider:
     async def _lifecycle(self, instance: _Instance) -> None:
         try:
             if not instance.sandbox_id:
+                prepared_for = instance.request
                 try:
                     volumes = podconfigs.volumes(instance.request.pod)
                     await self._prepare(instance, volumes)
@@ -823,7 +824,10 @@ class CriProvider:
                     return
                 self._check_images(instance)
                 await self._run_sandbox(instance)
-                if volumefiles.needs_pod_ip(volumes):
+                # Written again once the sandbox runs: for the pod's IP, and
+                # for a label change shown (``update``) while the files were
+                # being set up, which could not rewrite them then.
+                if volumefiles.needs_pod_ip(volumes) or instance.request is not prepared_for:
                     await self._refresh_volumes(instance)
             for container in instance.init_containers:
                 if container.done:
@@ -1016,6 +1020,8 @@ class CriProvider:
                 break
             except clients.CriError as e:
                 log.warning("sandbox of %s: %s", request.instance_id, e)
+                for container in instance.all_containers():
+                    container.image_check = None  # asked too long ago by the time it is used
                 self._set_state(instance, State.PENDING, FAILED_CREATE_SANDBOX, e.details or str(e))
                 self._push(instance)
                 attempt += 1
