@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cri_provider import _emptied, current, status_is, until
+from test_cri_provider import _emptied, cri_id, current, status_is, until
 
 from nodeless import clocks
 from nodeless.apiserver import serviceaccounts
@@ -389,6 +389,12 @@ async def test_a_running_pod_sees_its_updated_config_map_but_not_through_a_sub_p
     assert await read("/etc/greeting") == "hello"  # the kubelet does not update subPath mounts
 
 
+def info_volume(**files: str) -> dict[str, Any]:
+    """A downward API volume ``info``: one file per keyword, holding that field."""
+    items = [{"path": path, "fieldRef": {"fieldPath": field}} for path, field in files.items()]
+    return {"name": "info", "downwardAPI": {"items": items}}
+
+
 async def test_a_running_pod_sees_its_new_labels_in_its_downward_api_volume_at_once(
     env: Env,
 ) -> None:
@@ -398,25 +404,14 @@ async def test_a_running_pod_sees_its_new_labels_in_its_downward_api_volume_at_o
         "labels",
         "sleep 1000",
         restart_policy="Always",
-        volumes=[
-            {
-                "name": "info",
-                "downwardAPI": {
-                    "items": [
-                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-                        {"path": "notes", "fieldRef": {"fieldPath": "metadata.annotations"}},
-                    ]
-                },
-            }
-        ],
+        volumes=[info_volume(labels="metadata.labels", notes="metadata.annotations")],
         mounts=[{"name": "info", "mountPath": "/etc/info"}],
     )
     tier = {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}
     pod.pod["spec"]["containers"][0]["env"] = [{"name": "TIER", "valueFrom": tier}]
     await provider.create(pod)
     await until(status_is(provider, "i-labels", lambda s: s.state is State.RUNNING))
-    status = await current(provider, "i-labels")
-    container_id = status.containers[0].container_id.split("://", 1)[1]
+    container_id = cri_id((await current(provider, "i-labels")).containers[0])
 
     async def run(*command: str) -> str:
         result = await env.containerd.client.exec_sync(container_id, list(command))
@@ -446,12 +441,7 @@ async def test_labels_shown_while_a_pod_waits_for_its_volumes_are_in_its_files_o
         restart_policy="Always",
         volumes=[
             {"name": "config", "configMap": {"name": "later"}},
-            {
-                "name": "info",
-                "downwardAPI": {
-                    "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
-                },
-            },
+            info_volume(labels="metadata.labels"),
         ],
         mounts=[
             {"name": "config", "mountPath": "/etc/config"},
@@ -465,8 +455,7 @@ async def test_labels_shown_while_a_pod_waits_for_its_volumes_are_in_its_files_o
     await provider.update("i-early", changed)
     env.objects.put("ConfigMap", "later", data={"greeting": "hi"})
     await until(status_is(provider, "i-early", lambda s: s.state is State.RUNNING), timeout=30)
-    status = await current(provider, "i-early")
-    container_id = status.containers[0].container_id.split("://", 1)[1]
+    container_id = cri_id((await current(provider, "i-early")).containers[0])
 
     result = await env.containerd.client.exec_sync(container_id, ["cat", "/etc/info/labels"])
 
