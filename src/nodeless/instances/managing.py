@@ -189,6 +189,8 @@ class InstanceManager:
         self._billing: dict[str, list[Obj]] = {}
         # Spot instances being reclaimed (instance ID -> why), until their record goes.
         self._reclaimed: dict[str, str] = {}
+        # Spot instances given notice (instance ID -> the notice), likewise.
+        self._noticed: dict[str, str] = {}
         # The labels and annotations each instance was last shown
         # (``UpdateCapable`` providers only).
         self._shown: dict[str, tuple[Obj, Obj]] = {}
@@ -657,11 +659,13 @@ class InstanceManager:
             record,
             {"reclaim": {"at": billing.format_time(at), "message": message, "notice": notice}},
         )
-        pod = self.pods.get(self._record_key(record))
-        if pod is None:
-            return
-        await self._set_pod_condition(pod, RECLAIM_CONDITION, "SpotToBeReleased", notice)
-        if self.recorder is not None:
+        # The pod's condition is the sync's to write (``_reflect``): it alone
+        # writes the pod's status, so no write from a staler view drops it.
+        self._noticed[str((record.get("spec") or {}).get("instanceID") or "")] = notice
+        key = self._record_key(record)
+        self.controller.queue.add(key)
+        pod = self.pods.get(key)
+        if pod is not None and self.recorder is not None:
             self.recorder.record(pod, "Warning", "SpotToBeReleased", notice)
 
     async def reclaim(self, record: Obj) -> None:
@@ -672,32 +676,43 @@ class InstanceManager:
         if reclaim.get("started"):
             return
         await self._patch_record_status(record, {"reclaim": {**reclaim, "started": True}})
-        pod = self.pods.get(self._record_key(record)) or {}
+        key = self._record_key(record)
+        pod = self.pods.get(key) or {}
         grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-        if pod:
-            message = str(reclaim.get("message") or "spot instance reclaimed")
-            await self._set_pod_condition(pod, "DisruptionTarget", BID_FAILED, message)
         instance_id = str((record.get("spec") or {}).get("instanceID") or "")
-        # Known at once: the instance may end before the informer shows the record.
+        # Known at once: the instance may end before the informer shows the
+        # record. The sync writes DisruptionTarget from it.
         self._reclaimed[instance_id] = str(reclaim.get("message") or "")
+        self.controller.queue.add(key)
         await self.provider.delete(instance_id, int(grace))
 
-    async def _set_pod_condition(self, pod: Obj, kind: str, reason: str, message: str) -> None:
-        """Set one True condition of the pod's (its list is written whole: a
-        merge patch replaces lists)."""
-        conditions = [
-            c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != kind
-        ]
-        conditions.append(
-            {
-                "type": kind,
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": _time(self.clock),
-            }
-        )
-        await self._patch_status(PODS, pod, {"conditions": conditions})
+    def _reclaim_of(self, record: Obj) -> Obj:
+        """The record's reclaim as this manager knows it: the informer may not
+        show our own notice and start yet."""
+        reclaim = dict((record.get("status") or {}).get("reclaim") or {})
+        instance_id = str((record.get("spec") or {}).get("instanceID") or "")
+        if instance_id in self._noticed:
+            reclaim["notice"] = self._noticed[instance_id]
+        if instance_id in self._reclaimed:
+            reclaim["started"] = True
+            reclaim["message"] = self._reclaimed[instance_id]
+        return reclaim
+
+    def _with_reclaim(self, status: Obj, reclaim: Obj) -> Obj:
+        """The spot reclaim's conditions on a pod status: the notice
+        (``ContainerInstanceCreated``/``SpotToBeReleased``, as ECI) and, once
+        the instance is being taken, ``DisruptionTarget``."""
+        now = self.clock.now()
+        if reclaim.get("notice"):
+            status = podstatuses.with_condition(
+                status, RECLAIM_CONDITION, "SpotToBeReleased", str(reclaim["notice"]), now
+            )
+        if reclaim.get("started"):
+            message = str(reclaim.get("message") or "spot instance reclaimed")
+            status = podstatuses.with_condition(
+                status, "DisruptionTarget", BID_FAILED, message, now
+            )
+        return status
 
     async def _patch_record_status(self, record: Obj, patch: Obj) -> None:
         await self._patch_status(INSTANCES, record, patch)
@@ -804,10 +819,7 @@ class InstanceManager:
         )
 
     async def _reflect(self, pod: Obj, record: Obj, status: base.InstanceStatus) -> None:
-        reclaim = (record.get("status") or {}).get("reclaim") or {}
-        instance_id = str((record.get("spec") or {}).get("instanceID") or "")
-        if instance_id in self._reclaimed:
-            reclaim = {"started": True, "message": self._reclaimed[instance_id]}
+        reclaim = self._reclaim_of(record)
         if (
             reclaim.get("started")
             and status.state.terminal
@@ -822,6 +834,8 @@ class InstanceManager:
             )
         current = pod.get("status") or {}
         desired = podstatuses.pod_status(pod, status, current, self.clock.now())
+        if reclaim:
+            desired = self._with_reclaim(desired, reclaim)
         if desired != current:
             await self._write_pod_status(pod, desired)
         old_state = (record.get("status") or {}).get("state")
@@ -939,6 +953,7 @@ class InstanceManager:
             await self.client.delete(INSTANCES, meta.get("namespace", ""), meta.get("name", ""))
         self._billing.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
         self._reclaimed.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
+        self._noticed.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
 
     async def _write_bill(self, record: Obj) -> None:
         meta = record.get("metadata") or {}

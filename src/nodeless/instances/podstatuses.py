@@ -68,6 +68,26 @@ def _condition(kind: str, ok: bool, since: str | None, reason: str = "") -> Obj:
     return cond
 
 
+def with_condition(
+    status: Obj, kind: str, reason: str, message: str, now: datetime.datetime
+) -> Obj:
+    """``status`` with one True condition of another owner's (the spot
+    reclaim's) set; its transition time stands if it was True already."""
+    old = next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+    since = old.get("lastTransitionTime") if old and old.get("status") == "True" else _time(now)
+    condition: Obj = {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if old == condition:
+        return status
+    others = [c for c in status.get("conditions") or [] if c.get("type") != kind]
+    return {**status, "conditions": [*others, condition]}
+
+
 def _phase(status: base.InstanceStatus) -> str:
     state = status.state
     if state is base.InstanceState.SUCCEEDED:

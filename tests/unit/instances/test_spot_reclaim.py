@@ -140,6 +140,42 @@ async def test_reclaimed_after_protection_when_the_price_crosses_the_limit_with_
     ]
 
 
+async def test_a_reclaim_notice_dropped_by_a_staler_status_write_is_written_again(
+    market_cluster: Any,
+) -> None:
+    # Above the limit from minute 5, no protection: notice then.
+    market = ScriptedMarket(lambda m: "0.3" if m < 5 else "0.8")
+    cluster, _ = await market_cluster(market)
+    await cluster.create_pod(
+        pod_manifest("bid", annotations={**LIMITED, "k8s.aliyun.com/eci-spot-duration": "0"})
+    )
+    await cluster.wait_phase("bid", "Running")
+    await advance_to(cluster, 5)
+    pod = await cluster.must_pod("bid")
+    notice = condition(pod, "ContainerInstanceCreated")
+    assert notice is not None and notice["reason"] == "SpotToBeReleased"
+    # A writer that had not seen the notice writes the condition list whole
+    # (as a merge patch does): the notice goes from the pod ...
+    others = [c for c in pod["status"]["conditions"] if c["type"] != "ContainerInstanceCreated"]
+    await cluster.client.patch(
+        PODS,
+        NAMESPACE,
+        "bid",
+        {"status": {"conditions": others}},
+        patch_type="merge",
+        subresource="status",
+    )
+
+    # ... and comes back: the reclaim's conditions follow the instance record.
+    async def noticed() -> dict[str, Any] | None:
+        return condition(await cluster.must_pod("bid"), "ContainerInstanceCreated")
+
+    again = await wait_for(noticed, what="the notice written again")
+    assert again["reason"] == "SpotToBeReleased"
+    assert again["message"] == notice["message"]
+    assert phase_of(await cluster.must_pod("bid")) == "Running"
+
+
 async def test_a_price_under_the_limit_and_as_price_go_pods_are_never_reclaimed_for_price(
     market_cluster: Any,
 ) -> None:
