@@ -877,7 +877,13 @@ class InstanceManager:
         )
 
     async def _write_pod_status(self, pod: Obj, status: Obj) -> None:
-        await self._patch_status(PODS, pod, status)
+        """Only the fields that changed from what the informer shows: a field
+        another writer set since (a condition list, say) is not written back
+        from an older view unless this write changes it too."""
+        current = pod.get("status") or {}
+        await self._patch_status(
+            PODS, pod, {k: v for k, v in status.items() if current.get(k) != v}
+        )
 
     def _intervals(self, record: Obj) -> list[Obj]:
         instance_id = str((record.get("spec") or {}).get("instanceID") or "")
