@@ -790,6 +790,20 @@ class _Comparison:
         )
 
 
+def _unchanged(lhs: Any, rhs: Any) -> bool:
+    """A surely unchanged value, decided before a call and a path per field
+    (most of an object is unchanged by most writes): scalars of one type
+    compare exactly with ``==``; containers as ``values.identical`` does."""
+    if lhs is rhs:
+        return True
+    kind = type(lhs)
+    if kind is not type(rhs):
+        return False
+    if kind is dict or kind is list:
+        return values.identical(lhs, rhs)
+    return bool(lhs == rhs)
+
+
 class _Walker:
     """The typed operations of structured-merge-diff over plain dicts."""
 
@@ -1027,7 +1041,9 @@ class _Walker:
                 _, left_items, _ = self.index_items(et, left, path, strict=False)
                 _, right_items, _ = self.index_items(et, right, path, strict=False)
                 for pe, item in right_items.items():
-                    self._compare(left_items.get(pe, _MISSING), item, item_t, (*path, pe), out)
+                    before = left_items.get(pe, _MISSING)
+                    if not _unchanged(before, item):
+                        self._compare(before, item, item_t, (*path, pe), out)
                 for pe, item in left_items.items():
                     if pe not in right_items:
                         self._compare(item, _MISSING, item_t, (*path, pe), out)
@@ -1037,14 +1053,12 @@ class _Walker:
             if not left_map and not right_map:
                 leaf = True
             else:
+                field_t = self.typer.field
                 for key in left_map.keys() | right_map.keys():
-                    self._compare(
-                        left_map.get(key, _MISSING),
-                        right_map.get(key, _MISSING),
-                        self.typer.field(et, key),
-                        (*path, ("f", key)),
-                        out,
-                    )
+                    before = left_map.get(key, _MISSING)
+                    after = right_map.get(key, _MISSING)
+                    if not _unchanged(before, after):
+                        self._compare(before, after, field_t(et, key), (*path, ("f", key)), out)
         if lhs is _MISSING:
             out.added.insert(path)
         elif rhs is _MISSING:
@@ -1749,9 +1763,22 @@ def record_update(
     instead of failing the write.
     """
     typer = _typer_for(schema)
+    sent = (new.get("metadata") or {}).get("managedFields")
+    template_key = (
+        _template_key(new, typer, manager, subresource, has_status_subresource)
+        if old is None and sent is None
+        else None
+    )
+    if template_key is not None:
+        fields = _TEMPLATED.get(template_key)
+        if fields is not None:
+            new_obj = _strip_object(new)
+            created = _Entry(
+                manager, "Update", str(new_obj.get("apiVersion") or ""), subresource, now, fields
+            )
+            return _with_managed_fields(new_obj, {created.ident: created})
     walker = _Walker(typer)
     keep = _ignore_filter(subresource, has_status_subresource)
-    sent = (new.get("metadata") or {}).get("managedFields")
     managers: dict[str, _Entry]
     if subresource:
         managers = _decode_or_empty(old)
@@ -1774,7 +1801,41 @@ def record_update(
     except _ShapeError:
         return _with_managed_fields(new_obj, {})
     _cap_update_managers(managers)
+    if template_key is not None and list(managers) == [entry.ident]:
+        if len(_TEMPLATED) >= _MAX_TEMPLATED:
+            _TEMPLATED.clear()
+        _TEMPLATED[template_key] = entry.fields
     return _with_managed_fields(new_obj, managers)
+
+
+# Field sets of objects created from a template, by content: a controller's
+# objects (pods of one ReplicaSet) differ only in what no manager owns.
+_TEMPLATED: dict[tuple[Any, ...], FieldSet] = {}
+_MAX_TEMPLATED = 1024
+# Set per object by the server; never owned (``_STRIPPED``), so not part of the key.
+_PER_OBJECT: Final = ("name", "uid", "creationTimestamp", "resourceVersion", "generation")
+
+
+def _template_key(
+    new: Mapping[str, Any],
+    typer: _Typer,
+    manager: str,
+    subresource: str,
+    has_status_subresource: bool,
+) -> tuple[Any, ...] | None:
+    """The key a create's field set is remembered by, for objects named by
+    ``generateName`` (made from a template); None for others (unique content
+    would only fill the memo)."""
+    metadata = new.get("metadata")
+    if not isinstance(metadata, dict) or not metadata.get("generateName"):
+        return None
+    content = dict(new)
+    content["metadata"] = {k: v for k, v in metadata.items() if k not in _PER_OBJECT}
+    try:
+        encoded = orjson.dumps(content)
+    except TypeError:
+        return None
+    return (typer, manager, subresource, has_status_subresource, encoded)
 
 
 def _decode_or_empty(obj: Mapping[str, Any] | None) -> dict[str, _Entry]:

@@ -376,6 +376,46 @@ def test_create_by_update_owns_what_upstreams_zero_value_comparison_owns() -> No
     }
 
 
+def templated(name: str, image: str = "nginx:1.25") -> dict[str, Any]:
+    """A pod of a ReplicaSet: named from ``generateName`` (the server added ``name``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "generateName": "web-",
+            "uid": f"uid-{name}",
+            "creationTimestamp": T0,
+            "labels": {"app": "web"},
+        },
+        "spec": {"containers": [{"name": "nginx", "image": image}]},
+    }
+
+
+def test_objects_created_from_one_template_own_the_same_fields_each_at_its_own_time() -> None:
+    schema = schemas.schema_for("", "v1", "Pod")
+    first = applying.record_update(None, templated("web-a"), manager="rs", schema=schema, now=T0)
+    second = applying.record_update(None, templated("web-b"), manager="rs", schema=schema, now=T1)
+    # Another container name is another field set, though the object has the same shape.
+    other = templated("web-c")
+    other["spec"]["containers"][0]["name"] = "sidecar"
+    third = applying.record_update(None, other, manager="rs", schema=schema, now=T1)
+    # So is another manager's create of the same content.
+    fourth = applying.record_update(None, templated("web-d"), manager="job", schema=schema, now=T1)
+
+    [a], [b], [c], [d] = (o["metadata"]["managedFields"] for o in (first, second, third, fourth))
+    assert (a["time"], b["time"]) == (T0, T1)
+    assert a["fieldsV1"] == b["fieldsV1"]
+    containers_of = [
+        list(e["fieldsV1"]["f:spec"]["f:containers"]) for e in (a, c)
+    ]  # fmt: skip
+    assert containers_of == [['k:{"name":"nginx"}'], ['k:{"name":"sidecar"}']]
+    assert d["manager"] == "job" and d["fieldsV1"] == a["fieldsV1"]
+    assert (
+        second["metadata"]["name"] == "web-b" and "managedFields" not in templated("x")["metadata"]
+    )
+
+
 def test_update_that_changes_nothing_keeps_entries_and_times() -> None:
     created = applying.record_update(None, deployment(), manager="m", schema=DEPLOYMENT, now=T0)
 
