@@ -333,205 +333,167 @@ def _pe_deserialize(text: str) -> PathElement | None:
 # Field sets.
 
 
+class _Node:
+    """A field set as a trie, upstream's shape: members at this level, and
+    children that group deeper members. ``fieldsV1`` serialises exactly this
+    shape, with "." marking a node that is both a member and a parent."""
+
+    __slots__ = ("children", "members")
+
+    def __init__(self) -> None:
+        self.members: set[PathElement] = set()
+        self.children: dict[PathElement, _Node] = {}
+
+    def child(self, pe: PathElement) -> _Node:
+        found = self.children.get(pe)
+        if found is None:
+            found = self.children[pe] = _Node()
+        return found
+
+
 class FieldSet:
-    """A set of field paths, stored as upstream does: a trie of members and children.
+    """A set of field paths (each a tuple of path elements), as upstream's.
 
-    A path is a member when the field it names is owned itself (a leaf, a list
-    item, a map entry); children only group deeper members. Keeping upstream's
-    shape matters because ``fieldsV1`` serialises exactly this shape, with "."
-    marking a node that is both a member and a parent.
+    Held flat, as a frozenset of whole paths: every write combines the
+    field sets of all an object's managers (union, intersection,
+    difference), and on a frozenset those run in C. The trie upstream
+    serialises (``_Node``) is built only when it is needed: to encode, to
+    iterate in upstream's order, to prune an applied object.
 
-    A set is built (``insert``) and then never changed: the set operations
-    share unchanged parts and return an operand itself when nothing changes,
-    and the FieldsV1 form is computed once per set. Every write decodes,
-    combines and encodes the managedFields of the whole object, so this
-    sharing is most of what a write's bookkeeping costs.
+    A set is never changed once made; the operations return an operand
+    itself when nothing changes.
     """
 
-    __slots__ = ("_children", "_encoded", "_members")
+    __slots__ = ("_paths", "_trie")
 
     def __init__(self, paths: Iterable[Path] = ()) -> None:
-        self._members: set[PathElement] = set()
-        self._children: dict[PathElement, FieldSet] = {}
-        self._encoded: dict[str, Any] | None = None
-        for path in paths:
-            self.insert(path)
+        # The empty path (the whole object) is never a member, as upstream.
+        self._paths: frozenset[Path] = frozenset(p for p in paths if p)
+        self._trie: _Node | None = None
 
-    def insert(self, path: Path) -> None:
-        """Add a path; the empty path (the whole object) is never a member, as upstream."""
-        if not path:
-            return
-        self.node(path[:-1])._members.add(path[-1])
+    @classmethod
+    def _of(cls, paths: frozenset[Path]) -> FieldSet:
+        fs = cls.__new__(cls)
+        fs._paths = paths
+        fs._trie = None
+        return fs
 
-    def node(self, prefix: Path) -> FieldSet:
-        """The set of the paths below ``prefix``, made if missing, to build in
-        place (only while this set is being built)."""
-        self._encoded = None
-        node = self
-        for pe in prefix:
-            node = node._child(pe)
-        return node
-
-    def _child(self, pe: PathElement) -> FieldSet:
-        child = self._children.get(pe)
-        if child is None:
-            child = self._children[pe] = FieldSet()
-        return child
+    def trie(self) -> _Node:
+        """The set as a trie (built once; read-only)."""
+        if self._trie is None:
+            root = _Node()
+            for path in self._paths:
+                node = root
+                for pe in path[:-1]:
+                    node = node.child(pe)
+                node.members.add(path[-1])
+            self._trie = root
+        return self._trie
 
     def has(self, path: Path) -> bool:
-        if not path:
-            return False
-        node: FieldSet | None = self
-        for pe in path[:-1]:
-            assert node is not None
-            node = node._children.get(pe)
-            if node is None:
-                return False
-        assert node is not None
-        return path[-1] in node._members
+        return path in self._paths
 
     def issubset(self, other: FieldSet) -> bool:
         """Every member of this set is one of ``other``."""
-        if not self._members <= other._members:
-            return False
-        for pe, mine in self._children.items():
-            theirs = other._children.get(pe)
-            if theirs is None:
-                if not mine.is_empty():
-                    return False
-            elif not mine.issubset(theirs):
-                return False
-        return True
+        return self._paths <= other._paths
 
     def is_empty(self) -> bool:
-        return not self._members and all(c.is_empty() for c in self._children.values())
+        return not self._paths
 
     def __bool__(self) -> bool:
-        # Without it truthiness would count every member (``__len__``).
-        return not self.is_empty()
-
-    def with_prefix(self, pe: PathElement) -> FieldSet:
-        """The subset below one element, relative to it (empty if none)."""
-        return self._children.get(pe) or FieldSet()
-
-    def copy(self) -> FieldSet:
-        return self  # never changed once built
+        return bool(self._paths)
 
     def union(self, other: FieldSet) -> FieldSet:
-        if not other or other.issubset(self):
+        if other._paths <= self._paths:
             return self
-        if not self or self.issubset(other):
+        if self._paths <= other._paths:
             return other
-        out = FieldSet()
-        out._members = self._members | other._members
-        for pe in self._children.keys() | other._children.keys():
-            mine, theirs = self._children.get(pe), other._children.get(pe)
-            if mine is not None and theirs is not None:
-                out._children[pe] = mine.union(theirs)
-            else:
-                out._children[pe] = (mine or theirs or FieldSet()).copy()
-        return out
+        return FieldSet._of(self._paths | other._paths)
 
     def intersection(self, other: FieldSet) -> FieldSet:
-        if not (self._members or self._children):
+        if not self._paths:
             return self
-        if not (other._members or other._children):
+        if not other._paths:
             return other
-        out = FieldSet()
-        out._members = self._members & other._members
-        for pe, mine in self._children.items():
-            theirs = other._children.get(pe)
-            if theirs is not None:
-                common = mine.intersection(theirs)
-                if not common.is_empty():
-                    out._children[pe] = common
-        return out
+        common = self._paths & other._paths
+        return self if len(common) == len(self._paths) else FieldSet._of(common)
 
     def difference(self, other: FieldSet) -> FieldSet:
-        """Members not in ``other``; a removed member keeps its children (upstream ``Difference``)."""
-        out = FieldSet()
-        out._members = self._members - other._members
-        changed = len(out._members) != len(self._members)
-        for pe, mine in self._children.items():
-            theirs = other._children.get(pe)
-            rest = mine.difference(theirs) if theirs is not None else mine
-            if not rest.is_empty():
-                out._children[pe] = rest
-            if rest is not mine or pe not in out._children:
-                changed = True
-        return out if changed else self
+        """Members not in ``other``; a removed member's own members stay (upstream ``Difference``)."""
+        if not other._paths or not self._paths:
+            return self
+        rest = self._paths - other._paths
+        return self if len(rest) == len(self._paths) else FieldSet._of(rest)
 
     def recursive_difference(self, other: FieldSet) -> FieldSet:
         """Like ``difference``, but a member of ``other`` also drops everything below it."""
-        out = FieldSet()
-        out._members = self._members - other._members
-        changed = len(out._members) != len(self._members)
-        for pe, mine in self._children.items():
-            if pe in other._members:
-                changed = True
-                continue
-            theirs = other._children.get(pe)
-            rest = mine.recursive_difference(theirs) if theirs is not None else mine
-            if not rest.is_empty():
-                out._children[pe] = rest
-            if rest is not mine or pe not in out._children:
-                changed = True
-        return out if changed else self
+        theirs = other._paths
+        rest = frozenset(
+            path
+            for path in self._paths
+            if not any(path[:i] in theirs for i in range(1, len(path) + 1))
+        )
+        return self if len(rest) == len(self._paths) else FieldSet._of(rest)
 
-    def filtered(self, keep: Callable[[Path], bool], prefix: Path = ()) -> FieldSet:
-        """The paths for which ``keep`` holds (children are only visited when their prefix is kept)."""
-        if not prefix and isinstance(keep, _TopLevel):
+    def filtered(self, keep: Callable[[Path], bool]) -> FieldSet:
+        """The paths for which ``keep`` holds, and holds for each path above them."""
+        if isinstance(keep, _TopLevel):
             return keep.apply(self)
-        out = FieldSet()
-        out._members = {pe for pe in self._members if keep((*prefix, pe))}
-        for pe, child in self._children.items():
-            if keep((*prefix, pe)):
-                rest = child.filtered(keep, (*prefix, pe))
-                if not rest.is_empty():
-                    out._children[pe] = rest
-        return out
+        rest = frozenset(
+            path for path in self._paths if all(keep(path[:i]) for i in range(1, len(path) + 1))
+        )
+        return self if len(rest) == len(self._paths) else FieldSet._of(rest)
 
     def paths(self) -> Iterator[Path]:
         """Every member, in upstream's iteration order (members, then children, each sorted)."""
-        yield from self._iterate(())
-
-    def _iterate(self, prefix: Path) -> Iterator[Path]:
-        for pe in sorted(self._members, key=_pe_key):
-            yield (*prefix, pe)
-        for pe in sorted(self._children, key=_pe_key):
-            yield from self._children[pe]._iterate((*prefix, pe))
+        yield from _iterate(self.trie(), ())
 
     def __len__(self) -> int:
-        return len(self._members) + sum(len(c) for c in self._children.values())
+        return len(self._paths)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FieldSet):
             return NotImplemented
-        mine = {pe: c for pe, c in self._children.items() if not c.is_empty()}
-        theirs = {pe: c for pe, c in other._children.items() if not c.is_empty()}
-        return self._members == other._members and mine == theirs
+        return self._paths == other._paths
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:
+        return hash(self._paths)
 
     def __repr__(self) -> str:
         return "FieldSet([" + ", ".join(repr(format_path(p)) for p in self.paths()) + "])"
 
 
+def _iterate(node: _Node, prefix: Path) -> Iterator[Path]:
+    for pe in sorted(node.members, key=_pe_key):
+        yield (*prefix, pe)
+    for pe in sorted(node.children, key=_pe_key):
+        yield from _iterate(node.children[pe], (*prefix, pe))
+
+
+# Encoded field sets by content: the objects of one workload have the same
+# few, and every write encodes those of all its managers.
+_ENCODED: dict[frozenset[Path], dict[str, Any]] = {}
+_MAX_ENCODED = 8192
+
+
 def encode_fields_v1(fs: FieldSet) -> dict[str, Any]:
     """Upstream's FieldsV1 form of a field set, with upstream's key order.
 
-    Computed once per set and shared: treat the result as read-only."""
-    if fs._encoded is None:
-        fs._encoded = _encode_node(fs, include_self=False)
-    return fs._encoded
+    Shared between equal sets: treat the result as read-only."""
+    found = _ENCODED.get(fs._paths)
+    if found is None:
+        if len(_ENCODED) >= _MAX_ENCODED:
+            _ENCODED.clear()
+        found = _ENCODED[fs._paths] = _encode_node(fs.trie(), include_self=False)
+    return found
 
 
-def _encode_node(fs: FieldSet, include_self: bool) -> dict[str, Any]:
+def _encode_node(node: _Node, include_self: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if include_self and (fs._members or fs._children):
+    if include_self and (node.members or node.children):
         out["."] = {}
-    children = fs._children
-    members = fs._members
+    children = node.children
+    members = node.members
     for pe in sorted(members | children.keys() if children else members, key=_pe_key):
         child = children.get(pe)
         if child is None:
@@ -559,8 +521,9 @@ def decode_fields_v1(data: Mapping[str, Any]) -> FieldSet:
     found = _DECODED.get(key) if key else None
     if found is not None:
         return found
-    decoded, _ = _decode_node(data)
-    found = decoded or FieldSet()
+    paths: list[Path] = []
+    _decode_node(data, (), paths)
+    found = FieldSet(paths)
     if key:
         if len(_DECODED) >= _MAX_DECODED:
             _DECODED.clear()
@@ -568,9 +531,11 @@ def decode_fields_v1(data: Mapping[str, Any]) -> FieldSet:
     return found
 
 
-def _decode_node(data: Mapping[str, Any]) -> tuple[FieldSet | None, bool]:
-    children: FieldSet | None = None
+def _decode_node(data: Mapping[str, Any], prefix: Path, out: list[Path]) -> bool:
+    """Add the members below ``prefix``; whether ``prefix`` is a member itself
+    (marked ".", or a leaf)."""
     is_member = False
+    has_children = False
     for key, sub in data.items():
         if key == ".":
             is_member = True
@@ -580,16 +545,11 @@ def _decode_node(data: Mapping[str, Any]) -> tuple[FieldSet | None, bool]:
             continue
         if not isinstance(sub, Mapping):
             raise ValueError(f"fieldsV1 entry {key!r} must be an object")
-        grandchildren, child_is_member = _decode_node(sub)
-        if children is None:
-            children = FieldSet()
-        if child_is_member:
-            children._members.add(pe)
-        if grandchildren is not None:
-            children._children[pe] = grandchildren
-    if children is None:
-        is_member = True
-    return children, is_member
+        has_children = True
+        path = (*prefix, pe)
+        if _decode_node(sub, path, out):
+            out.append(path)
+    return is_member or not has_children
 
 
 # --------------------------------------------------------------------------
@@ -782,6 +742,14 @@ class _Comparison:
     modified: FieldSet = field(default_factory=FieldSet)
     removed: FieldSet = field(default_factory=FieldSet)
 
+    @classmethod
+    def of(cls, found: _Found) -> _Comparison:
+        return cls(
+            FieldSet._of(frozenset(found.added)),
+            FieldSet._of(frozenset(found.modified)),
+            FieldSet._of(frozenset(found.removed)),
+        )
+
     def filtered(self, keep: Callable[[Path], bool] | None) -> _Comparison:
         if keep is None:
             return self
@@ -802,6 +770,17 @@ def _unchanged(lhs: Any, rhs: Any) -> bool:
     if kind is dict or kind is list:
         return values.identical(lhs, rhs)
     return bool(lhs == rhs)
+
+
+class _Found:
+    """The paths a comparison finds, while it walks."""
+
+    __slots__ = ("added", "modified", "removed")
+
+    def __init__(self) -> None:
+        self.added: set[Path] = set()
+        self.modified: set[Path] = set()
+        self.removed: set[Path] = set()
 
 
 class _Walker:
@@ -867,28 +846,24 @@ class _Walker:
     # -- field sets ------------------------------------------------------
 
     def fieldset(self, value: Any, t: _Type, strict: bool = False) -> FieldSet:
-        out = FieldSet()
+        out: set[Path] = set()
         self._collect_children(value, _effective(t, value), (), out, strict)
-        return out
+        return FieldSet._of(frozenset(out))
 
     def _collect(
-        self, value: Any, t: _Type, path: Path, parent: FieldSet, strict: bool, member: bool
+        self, value: Any, t: _Type, path: Path, out: set[Path], strict: bool, member: bool
     ) -> None:
-        """Add ``path`` (relative to ``parent``: its last element) and what is below it."""
-        pe = path[-1]
+        """Add ``path`` (if a member) and what is below it."""
         et = _effective(t, value)
         if et.kind == "scalar" or et.atomic:
-            parent._members.add(pe)
+            out.add(path)
             return
         if member:
-            parent._members.add(pe)
-        node = FieldSet()
-        self._collect_children(value, et, path, node, strict)
-        if node._members or node._children:
-            parent._children[pe] = node
+            out.add(path)
+        self._collect_children(value, et, path, out, strict)
 
     def _collect_children(
-        self, value: Any, et: _Type, path: Path, node: FieldSet, strict: bool
+        self, value: Any, et: _Type, path: Path, node: set[Path], strict: bool
     ) -> None:
         if not value or et.kind == "scalar" or et.atomic:
             return
@@ -907,13 +882,16 @@ class _Walker:
 
     def ensure_named_fields(self, fs: FieldSet, t: _Type) -> FieldSet:
         """Upstream ``EnsureNamedFieldsAreMembers``: struct fields with owned children count as owned."""
-        out = FieldSet()
-        out._members = set(fs._members)
-        for pe, child in fs._children.items():
+        out = set(fs._paths)
+        self._name_fields(fs.trie(), t, (), out)
+        return FieldSet._of(frozenset(out))
+
+    def _name_fields(self, node: _Node, t: _Type, prefix: Path, out: set[Path]) -> None:
+        for pe, child in node.children.items():
+            path = (*prefix, pe)
             if pe[0] == "f" and t.kind == "map" and pe[1] in t.fields:
-                out._members.add(pe)
-            out._children[pe] = self.ensure_named_fields(child, self.typer.child(t, pe))
-        return out
+                out.add(path)
+            self._name_fields(child, self.typer.child(t, pe), path, out)
 
     # -- merge -----------------------------------------------------------
 
@@ -992,14 +970,14 @@ class _Walker:
     # -- compare ---------------------------------------------------------
 
     def compare(self, lhs: Any, rhs: Any, t: _Type) -> _Comparison:
-        out = _Comparison()
+        out = _Found()
         self._compare(lhs, rhs, t, (), out)
-        return out
+        return _Comparison.of(out)
 
     def compare_top_level(self, lhs: Any, rhs: Any, keep: _TopLevel) -> _Comparison:
         """``compare(...).filtered(keep)`` without walking what ``keep`` drops
         (a status write compares only status)."""
-        out = _Comparison()
+        out = _Found()
         left = lhs if isinstance(lhs, dict) else {}
         right = rhs if isinstance(rhs, dict) else {}
         root = self.typer.root
@@ -1013,16 +991,16 @@ class _Walker:
                     (pe,),
                     out,
                 )
-        return out
+        return _Comparison.of(out)
 
-    def _compare(self, lhs: Any, rhs: Any, t: _Type, path: Path, out: _Comparison) -> None:
+    def _compare(self, lhs: Any, rhs: Any, t: _Type, path: Path, out: _Found) -> None:
         if path and (lhs is _MISSING or rhs is _MISSING):
             # All of it added (or removed): no comparing, and the trie is
             # walked down once instead of once per path below.
             if lhs is _MISSING:
-                self._mark_all(rhs, t, path, out.added.node(path[:-1]))
+                self._mark_all(rhs, t, path, out.added)
             else:
-                self._mark_all(lhs, t, path, out.removed.node(path[:-1]))
+                self._mark_all(lhs, t, path, out.removed)
             return
         if path and values.identical(lhs, rhs):
             # Nothing below differs (most of an object, on most writes).
@@ -1059,18 +1037,19 @@ class _Walker:
                     after = right_map.get(key, _MISSING)
                     if not _unchanged(before, after):
                         self._compare(before, after, field_t(et, key), (*path, ("f", key)), out)
+        if not path:
+            return  # the whole object is never a member
         if lhs is _MISSING:
-            out.added.insert(path)
+            out.added.add(path)
         elif rhs is _MISSING:
-            out.removed.insert(path)
+            out.removed.add(path)
         elif leaf and not values.equal(lhs, rhs):
-            out.modified.insert(path)
+            out.modified.add(path)
 
-    def _mark_all(self, value: Any, t: _Type, path: Path, parent: FieldSet) -> None:
-        """``path`` and everything below it into ``parent`` (the set at ``path[:-1]``),
-        as ``_compare`` marks a value present on one side only."""
-        pe = path[-1]
-        parent._members.add(pe)
+    def _mark_all(self, value: Any, t: _Type, path: Path, out: set[Path]) -> None:
+        """``path`` and everything below it into ``out``, as ``_compare``
+        marks a value present on one side only."""
+        out.add(path)
         et = _effective(t, value)
         if et.kind == "scalar" or et.atomic:
             return
@@ -1079,16 +1058,14 @@ class _Walker:
                 return
             item_t = self.typer.item(et)
             _, items, _ = self.index_items(et, value, path, strict=False)
-            node = parent._child(pe)
             for item_pe, item in items.items():
-                self._mark_all(item, item_t, (*path, item_pe), node)
+                self._mark_all(item, item_t, (*path, item_pe), out)
             return
         if not isinstance(value, dict) or not value:
             return
-        node = parent._child(pe)
         field_t = self.typer.field
         for key, child in value.items():
-            self._mark_all(child, field_t(et, key), (*path, ("f", key)), node)
+            self._mark_all(child, field_t(et, key), (*path, ("f", key)), out)
 
     # -- removal ---------------------------------------------------------
 
@@ -1098,10 +1075,10 @@ class _Walker:
         A map emptied this way disappears from its parent, where upstream
         leaves a null that Go's typed decoding then drops.
         """
-        result = self._remove(value, t, to_remove, ())
+        result = self._remove(value, t, to_remove.trie(), ())
         return {} if result is _MISSING else result
 
-    def _remove(self, value: Any, t: _Type, to_remove: FieldSet, path: Path) -> Any:
+    def _remove(self, value: Any, t: _Type, to_remove: _Node, path: Path) -> Any:
         et = _effective(t, value)
         if et.atomic or not value or et.kind == "scalar":
             return value
@@ -1110,10 +1087,10 @@ class _Walker:
             items: list[Any] = []
             for index, item in enumerate(value):
                 pe = self.item_pe(et, item, path, index)
-                if pe in to_remove._members:
+                if pe in to_remove.members:
                     continue
-                below = to_remove._children.get(pe)
-                if below is not None and not below.is_empty():
+                below = to_remove.children.get(pe)
+                if below is not None:
                     item = self._remove(item, item_t, below, (*path, pe))
                     if item is _MISSING:
                         item = {}
@@ -1122,10 +1099,10 @@ class _Walker:
         out: dict[str, Any] = {}
         for key, child in value.items():
             pe = ("f", key)
-            if pe in to_remove._members:
+            if pe in to_remove.members:
                 continue
-            below = to_remove._children.get(pe)
-            if below is not None and not below.is_empty():
+            below = to_remove.children.get(pe)
+            if below is not None:
                 child = self._remove(child, self.typer.field(et, key), below, (*path, pe))
                 if child is _MISSING:
                     continue
@@ -1361,19 +1338,11 @@ class _TopLevel:
 
     def apply(self, fs: FieldSet) -> FieldSet:
         pe = self.element
-        mine = pe in fs._members
-        child = fs._children.get(pe)
-        if not self.inside:
-            out = FieldSet()
-            out._members = fs._members - {pe}
-            out._children = {k: v for k, v in fs._children.items() if k != pe and not v.is_empty()}
-            return out
-        out = FieldSet()
-        if mine:
-            out._members = {pe}
-        if child is not None and not child.is_empty():
-            out._children = {pe: child}
-        return out
+        if self.inside:
+            kept = frozenset(p for p in fs._paths if p[0] == pe)
+        else:
+            kept = frozenset(p for p in fs._paths if p[0] != pe)
+        return fs if len(kept) == len(fs._paths) else FieldSet._of(kept)
 
 
 def _ignore_filter(subresource: str, has_status_subresource: bool) -> Callable[[Path], bool] | None:
