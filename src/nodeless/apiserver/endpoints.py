@@ -87,6 +87,28 @@ class Call:
         )
 
 
+# Field problems of bodies made from a template (named by generateName: a
+# controller's pods), by their bytes: each of its creates sends the same body.
+_TEMPLATED_PROBLEMS: dict[tuple[int, bytes], tuple[Any, list[tuple[str, str]]]] = {}
+_MAX_TEMPLATED_PROBLEMS = 512
+
+
+def _field_problems(obj: Any, schema: schemas.Schema | None, raw: bytes) -> list[tuple[str, str]]:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    if not raw or not isinstance(metadata, dict) or not metadata.get("generateName"):
+        return list(validating.walk_fields(obj, schema, ""))
+    key = (id(schema), raw)
+    known = _TEMPLATED_PROBLEMS.get(key)
+    if known is not None and known[0] is schema:
+        return list(known[1])
+    problems = list(validating.walk_fields(obj, schema, ""))
+    if len(_TEMPLATED_PROBLEMS) >= _MAX_TEMPLATED_PROBLEMS:
+        _TEMPLATED_PROBLEMS.clear()
+    # The schema is held so that its id is not reused while it is a key.
+    _TEMPLATED_PROBLEMS[key] = (schema, problems)
+    return list(problems)
+
+
 @dataclass
 class OpenWatch:
     """A registered watch: the watcher, the objects to announce first as ADDED,
@@ -824,7 +846,7 @@ class Api:
                 ],
             )
         schema = schema_node if schema_node is not None else self.store.served_schema(resource)
-        problems = list(validating.walk_fields(obj, schema, ""))
+        problems = _field_problems(obj, schema, raw)
         type_errors = [msg for kind, msg in problems if kind == "type"]
         if type_errors:
             raise errors.bad_request(type_errors[0])

@@ -35,6 +35,8 @@ SLOW_START_INITIAL_BATCH = 1
 NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 
 _PHASE_ORDER = {"Pending": 0, "Unknown": 1, "Running": 2}
+# A created pod is only read (its name for the event): no copy of it is made.
+_READ_ONLY = clients.WriteOptions(keep_result=False)
 
 
 # --- reading pods ---------------------------------------------------------------------
@@ -241,7 +243,8 @@ async def create_pod(
     recorder: events.EventRecorder | None = None,
 ) -> Obj:
     """Create one pod of ``owner`` from ``template``, recording upstream's
-    ``SuccessfulCreate`` / ``FailedCreate`` events on the owner."""
+    ``SuccessfulCreate`` / ``FailedCreate`` events on the owner. The answer
+    may be the stored pod itself: read it, do not change it."""
     pod = pod_from_template(template, owner)
     if not (pod["metadata"].get("labels") or {}):
         # Upstream refuses: a pod without labels could never be found again.
@@ -250,7 +253,7 @@ async def create_pod(
             recorder.record(owner, "Warning", "FailedCreate", f"Error creating: {err}")
         raise err
     try:
-        created = await client.create(PODS, pod)
+        created = await client.create(PODS, pod, _READ_ONLY)
     except Exception as err:
         if recorder is not None and not namespace_terminating(err):
             recorder.record(owner, "Warning", "FailedCreate", f"Error creating: {_error_text(err)}")

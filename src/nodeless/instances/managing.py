@@ -45,8 +45,9 @@ BILLING_RECORDS = clients.ResourceRef(
     "nodeless.dev", "v1", "billingrecords", False, "BillingRecord"
 )
 MANAGER = "nodeless-instance-manager"
-# The writes whose answer the manager drops (status patches, bills): the
-# in-process client then makes no copy of it.
+# The writes whose answer the manager drops (status patches, bills) or only
+# reads (an instance record, like the informer's): the in-process client
+# then makes no copy of it.
 DROPPED = clients.WriteOptions(field_manager=MANAGER, keep_result=False)
 Obj = dict[str, Any]
 
@@ -782,9 +783,7 @@ class InstanceManager:
                     }
                 record["status"] = saved
         try:
-            stored = await self.client.create(
-                INSTANCES, record, clients.WriteOptions(field_manager=MANAGER)
-            )
+            stored = await self.client.create(INSTANCES, record, DROPPED)
         except errors.StatusError as err:
             if err.code != 409:
                 log.warning("cannot record instance of %s: %s", key, err.message)

@@ -604,3 +604,25 @@ async def test_binding_leaves_the_cached_pod_it_replaces_untouched(
     assert before["metadata"]["annotations"] == {"a": "1"}
     assert not before.get("status", {}).get("conditions")
     assert server.store.cacher.verify() == []
+
+
+async def test_every_create_from_one_template_has_its_unknown_fields_refused_or_pruned(
+    api: loopback.LoopbackApiClient,
+) -> None:
+    # A controller's creates send the same body again and again.
+    template = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"generateName": "cm-", "namespace": NS},
+        "data": {"k": "v"},
+        "bogus": True,
+    }
+    strict = clients.WriteOptions(field_validation="Strict")
+    for _ in range(2):
+        with pytest.raises(errors.StatusError) as refused:
+            await api.create(CONFIGMAPS, template, strict)
+        assert refused.value.code == 400
+        assert 'unknown field "bogus"' in refused.value.message
+    created = [await api.create(CONFIGMAPS, template) for _ in range(2)]
+    assert [("bogus" in c, c["data"]) for c in created] == [(False, {"k": "v"})] * 2
+    assert created[0]["metadata"]["name"] != created[1]["metadata"]["name"]
