@@ -4,9 +4,17 @@ keeps every object of the cluster in memory.
 CPython runs a full collection, which walks every live object, each time
 the heap has grown by a quarter. While ten thousand pods arrive that is a
 pause of a fifth of a second and growing, again and again: measured, a
-fifth of the process's CPU. Here young collections stay automatic (sparser),
-full ones run on a timer, and what exists once start-up is done (modules,
-the upstream schemas) is frozen out of every collection.
+fifth of the process's CPU. Young collections cost too: counted by
+allocations, they walk each new object of the cluster's state twice (young,
+then middle-aged) while it is being written: 3.5 s in 400 collections for
+10,000 simulated pods, against 2.4 s in 38 on a timer.
+
+So here collections run on timers: the young and middle-aged generations
+every few seconds (each new object is walked once, then promoted), the full
+one every few minutes; an allocation count far above the default stays as a
+backstop for a loop that allocates without yielding. What exists once
+start-up is done (modules, the upstream schemas) is frozen out of every
+collection.
 """
 
 from __future__ import annotations
@@ -15,8 +23,11 @@ import asyncio
 import contextlib
 import gc
 
-# Allocations between young collections (CPython's default is 700).
-YOUNG_THRESHOLD = 20_000
+# Net new tracked objects that force a young collection between timer ticks
+# (CPython's default is 700).
+YOUNG_THRESHOLD = 1_000_000
+# The young and middle-aged generations are collected at this interval.
+YOUNG_EVERY_SECONDS = 2.0
 # A full collection at this interval frees cycles among long-lived objects.
 FULL_EVERY_SECONDS = 300.0
 # Never reached: full collections only come from the timer.
@@ -24,8 +35,11 @@ _NEVER = 1 << 30
 
 
 class CycleCollector:
-    def __init__(self, full_every: float = FULL_EVERY_SECONDS) -> None:
+    def __init__(
+        self, full_every: float = FULL_EVERY_SECONDS, young_every: float = YOUNG_EVERY_SECONDS
+    ) -> None:
         self.full_every = full_every
+        self.young_every = young_every
         self._saved = gc.get_threshold()
         self._task: asyncio.Task[None] | None = None
 
@@ -45,6 +59,12 @@ class CycleCollector:
         gc.unfreeze()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + self.full_every
         while True:
-            await asyncio.sleep(self.full_every)
-            gc.collect()
+            await asyncio.sleep(min(self.young_every, max(0.0, next_full - loop.time())))
+            if loop.time() >= next_full:
+                gc.collect()
+                next_full = loop.time() + self.full_every
+            else:
+                gc.collect(1)

@@ -1,4 +1,4 @@
-"""The cycle collector of nodeless up: full collections on a timer only."""
+"""The cycle collector of nodeless up: collections on timers, an allocation count only as a backstop."""
 
 from __future__ import annotations
 
@@ -23,3 +23,17 @@ async def test_full_collections_run_on_the_timer_and_settings_come_back() -> Non
         await collector.stop()
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+async def test_young_collections_run_on_their_timer_not_per_few_allocations() -> None:
+    collector = memory.CycleCollector(full_every=3600, young_every=0.01)
+    collector.start()
+    try:
+        assert gc.get_threshold()[0] > 100_000  # not CPython's 700 allocations
+        middle_before = gc.get_stats()[1]["collections"]
+        full_before = gc.get_stats()[2]["collections"]
+        await asyncio.sleep(0.1)
+        assert gc.get_stats()[1]["collections"] > middle_before
+        assert gc.get_stats()[2]["collections"] == full_before
+    finally:
+        await collector.stop()
