@@ -984,16 +984,15 @@ class _Walker:
         for key in left.keys() | right.keys():
             pe = ("f", key)
             if keep((pe,)):
-                self._compare(
-                    left.get(key, _MISSING),
-                    right.get(key, _MISSING),
-                    self.typer.field(root, key),
-                    (pe,),
-                    out,
-                )
+                before = left.get(key, _MISSING)
+                after = right.get(key, _MISSING)
+                if not _unchanged(before, after):
+                    self._compare(before, after, self.typer.field(root, key), (pe,), out)
         return _Comparison.of(out)
 
     def _compare(self, lhs: Any, rhs: Any, t: _Type, path: Path, out: _Found) -> None:
+        """Below the root, callers have found the two sides not surely
+        unchanged (``_unchanged``): most of an object is skipped there."""
         if path and (lhs is _MISSING or rhs is _MISSING):
             # All of it added (or removed): no comparing, and the trie is
             # walked down once instead of once per path below.
@@ -1001,9 +1000,6 @@ class _Walker:
                 self._mark_all(rhs, t, path, out.added)
             else:
                 self._mark_all(lhs, t, path, out.removed)
-            return
-        if path and values.identical(lhs, rhs):
-            # Nothing below differs (most of an object, on most writes).
             return
         et = _effective(t, lhs if rhs is _MISSING else rhs)
         leaf = et.kind == "scalar" or et.atomic

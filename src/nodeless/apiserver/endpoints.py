@@ -1530,11 +1530,10 @@ class Api:
                     target.name,
                     f"pod {target.name} is already assigned to node {current['spec']['nodeName']!r}",
                 )
-            # A new object over the cached one (read-only): only what changes is copied.
+            # A new object over the cached one (read-only): only what changes
+            # is copied (a binding is not defaulted again: the store skips it).
             new = dict(current)
-            # The spec is copied whole: defaulting works on it in place.
-            new["spec"] = values.clone(current.get("spec") or {})
-            new["spec"]["nodeName"] = node
+            new["spec"] = {**(current.get("spec") or {}), "nodeName": node}
             new["metadata"] = dict(current["metadata"])
             status = new["status"] = dict(current.get("status") or {})
             conditions = [

@@ -632,7 +632,11 @@ class Store:
                     new["status"] = values.clone(old["status"])
                 else:
                     new.pop("status", None)
-            defaulting.apply_defaults(resource, new)
+            if options.subresource != "binding":
+                # A binding sets nodeName on a pod defaulted when it was
+                # created (upstream's binding storage defaults nothing either);
+                # the rest of its spec is the cached pod's, shared.
+                defaulting.apply_defaults(resource, new)
             allocator = self.allocators.get((resource.group, resource.kind))
             if allocator is not None:
                 allocator.prepare_update(new, old)
