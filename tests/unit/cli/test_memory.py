@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 from nodeless.cli import memory
 
@@ -25,15 +26,24 @@ async def test_full_collections_run_on_the_timer_and_settings_come_back() -> Non
     assert gc.get_freeze_count() == 0
 
 
-async def test_young_collections_run_on_their_timer_not_per_few_allocations() -> None:
-    collector = memory.CycleCollector(full_every=3600, young_every=0.01)
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_new_objects_are_frozen_on_their_timer_and_cycles_freed_by_the_full_one() -> None:
+    collector = memory.CycleCollector(full_every=0.2, young_every=0.01)
     collector.start()
     try:
         assert gc.get_threshold()[0] > 100_000  # not CPython's 700 allocations
         middle_before = gc.get_stats()[1]["collections"]
-        full_before = gc.get_stats()[2]["collections"]
-        await asyncio.sleep(0.1)
-        assert gc.get_stats()[1]["collections"] > middle_before
-        assert gc.get_stats()[2]["collections"] == full_before
+        frozen_before = gc.get_freeze_count()
+        garbage = weakref.ref(Cycle())  # unreachable, but alive through its cycle
+        await asyncio.sleep(0.05)
+        assert gc.get_freeze_count() > frozen_before  # frozen, not walked
+        assert gc.get_stats()[1]["collections"] == middle_before
+        assert garbage() is not None
+        await asyncio.sleep(0.3)
+        assert garbage() is None  # the full collection walked the frozen objects
     finally:
         await collector.stop()
