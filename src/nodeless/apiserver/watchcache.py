@@ -248,18 +248,46 @@ def adopt(
 ) -> Entry:
     """The entry of ``kv`` whose decoded form is ``obj``, which the cache now owns.
 
+    ``obj`` is what ``kv.value`` encodes (the store writes objects without
+    their resourceVersion), so its JSON is those bytes with the
+    resourceVersion put in, not a second encoding of the whole object.
+
     ``remember``: its field sets are the store's own, written again and again,
     so they are remembered by identity (a decoded one is never seen again)."""
     rev = revision if revision is not None else kv.mod_revision
     metadata = obj.setdefault("metadata", {})
     metadata["resourceVersion"] = str(rev)
-    raw = orjson.dumps(obj)
+    raw = with_resource_version(kv.value, obj, str(rev)) or orjson.dumps(obj)
     managed = metadata.get("managedFields")
     if isinstance(managed, list):
         for item in managed:
             if isinstance(item, dict) and isinstance(item.get("fieldsV1"), dict):
                 item["fieldsV1"] = _shared_fields(item["fieldsV1"], remember)
     return Entry(kv.key, obj, raw, rev)
+
+
+def with_resource_version(data: bytes, obj: dict[str, Any], version: str) -> bytes | None:
+    """``data`` (the JSON of ``obj`` without ``metadata.resourceVersion``)
+    with it put first in ``metadata``; None when ``data`` does not have the
+    shape ``obj`` says it has (then the caller encodes ``obj``)."""
+    head: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key == "metadata":
+            break
+        head[key] = value
+    else:
+        return None
+    try:
+        # The keys before metadata are short (apiVersion, kind).
+        prefix = orjson.dumps(head)[:-1] + b"," if head else b"{"
+    except TypeError:
+        return None
+    opening = prefix + b'"metadata":{'
+    if not data.startswith(opening) or b'"resourceVersion"' in data:
+        return None  # (a field of that name elsewhere, an Event's say, costs an encode)
+    field = b'"resourceVersion":' + orjson.dumps(version)
+    rest = data[len(opening) :]
+    return opening + field + (rest if rest.startswith(b"}") else b"," + rest)
 
 
 # Field sets of managedFields, one object per distinct content. The pods of one

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from nodeless.apiserver import watchcache
-from nodeless.storage import memory
+from nodeless.storage import backends, memory
 
 KEY = "/registry/core/pods/default/p"
 
@@ -143,3 +143,33 @@ async def test_a_field_set_handed_over_again_is_shared_without_a_new_digest(
     second = await write(KEY + "2", "Running")
     assert second is first
     assert first == encoded
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"a": [1, True]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {}},
+        {"metadata": {"name": "first"}, "kind": "Thing"},
+        {"kind": "Thing", "spec": {"x": "é\\"}, "metadata": {"name": "late", "labels": {"a": "b"}}},
+    ],
+    ids=["usual", "empty-metadata", "metadata-first", "metadata-late"],
+)
+def test_a_cached_entrys_json_is_its_object_with_its_resource_version(obj: dict[str, Any]) -> None:
+    kv = backends.KeyValue("/registry/core/pods/ns/p", orjson.dumps(obj), 7, 9)
+    entry = watchcache.adopt(kv, orjson.loads(kv.value))
+    assert orjson.loads(entry.raw) == {
+        **obj,
+        "metadata": {**obj["metadata"], "resourceVersion": "9"},
+    }
+    assert entry.obj["metadata"]["resourceVersion"] == "9"
+
+
+def test_bytes_that_are_not_the_objects_are_encoded_again() -> None:
+    obj = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}}
+    involved = {**obj, "involvedObject": {"resourceVersion": "3"}}
+    assert (
+        watchcache.with_resource_version(orjson.dumps(obj), {"kind": "Other", **obj}, "1") is None
+    )
+    assert watchcache.with_resource_version(orjson.dumps(involved), involved, "1") is None
+    assert watchcache.with_resource_version(b"{}", {"apiVersion": "v1"}, "1") is None
