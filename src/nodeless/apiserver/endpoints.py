@@ -95,9 +95,10 @@ _MAX_TEMPLATED_PROBLEMS = 512
 
 def _field_problems(obj: Any, schema: schemas.Schema | None, raw: bytes) -> list[tuple[str, str]]:
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    if not raw or not isinstance(metadata, dict) or not metadata.get("generateName"):
+    if not isinstance(metadata, dict) or not metadata.get("generateName"):
         return list(validating.walk_fields(obj, schema, ""))
-    key = (id(schema), raw)
+    # In-process clients send no bytes: the object's own JSON is the key.
+    key = (id(schema), raw or orjson.dumps(obj))
     known = _TEMPLATED_PROBLEMS.get(key)
     if known is not None and known[0] is schema:
         return list(known[1])
