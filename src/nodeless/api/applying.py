@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -1797,10 +1798,11 @@ def _template_key(
     content = dict(new)
     content["metadata"] = {k: v for k, v in metadata.items() if k not in _PER_OBJECT}
     try:
-        encoded = orjson.dumps(content)
+        # A digest: the key stays small whatever the object's size.
+        digest = hashlib.blake2b(orjson.dumps(content), digest_size=16).digest()
     except TypeError:
         return None
-    return (typer, manager, subresource, has_status_subresource, encoded)
+    return (typer, manager, subresource, has_status_subresource, digest)
 
 
 def _decode_or_empty(obj: Mapping[str, Any] | None) -> dict[str, _Entry]:

@@ -880,9 +880,9 @@ class InstanceManager:
         another writer set since (a condition list, say) is not written back
         from an older view unless this write changes it too."""
         current = pod.get("status") or {}
-        await self._patch_status(
-            PODS, pod, {k: v for k, v in status.items() if current.get(k) != v}
-        )
+        changed = {k: v for k, v in status.items() if current.get(k) != v}
+        if changed:
+            await self._patch_status(PODS, pod, changed)
 
     def _intervals(self, record: Obj) -> list[Obj]:
         instance_id = str((record.get("spec") or {}).get("instanceID") or "")
