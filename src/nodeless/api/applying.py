@@ -394,10 +394,6 @@ class FieldSet:
     def has(self, path: Path) -> bool:
         return path in self._paths
 
-    def issubset(self, other: FieldSet) -> bool:
-        """Every member of this set is one of ``other``."""
-        return self._paths <= other._paths
-
     def is_empty(self) -> bool:
         return not self._paths
 
@@ -424,16 +420,6 @@ class FieldSet:
         if not other._paths or not self._paths:
             return self
         rest = self._paths - other._paths
-        return self if len(rest) == len(self._paths) else FieldSet._of(rest)
-
-    def recursive_difference(self, other: FieldSet) -> FieldSet:
-        """Like ``difference``, but a member of ``other`` also drops everything below it."""
-        theirs = other._paths
-        rest = frozenset(
-            path
-            for path in self._paths
-            if not any(path[:i] in theirs for i in range(1, len(path) + 1))
-        )
         return self if len(rest) == len(self._paths) else FieldSet._of(rest)
 
     def filtered(self, keep: Callable[[Path], bool]) -> FieldSet:
