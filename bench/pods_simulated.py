@@ -109,6 +109,30 @@ POD_SPEC: dict[str, Any] = {
 }
 
 
+def machine_probe_ms(rounds: int = 5) -> float:
+    """Milliseconds one core takes for a fixed slice of the work Nodeless does
+    per pod (JSON in and out, copies, dict walks): the fastest of `rounds`.
+
+    This machine's speed drifts by up to 1.5x between hours (the same code ran
+    26 s and 39 s), so a run's seconds mean little without it: compare runs by
+    seconds divided by this number, or side by side in one hour."""
+    pod = {
+        "metadata": {"name": "probe", "labels": {f"k{i}": f"v{i}" for i in range(8)}},
+        "spec": {**POD_SPEC, "nodeName": "zone-a"},
+        "status": {"conditions": [{"type": t, "status": "True"} for t in "ABCD"]},
+    }
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for i in range(20000):
+            copy = orjson.loads(orjson.dumps(pod))
+            copy["metadata"]["resourceVersion"] = str(i)
+            sorted(copy["metadata"]["labels"].items())
+            {k: v for k, v in copy["status"].items() if k != "phase"}
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def pod_manifest(name: str) -> bytes:
     return orjson.dumps(
         {
@@ -475,6 +499,7 @@ def main() -> int:
     if args.total <= 0 or args.concurrency <= 0:
         parser.error("the pod count and --concurrency must be positive")
 
+    probe_ms = machine_probe_ms()
     tmp = tempfile.mkdtemp(prefix="pods_simulated.")
     workdir = Path(tmp)
     data = workdir / "data"
@@ -629,6 +654,9 @@ def main() -> int:
             else f"n/a at {args.total} pods (within those bounds: {'yes' if within else 'no'})"
         )
     )
+    print(
+        f"  machine probe: {probe_ms:.1f} ms (a fixed per-pod-like workload on one core; see machine_probe_ms)"
+    )
     if args.keep:
         print(f"  data and log kept in {workdir}")
     else:
@@ -669,6 +697,7 @@ def main() -> int:
         "bind_p99_s": round(bind_p99, 3) if bind_p99 is not None else None,
         "stages_s": {k: [None if x is None else round(x, 3) for x in v] for k, v in stages.items()},
         "nodeless_cpu_s": round(cpu_used, 1) if cpu_used is not None else None,
+        "machine_probe_ms": round(probe_ms, 1),
         "watch_events": progress.events,
         "store_writes": progress.writes,
         "kwok_api_pods_per_s": KWOK_API_PODS_PER_S,
