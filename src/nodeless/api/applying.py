@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from nodeless.api import errors, schemas, values
+from nodeless.api import errors, memos, schemas, values
 
 __all__ = [
     "LAST_APPLIED_ANNOTATION",
@@ -459,8 +459,7 @@ def _iterate(node: _Node, prefix: Path) -> Iterator[Path]:
 
 # Encoded field sets by content: the objects of one workload have the same
 # few, and every write encodes those of all its managers.
-_ENCODED: dict[frozenset[Path], dict[str, Any]] = {}
-_MAX_ENCODED = 8192
+_ENCODED: memos.BoundedMemo[frozenset[Path], dict[str, Any]] = memos.BoundedMemo(8192)
 
 
 def encode_fields_v1(fs: FieldSet) -> dict[str, Any]:
@@ -469,9 +468,7 @@ def encode_fields_v1(fs: FieldSet) -> dict[str, Any]:
     Shared between equal sets: treat the result as read-only."""
     found = _ENCODED.get(fs._paths)
     if found is None:
-        if len(_ENCODED) >= _MAX_ENCODED:
-            _ENCODED.clear()
-        found = _ENCODED[fs._paths] = _encode_node(fs.trie(), include_self=False)
+        found = _ENCODED.put(fs._paths, _encode_node(fs.trie(), include_self=False))
     return found
 
 
@@ -490,8 +487,7 @@ def _encode_node(node: _Node, include_self: bool) -> dict[str, Any]:
     return out
 
 
-_DECODED: dict[bytes, FieldSet] = {}
-_MAX_DECODED = 8192
+_DECODED: memos.BoundedMemo[bytes, FieldSet] = memos.BoundedMemo(8192)
 
 
 def decode_fields_v1(data: Mapping[str, Any]) -> FieldSet:
@@ -512,9 +508,7 @@ def decode_fields_v1(data: Mapping[str, Any]) -> FieldSet:
     _decode_node(data, (), paths)
     found = FieldSet(paths)
     if key:
-        if len(_DECODED) >= _MAX_DECODED:
-            _DECODED.clear()
-        _DECODED[key] = found
+        _DECODED.put(key, found)
     return found
 
 
@@ -578,22 +572,14 @@ def _effective(t: _Type, value: Any) -> _Type:
 
 
 _MAX_FIELD_TYPES = 100_000
-_TYPERS: dict[int, tuple[Mapping[str, Any] | None, _Typer]] = {}
-_MAX_TYPERS = 512
+_TYPERS: memos.IdentityMemo[Mapping[str, Any] | None, _Typer] = memos.IdentityMemo(512)
 
 
 def _typer_for(schema: Mapping[str, Any] | None) -> _Typer:
     """One typer per schema for the life of the process, so its cache of
     converted nodes is built once (schemas are never changed in place; a CRD
     update brings a new schema object)."""
-    cached = _TYPERS.get(id(schema))
-    if cached is not None and cached[0] is schema:
-        return cached[1]
-    if len(_TYPERS) >= _MAX_TYPERS:
-        _TYPERS.clear()
-    typer = _Typer(schema)
-    _TYPERS[id(schema)] = (schema, typer)
-    return typer
+    return _TYPERS.get(schema) or _TYPERS.put(schema, _Typer(schema))
 
 
 class _Typer:
@@ -1754,16 +1740,13 @@ def record_update(
         return _with_managed_fields(new_obj, {})
     _cap_update_managers(managers)
     if template_key is not None and list(managers) == [entry.ident]:
-        if len(_TEMPLATED) >= _MAX_TEMPLATED:
-            _TEMPLATED.clear()
-        _TEMPLATED[template_key] = entry.fields
+        _TEMPLATED.put(template_key, entry.fields)
     return _with_managed_fields(new_obj, managers)
 
 
 # Field sets of objects created from a template, by content: a controller's
 # objects (pods of one ReplicaSet) differ only in what no manager owns.
-_TEMPLATED: dict[tuple[Any, ...], FieldSet] = {}
-_MAX_TEMPLATED = 1024
+_TEMPLATED: memos.BoundedMemo[tuple[Any, ...], FieldSet] = memos.BoundedMemo(1024)
 # Set per object by the server; never owned (``_STRIPPED``), so not part of the key.
 _PER_OBJECT: Final = ("name", "uid", "creationTimestamp", "resourceVersion", "generation")
 

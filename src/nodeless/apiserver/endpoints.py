@@ -27,6 +27,7 @@ from nodeless.api import (
     disruptionbudgets,
     errors,
     kinds,
+    memos,
     patching,
     schemas,
     selectors,
@@ -90,9 +91,10 @@ class Call:
 
 # Field problems of bodies made from a template (named by generateName: a
 # controller's pods), by their bytes: each of its creates sends the same body.
-_TEMPLATED_PROBLEMS: dict[tuple[int, bytes], tuple[Any, list[tuple[str, str]]]] = {}
-# (keys are digests of the bodies: small whatever a body's size)
-_MAX_TEMPLATED_PROBLEMS = 512
+# (Keys are digests of the bodies: small whatever a body's size.)
+_TEMPLATED_PROBLEMS: memos.BoundedMemo[tuple[int, bytes], tuple[Any, list[tuple[str, str]]]] = (
+    memos.BoundedMemo(512)
+)
 
 
 def _field_problems(obj: Any, schema: schemas.Schema | None, raw: bytes) -> list[tuple[str, str]]:
@@ -105,10 +107,8 @@ def _field_problems(obj: Any, schema: schemas.Schema | None, raw: bytes) -> list
     if known is not None and known[0] is schema:
         return list(known[1])
     problems = list(validating.walk_fields(obj, schema, ""))
-    if len(_TEMPLATED_PROBLEMS) >= _MAX_TEMPLATED_PROBLEMS:
-        _TEMPLATED_PROBLEMS.clear()
     # The schema is held so that its id is not reused while it is a key.
-    _TEMPLATED_PROBLEMS[key] = (schema, problems)
+    _TEMPLATED_PROBLEMS.put(key, (schema, problems))
     return list(problems)
 
 

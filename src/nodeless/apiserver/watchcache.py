@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from nodeless.api import memos
 from nodeless.storage import backends
 
 log = logging.getLogger(__name__)
@@ -301,34 +302,29 @@ def with_resource_version(data: bytes, obj: dict[str, Any], version: str) -> byt
 
 # Field sets of managedFields, one object per distinct content. The pods of one
 # workload carry the same few, and as dicts they are a third of a pod's memory.
-_FIELDS: dict[bytes, dict[str, Any]] = {}
-_MAX_FIELDS = 20_000
+_FIELDS: memos.BoundedMemo[bytes, dict[str, Any]] = memos.BoundedMemo(20_000)
 
 
 def _shared_fields(fields: dict[str, Any], remember: bool = False) -> dict[str, Any]:
     # The store's writes hand over the same few encoded field sets again and
     # again: known by identity, they need no digest.
-    known = _KNOWN.get(id(fields))
-    if known is not None and known[0] is fields:
-        return known[1]
+    known = _KNOWN.get(fields)
+    if known is not None:
+        return known
     # A 128-bit digest as the key: the JSON itself would cost as much as it saves.
     key = hashlib.blake2b(orjson.dumps(fields), digest_size=16).digest()
     found = _FIELDS.get(key)
     if found is None:
-        if len(_FIELDS) >= _MAX_FIELDS:
-            _FIELDS.clear()
+        if _FIELDS.full():
             _KNOWN.clear()
-        found = _FIELDS[key] = fields
+        found = _FIELDS.put(key, fields)
     if remember:
-        # Holding ``fields`` keeps its id from being reused while it is known.
-        if len(_KNOWN) >= _MAX_FIELDS:
-            _KNOWN.clear()
-        _KNOWN[id(fields)] = (fields, found)
+        _KNOWN.put(fields, found)
     return found
 
 
-# Field sets seen, by identity: (the object, the shared one equal to it).
-_KNOWN: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+# Field sets seen, by identity: the shared one equal to each.
+_KNOWN: memos.IdentityMemo[dict[str, Any], dict[str, Any]] = memos.IdentityMemo(20_000)
 
 
 def split_key(key: str) -> tuple[str, str]:
