@@ -8,6 +8,7 @@ containerd this script starts itself.
     .venv/bin/python bench/pod_startup.py                  # 200 pods at 5 pods/s
     .venv/bin/python bench/pod_startup.py --quick          # 30 pods at 5 pods/s
     .venv/bin/python bench/pod_startup.py --pods 200 --rate 5
+    .venv/bin/python bench/pod_startup.py --no-baseline    # Nodeless only (to profile it)
 
 The image is the locally built `registry.local/nodeless/busybox:1.36`, so no
 pull is timed (as the Kubernetes pod-startup SLO excludes image pulls). The
@@ -245,6 +246,7 @@ def main() -> int:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="wait this many s after the last create"
     )
+    parser.add_argument("--no-baseline", action="store_true", help="Nodeless only (to profile it)")
     parser.add_argument("--pod-cidr", default=NODELESS_CIDR, help="nodeless up's pod CIDR")
     parser.add_argument("--pod-bridge", default=NODELESS_BRIDGE, help="nodeless up's bridge")
     parser.add_argument("--baseline-cidr", default=BASELINE_CIDR, help="the baseline's pod CIDR")
@@ -295,7 +297,8 @@ def main() -> int:
     print(f"pod_startup: {args.pods} pods of {IMAGE} at {args.rate:g} pods/s")
     try:
         try:
-            baseline = asyncio.run(run_baseline(base_settings, args))
+            if not args.no_baseline:
+                baseline = asyncio.run(run_baseline(base_settings, args))
         except Exception as e:
             errors.append(f"baseline: {e!r}")
         cluster: Cluster | None = None

@@ -20,7 +20,8 @@ from typing import TypeVar
 import pytest
 
 from nodeless.cli import main as cli
-from nodeless.instances.providers.cri import containerd, mounts
+from nodeless.instances.providers.cri import cgroups, containerd, mounts
+from nodeless.instances.providers.cri import provider as cri_provider
 from nodeless.networking import serviceproxy
 
 VENV_BIN = Path(sys.executable).parent
@@ -65,7 +66,9 @@ def shims(data_dir: Path) -> set[str]:
 def remove_pods(data_dir: Path, pod_cidr: str, bridge: str) -> None:
     """What a stopped `nodeless up --provider cri` leaves (it keeps pods for
     the next start to adopt): its containerd once more, removing every pod,
-    then the volume mounts Nodeless made for them."""
+    then the volume mounts and the pod cgroups Nodeless made for them (the
+    cgroups live outside the data dir, under the host's cgroup root: left,
+    they piled up run after run)."""
     if shims(data_dir):
         settings = containerd.ContainerdSettings(
             data_dir / "containerd", pod_cidr=pod_cidr, bridge=bridge
@@ -80,6 +83,9 @@ def remove_pods(data_dir: Path, pod_cidr: str, bridge: str) -> None:
     for target in reversed(mounts.under(data_dir)):
         with contextlib.suppress(OSError):
             mounts.unmount(target, detach=True)
+    pods = data_dir / "cri" / "pods"
+    for uid in sorted(p.name for p in pods.iterdir()) if pods.is_dir() else []:
+        cgroups.PodCgroup.for_pod(cri_provider.DEFAULT_CGROUP_ROOT, uid).remove(attempts=10)
 
 
 def remove_pod_network(bridge: str) -> None:
