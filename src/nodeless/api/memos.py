@@ -38,9 +38,6 @@ class BoundedMemo(Generic[K, V]):
     def full(self) -> bool:
         return len(self._entries) >= self.limit
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -71,6 +68,3 @@ class IdentityMemo(Generic[T, V]):
 
     def clear(self) -> None:
         self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
