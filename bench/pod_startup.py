@@ -66,7 +66,7 @@ from pods_real import (
     watch_pods,
     with_runtime,
 )
-from pods_simulated import percentile
+from pods_simulated import cpu_seconds, percentile
 
 from nodeless.instances.providers.cri import clients, containerd
 
@@ -80,6 +80,7 @@ class Latencies:
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     late_ms: float = 0.0  # how far behind its schedule the slowest create was sent
+    busy_start: tuple[float, float] = (0.0, 0.0)
     finished: int = 0
     # nodeless only
     post_ms: list[float] = field(default_factory=list)
@@ -94,9 +95,30 @@ class Latencies:
     # store revisions from the first list to all Running: every write
     # (pods, bindings, instances, events) moves it by one
     writes: int | None = None
+    # From the first create to the last pod up: how many of the machine's
+    # cores were busy (everything: runtime, shims, runc, CNI, Nodeless), and
+    # (nodeless only) the CPU `nodeless up` itself used, per pod.
+    busy_cores: float | None = None
+    server_cpu_ms_per_pod: float | None = None
 
     def p(self, q: float) -> float | None:
         return percentile(self.latencies_ms, q)
+
+
+def busy_seconds() -> tuple[float, float]:
+    """(busy, elapsed) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
+def busy_cores_since(start: tuple[float, float]) -> float | None:
+    busy, total = busy_seconds()
+    if total <= start[1]:
+        return None
+    # /proc/stat sums every core: busy share times the core count
+    return (busy - start[0]) / (total - start[1]) * (os.cpu_count() or 1)
 
 
 async def paced(count: int, rate: float, one: Any, result: Latencies) -> None:
@@ -109,6 +131,8 @@ async def paced(count: int, rate: float, one: Any, result: Latencies) -> None:
         delay = slot - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        if i == 0:
+            result.busy_start = busy_seconds()
         result.late_ms = max(result.late_ms, (time.perf_counter() - slot) * 1000)
         tasks.append(asyncio.create_task(one(i)))
     try:
@@ -139,12 +163,15 @@ async def run_baseline(
         await asyncio.wait_for(
             paced(args.pods, args.rate, one, result), timeout=args.pods / args.rate + args.timeout
         )
+        result.busy_cores = busy_cores_since(result.busy_start)
 
     await with_runtime(settings, work)
     return result
 
 
-async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespace) -> Latencies:
+async def run_nodeless(
+    server: str, ctx: ssl.SSLContext, args: argparse.Namespace, server_pid: int
+) -> Latencies:
     result = Latencies()
     sent_at: dict[str, float] = {}
     running_at: dict[str, float] = {}
@@ -194,10 +221,15 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
         watcher = asyncio.create_task(
             watch_pods(session, server, LABEL, revision, on_event, result.watch_errors)
         )
+        cpu_before = cpu_seconds(server_pid)
         try:
             await paced(args.pods, args.rate, one, result)
             try:
                 await asyncio.wait_for(asyncio.shield(watcher), timeout=args.timeout)
+                result.busy_cores = busy_cores_since(result.busy_start)
+                cpu_after = cpu_seconds(server_pid)
+                if cpu_before is not None and cpu_after is not None:
+                    result.server_cpu_ms_per_pod = (cpu_after - cpu_before) * 1000 / args.pods
                 now = (await list_pods(session, server, LABEL, 1))["metadata"]["resourceVersion"]
                 result.writes = int(now) - int(revision)
             except TimeoutError:
@@ -305,7 +337,7 @@ def main() -> int:
         try:
             cluster = start_cluster(data, log, args.pod_cidr, args.pod_bridge)
             ctx, server = tls_from_kubeconfig(data / "kubeconfig")
-            nodeless = asyncio.run(run_nodeless(server, ctx, args))
+            nodeless = asyncio.run(run_nodeless(server, ctx, args, cluster.proc.pid))
             if cluster.proc.poll() is not None:
                 errors.append(f"nodeless up exited with {cluster.proc.returncode}")
         except Exception as e:
@@ -332,6 +364,7 @@ def main() -> int:
         f"p50 {fmt(b50, '.0f')} ms, p99 {fmt(b99, '.0f')} ms, max "
         f"{fmt(max(baseline.latencies_ms, default=None), '.0f')} ms"
         + (f", {len(baseline.errors)} errors" if baseline.errors else "")
+        + f"; {fmt(baseline.busy_cores)} cores busy"
     )
     print(
         f"  nodeless (created -> Running on the watch): {nodeless.finished}/{args.pods} pods, "
@@ -345,6 +378,8 @@ def main() -> int:
             else ""
         )
         + ")"
+        + f"; {fmt(nodeless.busy_cores)} cores busy, of them `nodeless up`"
+        f" {fmt(nodeless.server_cpu_ms_per_pod, '.1f')} ms CPU per pod"
         + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
         + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
     )
@@ -401,6 +436,10 @@ def main() -> int:
             "pods_left_after_delete": nodeless.pods_left_after_delete,
             "stop_s": rounded(stop_s, 1),
             "loadavg_1m_before": rounded(load_before, 2),
+            "cores": os.cpu_count(),
+            "baseline_busy_cores": rounded(baseline.busy_cores, 2),
+            "nodeless_busy_cores": rounded(nodeless.busy_cores, 2),
+            "server_cpu_ms_per_pod": rounded(nodeless.server_cpu_ms_per_pod, 1),
             **({"at_timeout": nodeless.leftover} if nodeless.leftover else {}),
             **({"errors": errors} if errors else {}),
         }
