@@ -283,10 +283,13 @@ async def test_a_pod_reads_its_config_map_secret_downward_projected_and_claim_vo
     status = await current(provider, "i-first")
     seen = lines_of(await read_logs(provider, "i-first"))
     pod_dir = env.data_dir / "cri" / "pods" / status.pod_uid
-    tmpfs_while_running = mounts.under(pod_dir)
+    memory_root = env.data_dir / "cri" / "memory"
+    mounted_under_pod = mounts.under(pod_dir)
+    in_memory = sorted(p.name for p in (memory_root / status.pod_uid).glob("*/*"))
     await provider.delete("i-first", 0)
     await until(_emptied(provider))
     pod_dir_gone = not pod_dir.exists()
+    memory_dir_gone = not (memory_root / status.pod_uid).exists()
 
     second = request("i-second", "second", SCRIPT, volumes=ALL_VOLUMES, mounts=ALL_MOUNTS)
     second.pod["spec"]["containers"][0]["env"] = [{"name": "RUN", "value": "two"}]
@@ -308,8 +311,12 @@ async def test_a_pod_reads_its_config_map_secret_downward_projected_and_claim_vo
     assert seen["data"].startswith("..")
     assert "config read-only" in seen
     assert seen["runs"] == "one,"
-    assert sorted(Path(m).name for m in tmpfs_while_running) == ["api", "creds"]
-    assert pod_dir_gone
+    # the secret and the projection on the one tmpfs every pod shares, none
+    # mounted per pod
+    assert in_memory == ["api", "creds"]
+    assert str(memory_root) in mounts.under(env.data_dir)
+    assert mounted_under_pod == []
+    assert pod_dir_gone and memory_dir_gone
     assert again["runs"] == "one,two,"
     assert (volume_dir / "runs").read_text() == "one\ntwo\n"
 

@@ -491,7 +491,7 @@ def test_the_fs_user_is_the_run_as_user_every_container_shares() -> None:
 # --- setting up and refreshing a pod's volumes ---
 
 
-async def test_set_up_writes_file_volumes_mounting_secrets_in_memory_and_refresh_swaps_changes(
+async def test_set_up_writes_file_volumes_putting_secrets_in_memory_and_refresh_swaps_changes(
     tmp_path: Path,
 ) -> None:
     clock = clocks.FakeClock(NOW)
@@ -500,13 +500,13 @@ async def test_set_up_writes_file_volumes_mounting_secrets_in_memory_and_refresh
         {"name": "creds", "secret": {"secretName": "db"}},
     )
     objects = Objects(config_map("settings", {"greeting": "hello"}), secret("db", {"pw": b"1"}))
-    mounted: list[Path] = []
+    readied: list[bool] = []
 
-    async def mount(directory: Path) -> None:
-        mounted.append(directory)
+    async def memory_ready() -> None:
+        readied.append(True)
 
     context = make_context(pod, tmp_path)
-    volumes = volumefiles.PodVolumes(context, clock, objects=objects, mount_memory=mount)
+    volumes = volumefiles.PodVolumes(context, clock, objects=objects, memory_ready=memory_ready)
     found = podconfigs.volumes(pod)
 
     dirs = await volumes.set_up(found)
@@ -522,9 +522,9 @@ async def test_set_up_writes_file_volumes_mounting_secrets_in_memory_and_refresh
     pod_dir = tmp_path / "pods" / "uid-1" / "volumes"
     assert dirs == {
         "config": pod_dir / "kubernetes.io~configmap" / "config",
-        "creds": pod_dir / "kubernetes.io~secret" / "creds",
+        "creds": tmp_path / "memory" / "uid-1" / "kubernetes.io~secret" / "creds",
     }
-    assert mounted == [dirs["creds"]]
+    assert readied == [True]  # once, for the secret
     assert (dirs["creds"] / "pw").read_bytes() == b"1"
     assert unchanged == [] and changed == ["config"] and kept == []
     assert os.readlink(config / "..data") != before

@@ -140,6 +140,11 @@ class PodPaths:
         return self.data_dir / "logs" / f"{self.namespace}_{self.name}_{self.uid}"
 
     @property
+    def memory_dir(self) -> Path:
+        """The pod's secret and projected volumes, on the provider's tmpfs."""
+        return self.data_dir / MEMORY_DIR / self.uid
+
+    @property
     def etc_hosts(self) -> Path:
         return self.pod_dir / "etc-hosts"
 
@@ -158,6 +163,13 @@ class PodPaths:
 
 
 # --- volumes ---
+
+# Every pod's secret and projected volumes live on one tmpfs the provider
+# mounts at ``<data dir>/memory``, a directory per pod. The kubelet mounts a
+# tmpfs per volume; here one in all keeps the mount table from growing by a
+# mount per pod, and every runc call and container start reads or copies that
+# table whole.
+MEMORY_DIR = "memory"
 
 # The kubelet's volume plugin directories, under ``pods/<uid>/volumes``.
 EMPTY_DIR_PLUGIN = "kubernetes.io~empty-dir"
@@ -319,7 +331,15 @@ def volumes(pod: Mapping[str, Any]) -> list[Volume]:
 
 def volume_dir(paths: PodPaths, volume: Volume) -> Path:
     """Where a volume lives on the host (for a claim, the link to its PV's
-    directory)."""
+    directory; for a secret or projection, a directory on the tmpfs)."""
+    if isinstance(volume, FileVolume) and volume.memory:
+        return paths.memory_dir / volume.plugin / volume.name
+    return paths.pod_dir / "volumes" / volume.plugin / volume.name
+
+
+def pod_volume_dir(paths: PodPaths, volume: Volume) -> Path:
+    """Where a volume lived before secrets moved to the shared tmpfs: a pod
+    set up then (a tmpfs per volume) keeps its volumes there."""
     return paths.pod_dir / "volumes" / volume.plugin / volume.name
 
 

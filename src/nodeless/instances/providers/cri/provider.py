@@ -313,6 +313,7 @@ class CriProvider:
         self._volume_locks: dict[str, asyncio.Lock] = {}  # instance ID -> held while writing
         self._cpu_samples: dict[str, _CpuSample] = {}  # CRI container ID -> last reading
         self._start_lock = asyncio.Lock()
+        self._memory_lock = asyncio.Lock()  # held while mounting the volumes' tmpfs
         self._started = False
         self._closed = False
 
@@ -346,6 +347,9 @@ class CriProvider:
         self._relist_task = None
         self._volume_refresh_task = None
         self._rotation_task = None
+        await asyncio.to_thread(
+            _unmount_memory_root_if_unused, self.data_dir / podconfigs.MEMORY_DIR
+        )
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
             await on_close()
@@ -941,8 +945,22 @@ class CriProvider:
 
     def _volume_files(self, context: podconfigs.PodContext) -> volumefiles.PodVolumes:
         return volumefiles.PodVolumes(
-            context, self.clock, objects=self.objects, tokens=self.tokens, mount_memory=_mount_tmpfs
+            context,
+            self.clock,
+            objects=self.objects,
+            tokens=self.tokens,
+            memory_ready=self._memory_ready,
         )
+
+    async def _memory_ready(self) -> None:
+        """Mounts the tmpfs every pod's secret and projected volumes live on,
+        unless it is mounted (it outlives ``nodeless up``, as the pods do).
+        A stat each time: another provider on this data directory may have
+        unmounted it when it held no pod."""
+        root = self.data_dir / podconfigs.MEMORY_DIR
+        async with self._memory_lock:
+            if not _is_mount(root):
+                await asyncio.to_thread(_mount_memory_root, root)
 
     def _volumes_waiting(self, instance: _Instance, message: str) -> None:
         for container in instance.all_containers():
@@ -1930,7 +1948,7 @@ class CriProvider:
 
     async def _remove_files_of(self, instance: _Instance) -> None:
         paths = instance.paths
-        await _remove_pod_dir(paths.pod_dir)
+        await asyncio.to_thread(_remove_pod_dir, paths.pod_dir, paths.memory_dir)
         await asyncio.to_thread(shutil.rmtree, paths.log_dir, True)
         busy = await asyncio.to_thread(instance.cgroup.remove)
         if busy:
@@ -2057,7 +2075,8 @@ class CriProvider:
         for pod_dir in await asyncio.to_thread(orphans, self.data_dir / "pods", str):
             uid = pod_dir.name
             log.info("removing the files of pod %s: no instance owns them", uid)
-            if not await _remove_pod_dir(pod_dir):
+            memory_dir = self.data_dir / podconfigs.MEMORY_DIR / uid
+            if not await asyncio.to_thread(_remove_pod_dir, pod_dir, memory_dir):
                 continue
             cgroup = cgroups.PodCgroup.for_pod(self.cgroup_root, uid)
             if busy := await asyncio.to_thread(cgroup.remove, attempts=1):
@@ -2068,6 +2087,12 @@ class CriProvider:
         ):
             log.info("removing the logs %s: no instance owns them", log_dir.name)
             await asyncio.to_thread(shutil.rmtree, log_dir, True)
+        # memory/<uid>: a pod's secrets, when it went between the two removals
+        for memory_dir in await asyncio.to_thread(
+            orphans, self.data_dir / podconfigs.MEMORY_DIR, str
+        ):
+            log.info("removing the secrets of pod %s: no instance owns them", memory_dir.name)
+            await asyncio.to_thread(shutil.rmtree, memory_dir, True)
 
     async def _restore(
         self, instance: _Instance, sandbox: pb.PodSandbox, listed: Sequence[pb.Container]
@@ -2104,7 +2129,7 @@ class CriProvider:
             paths=instance.paths,
             owner=self.owner,
             pod_ip=instance.status.ip,
-            volume_dirs={v.name: podconfigs.volume_dir(instance.paths, v) for v in volumes},
+            volume_dirs={v.name: _adopted_volume_dir(instance.paths, v) for v in volumes},
             read_only_volumes=podconfigs.read_only_volumes(volumes),
             etc_hosts=hosts if hosts.exists() else None,
             gpus=self._gpu_exposures(instance),
@@ -2358,10 +2383,22 @@ def _rfc3339(moment: datetime.datetime | None) -> str | None:
     return times.rfc3339(moment)
 
 
-async def _mount_tmpfs(directory: Path) -> None:
-    """Secret and projected volumes live in memory, as the kubelet keeps them."""
-    if not _is_mount(directory):
-        await asyncio.to_thread(mounts.mount_tmpfs, directory, "mode=0755")
+def _mount_memory_root(root: Path) -> None:
+    """Secret and projected volumes live in memory, as the kubelet keeps
+    them: one tmpfs, readable by root alone, a directory per pod."""
+    root.mkdir(parents=True, exist_ok=True)
+    mounts.mount_tmpfs(root, "mode=0700")
+
+
+def _unmount_memory_root_if_unused(root: Path) -> None:
+    """Unmounts the volumes' tmpfs when no pod has files on it, so a
+    stopped ``nodeless up`` with no pods leaves nothing mounted."""
+    try:
+        if not _is_mount(root) or any(root.iterdir()):
+            return
+        mounts.unmount(root)
+    except OSError as e:
+        log.warning("unmounting %s: %s", root, e)
 
 
 def _create_termination_file(path: Path) -> None:
@@ -2378,20 +2415,49 @@ def _read_head(path: Path, limit: int) -> str:
         return ""
 
 
-async def _remove_pod_dir(pod_dir: Path) -> bool:
-    """Unmounts what is mounted under a pod's directory (deepest last
-    mounted first), then removes it; False, leaving it, when something is
-    still mounted there (rmtree would descend into it)."""
-    for mount in reversed(await asyncio.to_thread(mounts.under, pod_dir)):
+def _remove_pod_dir(pod_dir: Path, memory_dir: Path) -> bool:
+    """Unmounts the volumes mounted under a pod's directory, then removes it
+    and the pod's directory on the volumes' tmpfs; False, leaving the pod's
+    directory, when a volume is still mounted there (rmtree would descend
+    into it). Blocks: run it in a thread."""
+    for mount in _volume_mounts(pod_dir):
         try:
-            await asyncio.to_thread(mounts.unmount, mount)
+            mounts.unmount(mount)
         except OSError as e:
             log.warning("unmounting %s: %s", mount, e)
-    if left := await asyncio.to_thread(mounts.under, pod_dir):
+    shutil.rmtree(memory_dir, True)
+    if left := _volume_mounts(pod_dir):
         log.warning("not removing %s: still mounted %s", pod_dir, left)
         return False
-    await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+    shutil.rmtree(pod_dir, True)
     return True
+
+
+def _adopted_volume_dir(paths: podconfigs.PodPaths, volume: podconfigs.Volume) -> Path:
+    """Where an adopted pod's volume is: a pod set up before secrets moved to
+    the shared tmpfs keeps its own tmpfs under its directory."""
+    if isinstance(volume, podconfigs.FileVolume) and volume.memory:
+        own = podconfigs.pod_volume_dir(paths, volume)
+        if _is_mount(own):
+            return own
+    return podconfigs.volume_dir(paths, volume)
+
+
+def _volume_mounts(pod_dir: Path) -> list[Path]:
+    """The volume directories of a pod that are mount points: emptyDirs of
+    medium Memory, and the secrets and projections of pods set up before
+    those moved to the shared tmpfs. Nothing else is mounted under a pod's
+    directory. A stat each, not a read of the mount table, which grows with
+    every pod."""
+    found: list[Path] = []
+    try:
+        plugins = [p for p in (pod_dir / "volumes").iterdir() if p.is_dir()]
+    except OSError:
+        return []
+    for plugin in plugins:
+        with contextlib.suppress(OSError):
+            found.extend(v for v in plugin.iterdir() if not v.is_symlink() and _is_mount(v))
+    return found
 
 
 def _is_mount(path: Path) -> bool:

@@ -86,8 +86,8 @@ class TokenRequest:
 
 # A signed token for the request; raises when none can be issued.
 TokenLookup = Callable[[TokenRequest], Awaitable[str]]
-# Mounts a tmpfs on a directory unless one is mounted there already.
-MountMemory = Callable[[Path], Awaitable[None]]
+# Makes sure the tmpfs that holds secret and projected volumes is mounted.
+MemoryReady = Callable[[], Awaitable[None]]
 
 
 class VolumeNotReady(Exception):
@@ -446,6 +446,21 @@ def _make_parents(root: Path, parent: Path, ownership: Ownership) -> None:
         _own_directory(directory, ownership)
 
 
+def _write_present(
+    directory: Path, files: Mapping[str, FileContent], now: datetime.datetime, ownership: Ownership
+) -> bool | None:
+    """``write_atomic`` unless the directory is gone (None then): one hop to
+    a thread for both."""
+    if not directory.is_dir():
+        return None
+    return write_atomic(directory, files, now, ownership)
+
+
+def _make_own_directory(directory: Path, ownership: Ownership) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    _own_directory(directory, ownership)
+
+
 def _own_directory(directory: Path, ownership: Ownership) -> None:
     if ownership.fs_group is not None:
         os.chown(directory, -1, ownership.fs_group)
@@ -542,8 +557,9 @@ def link_claim(link: Path, target: ClaimTarget) -> None:
 class PodVolumes:
     """Sets up and refreshes one pod's configMap, secret, downwardAPI,
     projected and persistentVolumeClaim volumes (emptyDirs are the
-    provider's). ``mount_memory`` puts secret and projected volumes on
-    tmpfs (without it they are plain directories)."""
+    provider's). ``memory_ready`` is awaited before a secret or projected
+    volume is set up: the provider mounts the tmpfs they live on (without it
+    they are plain directories)."""
 
     def __init__(
         self,
@@ -552,13 +568,13 @@ class PodVolumes:
         *,
         objects: ObjectLookup | None = None,
         tokens: TokenLookup | None = None,
-        mount_memory: MountMemory | None = None,
+        memory_ready: MemoryReady | None = None,
     ) -> None:
         self.context = context
         self.clock = clock
         self.objects = objects
         self.tokens = tokens
-        self.mount_memory = mount_memory
+        self.memory_ready = memory_ready
         self.ownership = Ownership.of(context.request.pod)
 
     async def set_up(self, volumes: Sequence[podconfigs.Volume]) -> dict[str, Path]:
@@ -585,7 +601,9 @@ class PodVolumes:
         for volume in volumes:
             if not isinstance(volume, podconfigs.FileVolume):
                 continue
-            directory = podconfigs.volume_dir(self.context.paths, volume)
+            directory = self.context.volume_dirs.get(volume.name) or podconfigs.volume_dir(
+                self.context.paths, volume
+            )
             try:
                 if await self._write(volume, directory):
                     changed.append(volume.name)
@@ -601,10 +619,9 @@ class PodVolumes:
 
     async def _set_up_files(self, volume: podconfigs.FileVolume) -> Path:
         directory = podconfigs.volume_dir(self.context.paths, volume)
-        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-        if volume.memory and self.mount_memory is not None:
-            await self.mount_memory(directory)
-        await asyncio.to_thread(_own_directory, directory, self.ownership)
+        if volume.memory and self.memory_ready is not None:
+            await self.memory_ready()
+        await asyncio.to_thread(_make_own_directory, directory, self.ownership)
         await self._write(volume, directory)
         return directory
 
@@ -618,9 +635,10 @@ class PodVolumes:
             now=now,
             current=directory,
         )
-        if not await asyncio.to_thread(directory.is_dir):
+        written = await asyncio.to_thread(_write_present, directory, files, now, self.ownership)
+        if written is None:
             raise VolumeNotReady(f"{directory} is gone")
-        return await asyncio.to_thread(write_atomic, directory, files, now, self.ownership)
+        return written
 
     async def _set_up_claim(self, volume: podconfigs.ClaimVolume) -> Path:
         target = await claim_target(volume, self.context.paths.namespace, self.objects)
