@@ -1011,6 +1011,9 @@ async def test_a_restarted_provider_removes_pod_files_no_instance_owns_and_keeps
     orphan_logs = root / "logs" / f"default_gone_{orphan}"
     (orphan_logs / "app").mkdir(parents=True)
     (orphan_logs / "app" / "0.log").write_text("old\n")
+    orphan_secrets = root / "memory" / orphan / "kubernetes.io~secret" / "creds"
+    orphan_secrets.mkdir(parents=True)
+    (orphan_secrets / "password").write_text("s3cret")
     cgroups.PodCgroup.for_pod(crienv.cgroup_root, orphan).create(memory_bytes=64 << 20)
     assert crienv.pod_cgroup("memory", orphan).is_dir()
 
@@ -1022,6 +1025,7 @@ async def test_a_restarted_provider_removes_pod_files_no_instance_owns_and_keeps
     assert mounts.under(root / "pods" / orphan) == []
     assert not (root / "pods" / orphan).exists()
     assert not orphan_logs.exists()
+    assert not (root / "memory" / orphan).exists()
     assert not crienv.pod_cgroup("memory", orphan).exists()
     assert (root / "pods" / kept_uid).is_dir()
     assert [d.name.rpartition("_")[2] for d in (root / "logs").iterdir()] == [kept_uid]
@@ -1255,3 +1259,34 @@ def _answers(socket_path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_an_adopted_pod_set_up_with_a_tmpfs_per_secret_keeps_using_it(tmp_path: Path) -> None:
+    """Pods set up before secrets moved to the shared tmpfs had a tmpfs per
+    secret or projected volume under their own directory; adopted, their
+    volumes are refreshed there, where their containers' mounts point."""
+    paths = podconfigs.PodPaths(tmp_path, "default", "old", "uid-old")
+    [creds, config] = podconfigs.volumes(
+        {
+            "spec": {
+                "volumes": [
+                    {"name": "creds", "secret": {"secretName": "db"}},
+                    {"name": "config", "configMap": {"name": "settings"}},
+                ]
+            }
+        }
+    )
+    legacy = podconfigs.pod_volume_dir(paths, creds)
+    legacy.mkdir(parents=True)
+
+    before = cri._adopted_volume_dir(paths, creds)
+    mounts.mount_tmpfs(legacy, "mode=0755")
+    try:
+        mounted = cri._adopted_volume_dir(paths, creds)
+        unmounted_config = cri._adopted_volume_dir(paths, config)
+    finally:
+        mounts.unmount(legacy)
+
+    assert before == paths.memory_dir / "kubernetes.io~secret" / "creds"
+    assert mounted == legacy
+    assert unmounted_config == podconfigs.volume_dir(paths, config)
