@@ -94,7 +94,10 @@ class UnsupportedVolume(Exception):
 
 
 def encode_request(request: base.InstanceRequest) -> str:
-    return json.dumps(dataclasses.asdict(request), separators=(",", ":"), sort_keys=True)
+    # The fields are plain values and the pod's JSON: serialised as they are,
+    # without the deep copy ``dataclasses.asdict`` would make of the pod.
+    fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    return json.dumps(fields, separators=(",", ":"), sort_keys=True)
 
 
 def decode_request(text: str) -> base.InstanceRequest:
