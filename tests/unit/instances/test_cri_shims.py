@@ -92,3 +92,30 @@ def test_stop_leaked_terminates_a_leaked_shim_and_keeps_one_with_a_bundle(
     assert [s.id for s in reaped.running] == ["kept"]
     assert shim_lookalikes["gone"].wait(timeout=10) == -15
     assert shim_lookalikes["kept"].poll() is None
+
+
+@pytest.mark.integration  # starts processes
+def test_stop_childless_terminates_shims_with_no_pod_process_bundle_or_not(
+    shim_lookalikes: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    stopped = shims.stop_childless(SOCKET)
+
+    assert sorted(s.id for s in stopped) == ["gone", "kept"]
+    assert shim_lookalikes["gone"].wait(timeout=10) == -15
+    assert shim_lookalikes["kept"].wait(timeout=10) == -15
+
+
+def test_childless_shims_are_ours_without_a_child_bundle_or_not(tmp_path: Path) -> None:
+    proc, state_dir = tmp_path / "proc", tmp_path / "state"
+    proc.mkdir()
+    fake_process(proc, 100, 1, shim_argv("gone"))
+    fake_process(proc, 101, 1, shim_argv("running"))
+    fake_process(proc, 102, 101, ["/pause"])
+    fake_process(proc, 103, 1, shim_argv("stuck"))  # its task deletion timed out
+    bundle(state_dir, "stuck")
+    fake_process(proc, 106, 1, shim_argv("other", "/run/containerd/containerd.sock"))
+    fake_process(proc, 107, 1, shim_argv("dead"), state="Z")
+
+    found = shims.childless(SOCKET, proc)
+
+    assert sorted((s.pid, s.id) for s in found) == [(100, "gone"), (103, "stuck")]

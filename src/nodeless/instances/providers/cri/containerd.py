@@ -840,7 +840,21 @@ class Containerd:
             if not reaped.stopped and not reaped.running:
                 return
             if time.monotonic() >= deadline:
-                log.warning("shims of %s still running after removing its pods", self.address)
+                # Every pod is gone: a shim with no process of a pod left has
+                # nothing to supervise, even if containerd has not got as far
+                # as deleting its bundle (a task deletion that timed out).
+                stopped = await asyncio.to_thread(shims.stop_childless, self.address)
+                busy = len(reaped.running) - len(stopped)
+                if stopped:
+                    log.warning(
+                        "stopped %d shim(s) of %s with no pod process left after removing its pods",
+                        len(stopped),
+                        self.address,
+                    )
+                if busy > 0:
+                    log.warning(
+                        "%d shim(s) of %s still running after removing its pods", busy, self.address
+                    )
                 return
             await asyncio.sleep(0.5)
 

@@ -95,6 +95,27 @@ def _scan(address: str, proc: Path) -> tuple[list[Shim], set[int]]:
     return shims, parents
 
 
+def childless(address: str, proc: Path = PROC) -> list[Shim]:
+    """The shims of the containerd at ``address`` that have no child process,
+    bundle or not."""
+    found, parents = _scan(address, proc)
+    return [shim for shim in found if shim.pid not in parents]
+
+
+def stop_childless(address: str, proc: Path = PROC) -> list[Shim]:
+    """Sends SIGTERM to each ``childless`` shim: for after every pod was
+    removed, when a shim whose task deletion timed out may still have its
+    bundle."""
+    stopped = []
+    for shim in childless(address, proc):
+        try:
+            os.kill(shim.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        stopped.append(shim)
+    return stopped
+
+
 @dataclass(frozen=True)
 class Reaped:
     """One look at a containerd's shims: the leaked ones sent SIGTERM, and
