@@ -106,8 +106,10 @@ class Latencies:
 
 
 def busy_seconds() -> tuple[float, float]:
-    """(busy, elapsed) CPU seconds of the whole machine since boot, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    """(busy, elapsed) CPU seconds of the whole machine since boot, from
+    /proc/stat: user, nice, system, idle, iowait, irq, softirq (steal, the
+    time the hypervisor gave to others, is no work of this machine's)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
     ticks = os.sysconf("SC_CLK_TCK")
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields) - idle) / ticks, sum(fields) / ticks

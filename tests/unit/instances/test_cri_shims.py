@@ -95,12 +95,13 @@ def test_stop_leaked_terminates_a_leaked_shim_and_keeps_one_with_a_bundle(
 
 
 @pytest.mark.integration  # starts processes
-def test_stop_childless_terminates_shims_with_no_pod_process_bundle_or_not(
+def test_stop_childless_terminates_every_shim_of_ours_with_no_pod_process(
     shim_lookalikes: dict[str, subprocess.Popen[bytes]],
 ) -> None:
-    stopped = shims.stop_childless(SOCKET)
+    reaped = shims.stop_childless(SOCKET)
 
-    assert sorted(s.id for s in stopped) == ["gone", "kept"]
+    assert sorted(s.id for s in reaped.stopped) == ["gone", "kept"]
+    assert reaped.running == []
     assert shim_lookalikes["gone"].wait(timeout=10) == -15
     assert shim_lookalikes["kept"].wait(timeout=10) == -15
 

@@ -843,17 +843,18 @@ class Containerd:
                 # Every pod is gone: a shim with no process of a pod left has
                 # nothing to supervise, even if containerd has not got as far
                 # as deleting its bundle (a task deletion that timed out).
-                stopped = await asyncio.to_thread(shims.stop_childless, self.address)
-                busy = len(reaped.running) - len(stopped)
-                if stopped:
+                last = await asyncio.to_thread(shims.stop_childless, self.address)
+                if last.stopped:
                     log.warning(
                         "stopped %d shim(s) of %s with no pod process left after removing its pods",
-                        len(stopped),
+                        len(last.stopped),
                         self.address,
                     )
-                if busy > 0:
+                if last.running:
                     log.warning(
-                        "%d shim(s) of %s still running after removing its pods", busy, self.address
+                        "%d shim(s) of %s still running after removing its pods",
+                        len(last.running),
+                        self.address,
                     )
                 return
             await asyncio.sleep(0.5)

@@ -337,12 +337,13 @@ def volume_dir(paths: PodPaths, volume: Volume) -> Path:
     directory; for a secret or projection, a directory on the tmpfs)."""
     if isinstance(volume, FileVolume) and volume.memory:
         return paths.memory_dir / volume.plugin / volume.name
-    return paths.pod_dir / "volumes" / volume.plugin / volume.name
+    return pod_volume_dir(paths, volume)
 
 
 def pod_volume_dir(paths: PodPaths, volume: Volume) -> Path:
-    """Where a volume lived before secrets moved to the shared tmpfs: a pod
-    set up then (a tmpfs per volume) keeps its volumes there."""
+    """A volume's directory under the pod's own: every volume but secrets
+    and projections, which lived here too (a tmpfs each) before they moved
+    to the shared tmpfs; a pod set up then keeps them here."""
     return paths.pod_dir / "volumes" / volume.plugin / volume.name
 
 

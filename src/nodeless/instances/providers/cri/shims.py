@@ -98,16 +98,18 @@ def _scan(address: str, proc: Path) -> tuple[list[Shim], set[int]]:
 def childless(address: str, proc: Path = PROC) -> list[Shim]:
     """The shims of the containerd at ``address`` that have no child process,
     bundle or not."""
-    found, parents = _scan(address, proc)
-    return [shim for shim in found if shim.pid not in parents]
+    return _split_by_child(*_scan(address, proc))[0]
 
 
-def stop_childless(address: str, proc: Path = PROC) -> list[Shim]:
-    """Sends SIGTERM to each ``childless`` shim: for after every pod was
-    removed, when a shim whose task deletion timed out may still have its
-    bundle."""
+def _split_by_child(shims: list[Shim], parents: set[int]) -> tuple[list[Shim], list[Shim]]:
+    """(without a child process, with one) of one scan's shims."""
+    return [s for s in shims if s.pid not in parents], [s for s in shims if s.pid in parents]
+
+
+def _terminate(found: list[Shim]) -> list[Shim]:
+    """SIGTERM to each shim; the ones that were still there to receive it."""
     stopped = []
-    for shim in childless(address, proc):
+    for shim in found:
         try:
             os.kill(shim.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -128,13 +130,7 @@ class Reaped:
 def stop_leaked(state_dir: Path, address: str, proc: Path = PROC) -> Reaped:
     """Sends each leaked shim SIGTERM (one scan of ``proc``)."""
     gone, running = _split(state_dir, *_scan(address, proc))
-    stopped = []
-    for shim in gone:
-        try:
-            os.kill(shim.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        stopped.append(shim)
+    stopped = _terminate(gone)
     if stopped:
         log.warning(
             "stopped %d containerd shim(s) left running after their pods went: %s",
@@ -142,3 +138,11 @@ def stop_leaked(state_dir: Path, address: str, proc: Path = PROC) -> Reaped:
             ", ".join(s.id[:12] for s in stopped),
         )
     return Reaped(stopped, running)
+
+
+def stop_childless(address: str, proc: Path = PROC) -> Reaped:
+    """Sends SIGTERM to each ``childless`` shim (one scan of ``proc``): for
+    after every pod was removed, when a shim whose task deletion timed out
+    may still have its bundle. ``running`` are the shims with a child."""
+    idle, busy = _split_by_child(*_scan(address, proc))
+    return Reaped(_terminate(idle), busy)
