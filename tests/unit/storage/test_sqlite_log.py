@@ -175,3 +175,58 @@ async def test_opening_an_unusable_path_fails_cleanly(tmp_path: pathlib.Path) ->
         await backend.start()
     with pytest.raises(backends.BackendClosedError):
         await backend.get(PODS + "a")
+
+
+async def test_commits_are_checkpointed_into_the_database_file_off_the_writer(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The writer connection never checkpoints (wal_autocheckpoint=0): without
+    # the log's own checkpoints every page would stay in the WAL file.
+    async def database_size(backend: sqlite.SqliteBackend, path: pathlib.Path) -> int:
+        for i in range(60):
+            await backend.create(f"{PODS}{i:03d}", b"x" * 2000)
+        assert (await backend.list(PODS)).items[-1].key == PODS + "059"
+        # the last checkpoint runs on the thread, with its syncs: give it time
+        for _ in range(200 if path.name.startswith("every-10.") else 0):
+            if path.stat().st_size > 100_000:
+                break
+            await asyncio.sleep(0.05)
+        return path.stat().st_size
+
+    sizes = {}
+    for every in (10, 1_000_000):
+        path = tmp_path / f"every-{every}.sqlite"
+        backend = sqlite.SqliteBackend(path, checkpoint_every=every)
+        await backend.start()
+        try:
+            sizes[every] = await database_size(backend, path)
+        finally:
+            await backend.close()
+
+    assert sizes[10] > 100_000  # the rows (60 x 2 kB) are in the database file
+    assert sizes[1_000_000] < 10_000  # still only in the WAL
+
+
+async def test_writes_during_a_stepped_compaction_all_land(tmp_path: pathlib.Path) -> None:
+    backend = sqlite.SqliteBackend(tmp_path / "db.sqlite", compact_step=5)
+    await backend.start()
+    try:
+        for i in range(100):
+            await backend.create(PODS + "a" if i == 0 else f"{PODS}b{i:03d}", b"0")
+        for i in range(100):
+            await backend.update(PODS + "a", str(i).encode(), 0)
+        target = await backend.current_revision()
+
+        writes = [backend.create(f"{PODS}c{i:03d}", b"1") for i in range(50)]
+        await asyncio.gather(backend.compact(target), *writes)
+
+        assert await backend.compacted_revision() == target
+        assert await backend.current_revision() == target + 50
+        assert (await backend.count(PODS)) == 1 + 99 + 50
+        assert (await backend.get(PODS + "a")) is not None
+    finally:
+        await backend.close()
+    stored = rows(tmp_path / "db.sqlite")
+    # the 100 superseded versions of "a" are gone, the 50 new keys are there
+    assert sum(1 for _, name, _, _ in stored if name == PODS + "a") == 1
+    assert sum(1 for _, name, _, _ in stored if name.startswith(PODS + "c")) == 50
