@@ -985,6 +985,7 @@ class CriProvider:
             await self.clock.sleep(self.volume_refresh_interval)
             for instance in list(self._instances.values()):
                 await self._refresh_volumes(instance)
+                await asyncio.sleep(0)  # the files are written on the loop: let others in
 
     async def _refresh_volumes(self, instance: _Instance) -> None:
         context = instance.context
@@ -1050,7 +1051,8 @@ class CriProvider:
         instance.status.ip = ip
         instance.status.started_at = self.clock.now()
         hosts = podconfigs.etc_hosts(request.pod, ip, domain=self.dns.domain)
-        await asyncio.to_thread(instance.paths.etc_hosts.write_text, hosts)
+        # a few hundred bytes: cheaper written here than by a hop to a thread
+        instance.paths.etc_hosts.write_text(hosts)
         assert instance.context is not None
         instance.context = dataclasses.replace(
             instance.context, pod_ip=ip, etc_hosts=instance.paths.etc_hosts
@@ -1421,7 +1423,7 @@ class CriProvider:
                 self._event(instance, "Warning", "Failed", f"Error: {e}")
                 await self.clock.sleep(container.retry.next())
         container.retry.reset()
-        await asyncio.to_thread(_create_termination_file, termination)
+        _create_termination_file(termination)  # an empty file: no hop to a thread
         return config
 
     async def _service_env(self, instance: _Instance) -> dict[str, str]:
@@ -1655,7 +1657,8 @@ class CriProvider:
         path = cri.annotations.get(podconfigs.ANNOTATION_TERMINATION_FILE)
         text = ""
         if path:
-            text = await asyncio.to_thread(_read_head, Path(path), MAX_TERMINATION_MESSAGE)
+            # at most 4 KiB: no hop to a thread
+            text = _read_head(Path(path), MAX_TERMINATION_MESSAGE)
         policy = container.spec.get("terminationMessagePolicy") or "File"
         if not text and policy == "FallbackToLogsOnError" and code != 0 and cri.log_path:
             data = await asyncio.to_thread(_read_head, Path(cri.log_path), 1 << 24)
@@ -1948,9 +1951,14 @@ class CriProvider:
 
     async def _remove_files_of(self, instance: _Instance) -> None:
         paths = instance.paths
-        await asyncio.to_thread(_remove_pod_dir, paths.pod_dir, paths.memory_dir)
-        await asyncio.to_thread(shutil.rmtree, paths.log_dir, True)
-        busy = await asyncio.to_thread(instance.cgroup.remove)
+
+        def remove() -> list[Path]:
+            # one hop to a thread for all: rmdir of a cgroup can wait on the kernel
+            _remove_pod_dir(paths.pod_dir, paths.memory_dir)
+            shutil.rmtree(paths.log_dir, True)
+            return instance.cgroup.remove()
+
+        busy = await asyncio.to_thread(remove)
         if busy:
             log.warning("pod cgroup directories still busy: %s", busy)
 
