@@ -1,8 +1,9 @@
 """N real pods through `nodeless up --provider cri`, timed from the apply of a
 Deployment of N replicas to ALL of them Running as seen through one watch on
 pods, beside the same N sandboxes + containers created directly over the CRI
-(RunPodSandbox + CreateContainer + StartContainer, same image, same command)
-against a containerd this script starts itself, in the same run.
+(RunPodSandbox + CreateContainer + StartContainer, same image, same command,
+/proc masked as a kubelet masks it) against a containerd this script starts
+itself, in the same run.
 
     .venv/bin/python bench/pods_real.py                  # 100 pods
     .venv/bin/python bench/pods_real.py --quick          # 20 pods, fits a minute
@@ -57,7 +58,13 @@ import aiohttp
 import orjson
 from pods_simulated import free_port, tls_from_kubeconfig
 
-from nodeless.instances.providers.cri import clients, containerd, mounts, sandboximages
+from nodeless.instances.providers.cri import (
+    clients,
+    containerd,
+    mounts,
+    podconfigs,
+    sandboximages,
+)
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 from nodeless.networking import serviceproxy
 
@@ -367,6 +374,14 @@ def container_config() -> pb.ContainerConfig:
         image=pb.ImageSpec(image=IMAGE),
         command=COMMAND,
         log_path="main/0.log",
+        # /proc and /sys masked as a kubelet asks for every container (the
+        # runtime masks nothing it is not given)
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(
+                masked_paths=podconfigs.DEFAULT_MASKED_PATHS,
+                readonly_paths=podconfigs.DEFAULT_READONLY_PATHS,
+            )
+        ),
     )
 
 

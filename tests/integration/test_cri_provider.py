@@ -858,7 +858,7 @@ async def test_a_container_over_its_memory_limit_is_oom_killed(crienv: Cri) -> N
     assert (app.state, app.reason, app.exit_code) == ("terminated", "OOMKilled", 137)
 
 
-async def test_security_context_user_and_read_only_root_apply_and_non_root_is_checked(
+async def test_security_context_user_read_only_root_and_proc_masks_apply_and_non_root_is_checked(
     crienv: Cri,
 ) -> None:
     made = crienv.provider()
@@ -913,6 +913,8 @@ async def test_security_context_user_and_read_only_root_apply_and_non_root_is_ch
     groups = await exec_sync(locked_id, ["id", "-g"])
     write = await exec_sync(locked_id, ["touch", "/probe"])
     no_new_privs = await exec_sync(locked_id, ["grep", "NoNewPrivs", "/proc/self/status"])
+    firmware = await exec_sync(locked_id, ["ls", "-A", "/sys/firmware"])
+    sysrq = await exec_sync(locked_id, ["sh", "-c", "grep ' /proc/sys ' /proc/mounts"])
     nonroot_id = cri_id((await current(made, "i-nonroot")).containers[0])
     nonroot_uid = await exec_sync(nonroot_id, ["id", "-u"])
     refused = await current(made, "i-root")
@@ -920,6 +922,9 @@ async def test_security_context_user_and_read_only_root_apply_and_non_root_is_ch
     assert (ids.stdout, groups.stdout) == (b"1234\n", b"5678\n")
     assert write.exit_code != 0 and b"Read-only file system" in write.stderr
     assert no_new_privs.stdout.split() == [b"NoNewPrivs:", b"1"]
+    # masked as the kubelet asks: /sys/firmware an empty tmpfs, /proc/sys read-only
+    assert (firmware.exit_code, firmware.stdout) == (0, b"")
+    assert sysrq.stdout.split()[3].split(b",")[0] == b"ro"
     assert nonroot_uid.stdout == b"1000\n"
     assert refused.state is State.PENDING
     assert "runAsNonRoot and image will run as root" in refused.containers[0].message

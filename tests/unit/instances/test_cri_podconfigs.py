@@ -656,6 +656,27 @@ def test_security_context_merges_pod_and_container_settings() -> None:
     assert plain.seccomp.profile_type == pb.SecurityProfile.Unconfined
 
 
+def test_containers_get_the_kubelets_masked_and_read_only_proc_paths_unless_unmasked() -> None:
+    plain = podconfigs.security_context(make_pod(), {"name": "x"}, None)
+    unmasked = podconfigs.security_context(
+        make_pod(), {"name": "x", "securityContext": {"procMount": "Unmasked"}}, None
+    )
+    default = podconfigs.security_context(
+        make_pod(), {"name": "x", "securityContext": {"procMount": "Default"}}, None
+    )
+
+    assert "/proc/kcore" in plain.masked_paths and "/sys/firmware" in plain.masked_paths
+    assert list(plain.readonly_paths) == [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ]
+    assert list(default.masked_paths) == list(plain.masked_paths)
+    assert not unmasked.masked_paths and not unmasked.readonly_paths
+
+
 @pytest.mark.parametrize(
     ("security", "image", "error"),
     [

@@ -1172,6 +1172,32 @@ def _security_value(pod: Mapping[str, Any], container: Mapping[str, Any], key: s
     return ((pod.get("spec") or {}).get("securityContext") or {}).get(key)
 
 
+# What the kubelet asks the runtime to hide and to make read-only in every
+# container's /proc and /sys (k8s.io/kubernetes pkg/securitycontext): the
+# runtime applies exactly the lists it is given, so without them a container
+# could read /proc/kcore or write /proc/sysrq-trigger.
+DEFAULT_MASKED_PATHS = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+DEFAULT_READONLY_PATHS = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)
+
+
 def security_context(
     pod: Mapping[str, Any], container: Mapping[str, Any], image: pb.Image | None
 ) -> pb.LinuxContainerSecurityContext:
@@ -1186,6 +1212,10 @@ def security_context(
         no_new_privs=own.get("allowPrivilegeEscalation") is False,
         supplemental_groups=supplemental_groups(pod),
     )
+    # procMount "Unmasked" (and a privileged container) sees /proc as it is
+    if own.get("procMount") != "Unmasked" and not own.get("privileged"):
+        context.masked_paths.extend(DEFAULT_MASKED_PATHS)
+        context.readonly_paths.extend(DEFAULT_READONLY_PATHS)
     run_as_user = _security_value(pod, container, "runAsUser")
     if run_as_user is not None:
         context.run_as_user.value = int(run_as_user)
