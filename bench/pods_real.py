@@ -8,6 +8,7 @@ itself, in the same run.
     .venv/bin/python bench/pods_real.py                  # 100 pods
     .venv/bin/python bench/pods_real.py --quick          # 20 pods, fits a minute
     .venv/bin/python bench/pods_real.py --pods 500 [--concurrency 4]
+    .venv/bin/python bench/pods_real.py --rounds 3       # baseline, Nodeless, x3: medians
     NODELESS_UP_PREFIX="python -m cProfile -o /tmp/up.prof" \
         .venv/bin/python bench/pods_real.py --no-baseline   # profile nodeless up
 
@@ -15,7 +16,11 @@ The image is the locally built `registry.local/nodeless/busybox:1.36` (`nodeless
 up` builds and imports it at start; the baseline imports the same build), so
 no pull is timed. The baseline runs first, on its own containerd, bridge and
 pod CIDR; its pods are removed and its containerd stopped before `nodeless up`
-starts, on another bridge and CIDR, in a temporary data directory. The
+starts, on another bridge and CIDR, in a temporary data directory. On a
+shared machine one pair of runs says little (the baseline alone varied
+99-138 s at 500 pods in one morning): --rounds N runs N such pairs, each
+on fresh directories, and reports the median of the per-round ratios (and of
+each side's times) with every round's figures. The
 baseline's concurrency (--concurrency, default 4 as in performance.md) is the
 number of pods created over the CRI at once; Nodeless creates the Deployment's
 pods as its controllers and instance manager do.
@@ -43,6 +48,7 @@ import shlex
 import shutil
 import signal
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -551,9 +557,11 @@ def clean_up(
     runtimes: tuple[containerd.ContainerdSettings, ...],
     notes: list[str],
     errors: list[str],
+    *,
+    remove: bool = True,
 ) -> None:
     """Whatever a run left, failed or not: pods on either containerd, both
-    bridges, the temporary directory (unless --keep)."""
+    bridges, the temporary directory (unless --keep, or not ``remove``)."""
     for settings in runtimes:
         try:
             if asyncio.run(remove_leftovers(settings)):
@@ -562,10 +570,92 @@ def clean_up(
             errors.append(f"cleaning up {settings.data_dir}: {e!r}")
     for bridge in (args.pod_bridge, args.baseline_bridge):
         delete_bridge(bridge)
+    if not remove:
+        return
     if args.keep:
         notes.append(f"data and logs kept in {workdir}")
     elif kept := remove_tree(workdir):
         notes.append(kept)
+
+
+@dataclass
+class Round:
+    """One baseline run and one Nodeless run right after it."""
+
+    baseline: BaselineRun
+    nodeless: NodelessRun
+    stop_s: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.nodeless.seconds is None or not self.baseline.seconds:
+            return None
+        return self.nodeless.seconds / self.baseline.seconds
+
+
+def median_of(values: list[float | None]) -> float | None:
+    """The median, or None when any is missing (a side that failed once)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known and len(known) == len(values) else None
+
+
+def run_round(
+    args: argparse.Namespace, workdir: Path, notes: list[str], errors: list[str]
+) -> Round:
+    """The baseline, then Nodeless, each on fresh data directories under
+    ``workdir``; everything either left is removed before the next round."""
+    workdir.mkdir(parents=True)
+    base_settings = containerd.ContainerdSettings(
+        workdir / "containerd", pod_cidr=args.baseline_cidr, bridge=args.baseline_bridge
+    )
+    data = workdir / "data"
+    log = workdir / "nodeless.log"
+    node_settings = cluster_settings(data, args.pod_cidr, args.pod_bridge)
+    result = Round(BaselineRun(), NodelessRun())
+    try:
+        try:
+            if not args.no_baseline:
+                result.baseline = asyncio.run(run_baseline(base_settings, args))
+        except Exception as e:
+            errors.append(f"baseline: {e!r}")
+        baseline = result.baseline
+        print(
+            f"  baseline (direct CRI): {baseline.started}/{args.pods} pods in "
+            f"{fmt(baseline.seconds)} s"
+        )
+        cluster: Cluster | None = None
+        try:
+            cluster = start_cluster(data, log, args.pod_cidr, args.pod_bridge)
+            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
+            result.nodeless = asyncio.run(run_nodeless(server, ctx, args))
+            if cluster.proc.poll() is not None:
+                errors.append(f"nodeless up exited with {cluster.proc.returncode}")
+        except Exception as e:
+            errors.append(f"nodeless: {e!r}")
+        finally:
+            if cluster is not None:
+                result.stop_s = stop_cluster(cluster)
+    finally:
+        # the round's directory goes now (its pods' files are many); the
+        # whole temporary directory at the end, unless --keep
+        clean_up(args, workdir, (node_settings, base_settings), notes, errors, remove=False)
+        if not args.keep and (kept := remove_tree(workdir)):
+            notes.append(kept)
+    nodeless = result.nodeless
+    print(
+        f"  nodeless (apply -> all Running on the watch): {nodeless.running}/{args.pods} pods in "
+        f"{fmt(nodeless.seconds)} s (first Running at {fmt(nodeless.first_running_s)} s; "
+        f"Deployment POST {fmt(nodeless.apply_s and nodeless.apply_s * 1000, '.0f')} ms; "
+        f"{nodeless.events} watch events)"
+        + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
+        + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
+    )
+    print(
+        f"  clean-up: Deployment deleted, pods gone in {fmt(nodeless.delete_s, '.1f')} s "
+        f"(left: {nodeless.pods_left_after_delete}); nodeless up stopped in "
+        f"{fmt(result.stop_s, '.1f')} s"
+    )
+    return result
 
 
 def main() -> int:
@@ -586,15 +676,26 @@ def main() -> int:
     parser.add_argument(
         "--no-baseline", action="store_true", help="Nodeless only (to profile it): met is null"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the baseline then Nodeless this many times; medians are reported",
+    )
     args = parser.parse_args()
     if args.pods is not None and args.quick:
         parser.error("--quick sets --pods 20: give one or the other")
     args.pods = args.pods if args.pods is not None else (20 if args.quick else 100)
-    if args.pods <= 0 or args.concurrency <= 0:
-        parser.error("--pods and --concurrency must be positive")
+    if args.pods <= 0 or args.concurrency <= 0 or args.rounds <= 0:
+        parser.error("--pods, --concurrency and --rounds must be positive")
     if args.pod_bridge == args.baseline_bridge or args.pod_cidr == args.baseline_cidr:
         parser.error("nodeless and the baseline need different bridges and CIDRs")
-    params = {"pods": args.pods, "concurrency": args.concurrency, "image": IMAGE}
+    params = {
+        "pods": args.pods,
+        "concurrency": args.concurrency,
+        "image": IMAGE,
+        **({"rounds": args.rounds} if args.rounds > 1 else {}),
+    }
     result: dict[str, Any] = {
         "bench": "pods_real",
         "params": params,
@@ -618,81 +719,63 @@ def main() -> int:
 
     load_before = os.getloadavg()[0]  # a shared machine: how busy it was
     workdir = Path(tempfile.mkdtemp(prefix="nlb-"))
-    base_settings = containerd.ContainerdSettings(
-        workdir / "containerd", pod_cidr=args.baseline_cidr, bridge=args.baseline_bridge
-    )
-    data = workdir / "data"
-    log = workdir / "nodeless.log"
-    node_settings = cluster_settings(data, args.pod_cidr, args.pod_bridge)
-    baseline = BaselineRun()
-    nodeless = NodelessRun()
     errors: list[str] = []
-    stop_s: float | None = None
     notes: list[str] = []
-    print(f"pods_real: {args.pods} pods of {IMAGE}; baseline CRI concurrency {args.concurrency}")
-    try:
-        try:
-            if not args.no_baseline:
-                baseline = asyncio.run(run_baseline(base_settings, args))
-        except Exception as e:
-            errors.append(f"baseline: {e!r}")
-        print(
-            f"  baseline (direct CRI): {baseline.started}/{args.pods} pods in "
-            f"{fmt(baseline.seconds)} s"
-        )
-        cluster: Cluster | None = None
-        try:
-            cluster = start_cluster(data, log, args.pod_cidr, args.pod_bridge)
-            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
-            nodeless = asyncio.run(run_nodeless(server, ctx, args))
-            if cluster.proc.poll() is not None:
-                errors.append(f"nodeless up exited with {cluster.proc.returncode}")
-        except Exception as e:
-            errors.append(f"nodeless: {e!r}")
-        finally:
-            if cluster is not None:
-                stop_s = stop_cluster(cluster)
-    finally:
-        clean_up(args, workdir, (node_settings, base_settings), notes, errors)
-
-    ratio = (
-        nodeless.seconds / baseline.seconds
-        if nodeless.seconds is not None and baseline.seconds
-        else None
+    rounds: list[Round] = []
+    print(
+        f"pods_real: {args.pods} pods of {IMAGE}; baseline CRI concurrency {args.concurrency}"
+        + (f"; {args.rounds} rounds, each the baseline then Nodeless" if args.rounds > 1 else "")
     )
+    try:
+        for index in range(args.rounds):
+            if args.rounds > 1:
+                print(f"  round {index + 1}:")
+            rounds.append(run_round(args, workdir / f"round-{index + 1}", notes, errors))
+    finally:
+        if args.keep:
+            notes.append(f"data and logs kept in {workdir}")
+        elif kept := remove_tree(workdir):
+            notes.append(kept)
+
+    ratios = [r.ratio for r in rounds if r.ratio is not None]
+    ratio = statistics.median(ratios) if len(ratios) == len(rounds) and ratios else None
+    # the round whose ratio is the median (the lower middle one of an even
+    # count) gives the other figures
+    middle = (
+        min(rounds, key=lambda r: (abs((r.ratio or 0) - ratio), r.ratio or 0))
+        if ratio is not None
+        else rounds[-1]
+    )
+    nodeless, baseline = middle.nodeless, middle.baseline
     met: bool | None = None  # n/a: the baseline could not be measured
     if ratio is not None:
         met = ratio <= TARGET_RATIO
-    elif baseline.seconds is not None:
+    elif any(r.baseline.seconds is not None for r in rounds):
         met = False  # nodeless did not get every pod Running
-    print(
-        f"  nodeless (apply -> all Running on the watch): {nodeless.running}/{args.pods} pods in "
-        f"{fmt(nodeless.seconds)} s (first Running at {fmt(nodeless.first_running_s)} s; "
-        f"Deployment POST {fmt(nodeless.apply_s and nodeless.apply_s * 1000, '.0f')} ms; "
-        f"{nodeless.events} watch events)"
-        + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
-        + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
-    )
-    per_s = {
-        "nodeless": args.pods / nodeless.seconds if nodeless.seconds else None,
-        "baseline": args.pods / baseline.seconds if baseline.seconds else None,
+    seconds = {
+        "nodeless": median_of([r.nodeless.seconds for r in rounds]),
+        "baseline": median_of([r.baseline.seconds for r in rounds]),
     }
+    per_s = {k: args.pods / v if v else None for k, v in seconds.items()}
+    if len(rounds) > 1:
+        print(
+            f"  median of {len(rounds)} rounds: nodeless {fmt(seconds['nodeless'])} s, "
+            f"baseline {fmt(seconds['baseline'])} s; ratios "
+            + ", ".join(fmt(r.ratio) for r in rounds)
+        )
     print(
         f"  pods/s: nodeless {fmt(per_s['nodeless'], '.1f')}, baseline {fmt(per_s['baseline'], '.1f')}"
         f"  [performance.md: direct CRI about 13 pods/s on 2 cores]"
     )
     print(
-        f"  ratio nodeless/baseline: {fmt(ratio)}  target <= {TARGET_RATIO:.2f}"
+        f"  ratio nodeless/baseline{' (median)' if len(rounds) > 1 else ''}: {fmt(ratio)}"
+        f"  target <= {TARGET_RATIO:.2f}"
         + (
             f" (set at N={' and '.join(map(str, TARGET_SIZES))})"
             if args.pods not in TARGET_SIZES
             else ""
         )
         + f": {'met' if met else ('NOT met' if met is False else 'n/a')}"
-    )
-    print(
-        f"  clean-up: Deployment deleted, pods gone in {fmt(nodeless.delete_s, '.1f')} s "
-        f"(left: {nodeless.pods_left_after_delete}); nodeless up stopped in {fmt(stop_s, '.1f')} s"
     )
     for line in notes:
         print(f"  {line}")
@@ -702,8 +785,8 @@ def main() -> int:
         print(f"  baseline error: {line}")
     result.update(
         {
-            "nodeless": rounded(nodeless.seconds),
-            "baseline": rounded(baseline.seconds),
+            "nodeless": rounded(seconds["nodeless"]),
+            "baseline": rounded(seconds["baseline"]),
             "ratio": rounded(ratio),
             "met": met,
             "target_sizes": list(TARGET_SIZES),
@@ -717,8 +800,22 @@ def main() -> int:
             "watch_events": nodeless.events,
             "delete_s": rounded(nodeless.delete_s, 1),
             "pods_left_after_delete": nodeless.pods_left_after_delete,
-            "stop_s": rounded(stop_s, 1),
+            "stop_s": rounded(middle.stop_s, 1),
             "loadavg_1m_before": rounded(load_before, 2),
+            **(
+                {
+                    "rounds": [
+                        {
+                            "nodeless": rounded(r.nodeless.seconds),
+                            "baseline": rounded(r.baseline.seconds),
+                            "ratio": rounded(r.ratio),
+                        }
+                        for r in rounds
+                    ]
+                }
+                if len(rounds) > 1
+                else {}
+            ),
             **({"at_timeout": nodeless.leftover} if nodeless.leftover else {}),
             **({"errors": errors} if errors else {}),
         }
