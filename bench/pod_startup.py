@@ -47,7 +47,6 @@ from pods_real import (
     NAMESPACE,
     NODELESS_BRIDGE,
     NODELESS_CIDR,
-    Cluster,
     bridge_exists,
     clean_up,
     cluster_settings,
@@ -55,12 +54,10 @@ from pods_real import (
     ensure_namespace,
     fmt,
     list_pods,
+    on_cluster,
     pod_spec,
     rounded,
     session_for,
-    start_cluster,
-    stop_cluster,
-    tls_from_kubeconfig,
     unavailable,
     wait_pods_gone,
     watch_pods,
@@ -335,18 +332,14 @@ def main() -> int:
                 baseline = asyncio.run(run_baseline(base_settings, args))
         except Exception as e:
             errors.append(f"baseline: {e!r}")
-        cluster: Cluster | None = None
-        try:
-            cluster = start_cluster(data, log, args.pod_cidr, args.pod_bridge)
-            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
-            nodeless = asyncio.run(run_nodeless(server, ctx, args, cluster.proc.pid))
-            if cluster.proc.poll() is not None:
-                errors.append(f"nodeless up exited with {cluster.proc.returncode}")
-        except Exception as e:
-            errors.append(f"nodeless: {e!r}")
-        finally:
-            if cluster is not None:
-                stop_s = stop_cluster(cluster)
+        measured, stop_s = on_cluster(
+            args,
+            data,
+            log,
+            errors,
+            lambda server, ctx, cluster: run_nodeless(server, ctx, args, cluster.proc.pid),
+        )
+        nodeless = measured or nodeless
     finally:
         clean_up(args, workdir, (node_settings, base_settings), notes, errors)
 

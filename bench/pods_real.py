@@ -55,10 +55,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -73,6 +73,8 @@ from nodeless.instances.providers.cri import (
 )
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 from nodeless.networking import serviceproxy
+
+_T = TypeVar("_T")
 
 BIN = Path(sys.executable).parent
 IMAGE = "registry.local/nodeless/busybox:1.36"
@@ -245,6 +247,34 @@ def stop_cluster(cluster: Cluster, grace: float = 60.0) -> float:
             cluster.proc.kill()
             cluster.proc.wait()
     return time.perf_counter() - t0
+
+
+def on_cluster(
+    args: argparse.Namespace,
+    data_dir: Path,
+    log: Path,
+    errors: list[str],
+    work: Callable[[str, ssl.SSLContext, Cluster], Coroutine[Any, Any, _T]],
+) -> tuple[_T | None, float | None]:
+    """Starts `nodeless up` on ``data_dir``, runs ``work(server, ssl
+    context, cluster)`` against it and stops it, whatever happened: its result
+    (None when it failed, the failure in ``errors``) and the seconds the stop
+    took."""
+    cluster: Cluster | None = None
+    result: _T | None = None
+    stop_s: float | None = None
+    try:
+        cluster = start_cluster(data_dir, log, args.pod_cidr, args.pod_bridge)
+        ctx, server = tls_from_kubeconfig(data_dir / "kubeconfig")
+        result = asyncio.run(work(server, ctx, cluster))
+        if cluster.proc.poll() is not None:
+            errors.append(f"nodeless up exited with {cluster.proc.returncode}")
+    except Exception as e:
+        errors.append(f"nodeless: {e!r}")
+    finally:
+        if cluster is not None:
+            stop_s = stop_cluster(cluster)
+    return result, stop_s
 
 
 def cluster_settings(data_dir: Path, pod_cidr: str, bridge: str) -> containerd.ContainerdSettings:
@@ -623,18 +653,10 @@ def run_round(
             f"  baseline (direct CRI): {baseline.started}/{args.pods} pods in "
             f"{fmt(baseline.seconds)} s"
         )
-        cluster: Cluster | None = None
-        try:
-            cluster = start_cluster(data, log, args.pod_cidr, args.pod_bridge)
-            ctx, server = tls_from_kubeconfig(data / "kubeconfig")
-            result.nodeless = asyncio.run(run_nodeless(server, ctx, args))
-            if cluster.proc.poll() is not None:
-                errors.append(f"nodeless up exited with {cluster.proc.returncode}")
-        except Exception as e:
-            errors.append(f"nodeless: {e!r}")
-        finally:
-            if cluster is not None:
-                result.stop_s = stop_cluster(cluster)
+        nodeless, result.stop_s = on_cluster(
+            args, data, log, errors, lambda server, ctx, _: run_nodeless(server, ctx, args)
+        )
+        result.nodeless = nodeless or result.nodeless
     finally:
         # the round's directory goes now (its pods' files are many); the
         # whole temporary directory at the end, unless --keep

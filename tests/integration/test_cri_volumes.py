@@ -437,6 +437,31 @@ async def test_a_running_pod_sees_its_new_labels_in_its_downward_api_volume_at_o
     assert await run("sh", "-c", "echo $TIER") == "back\n"  # the environment is the start's
 
 
+async def test_creating_a_running_instance_again_with_new_labels_shows_them(env: Env) -> None:
+    # what the manager does after a crash between the instance's creation and its record
+    provider = env.provider()
+    pod = request(
+        "i-again",
+        "again",
+        "sleep 1000",
+        restart_policy="Always",
+        volumes=[info_volume(labels="metadata.labels")],
+        mounts=[{"name": "info", "mountPath": "/etc/info"}],
+    )
+    await provider.create(pod)
+    await until(status_is(provider, "i-again", lambda s: s.state is State.RUNNING))
+    first = await current(provider, "i-again")
+    changed = copy.deepcopy(pod)
+    changed.pod["metadata"]["labels"]["tier"] = "front"
+
+    again = await provider.create(changed)
+    container_id = cri_id(again.containers[0])
+    result = await env.containerd.client.exec_sync(container_id, ["cat", "/etc/info/labels"])
+
+    assert again.containers[0].container_id == first.containers[0].container_id
+    assert result.stdout.decode() == 'app="again"\ntier="front"'
+
+
 async def test_labels_shown_while_a_pod_waits_for_its_volumes_are_in_its_files_once_it_runs(
     env: Env,
 ) -> None:

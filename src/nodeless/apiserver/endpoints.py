@@ -90,19 +90,24 @@ class Call:
 
 
 # Field problems of bodies made from a template (named by generateName: a
-# controller's pods), by their bytes: each of its creates sends the same body.
+# controller's pods), by their bytes and media type: each of its creates sends
+# the same body.
 # (Keys are digests of the bodies: small whatever a body's size.)
-_TEMPLATED_PROBLEMS: memos.BoundedMemo[tuple[int, bytes], tuple[Any, list[tuple[str, str]]]] = (
-    memos.BoundedMemo(512)
-)
+_TEMPLATED_PROBLEMS: memos.BoundedMemo[
+    tuple[int, str, bytes], tuple[Any, list[tuple[str, str]]]
+] = memos.BoundedMemo(512)
 
 
-def _field_problems(obj: Any, schema: schemas.Schema | None, raw: bytes) -> list[tuple[str, str]]:
+def _field_problems(
+    obj: Any, schema: schemas.Schema | None, raw: bytes, content_type: str
+) -> list[tuple[str, str]]:
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(metadata, dict) or not metadata.get("generateName"):
         return list(validating.walk_fields(obj, schema, ""))
-    # In-process clients send no bytes: the object's own JSON is the key.
-    key = (id(schema), hashlib.blake2b(raw or orjson.dumps(obj), digest_size=16).digest())
+    # In-process clients send no bytes: the object's own JSON is the key. The
+    # same bytes read as YAML need not be the same object as read as JSON.
+    digest = hashlib.blake2b(raw or orjson.dumps(obj), digest_size=16).digest()
+    key = (id(schema), requests.media_type(content_type) if raw else "", digest)
     known = _TEMPLATED_PROBLEMS.get(key)
     if known is not None and known[0] is schema:
         return list(known[1])
@@ -849,7 +854,7 @@ class Api:
                 ],
             )
         schema = schema_node if schema_node is not None else self.store.served_schema(resource)
-        problems = _field_problems(obj, schema, raw)
+        problems = _field_problems(obj, schema, raw, content_type)
         type_errors = [msg for kind, msg in problems if kind == "type"]
         if type_errors:
             raise errors.bad_request(type_errors[0])

@@ -368,3 +368,23 @@ async def test_a_yaml_body_with_a_number_json_cannot_hold_is_refused_and_changes
     assert "unsupported value" in status["message"]
     assert await client.revision() == before
     assert client.server.store.cacher.verify() == []
+
+
+async def test_the_same_bytes_sent_as_yaml_then_as_json_are_each_read_as_sent(
+    client: Client,
+) -> None:
+    # PyYAML reads 1e3 as a string, JSON as a number: a ConfigMap's data
+    # must be strings. A controller-style body (generateName) has its field
+    # problems remembered by its bytes, which must not cross media types.
+    body = b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "same-"}, "data": {"k": 1e3}}'
+    as_yaml, created, _ = await client.request(
+        "POST", CONFIGMAPS, raw=body, content_type="application/yaml"
+    )
+    before = await client.revision()
+    as_json, status, _ = await client.request(
+        "POST", CONFIGMAPS, raw=body, content_type="application/json"
+    )
+
+    assert as_yaml == 201 and created["data"] == {"k": "1e3"}
+    assert as_json == 400 and status["reason"] == "BadRequest"
+    assert await client.revision() == before

@@ -387,10 +387,15 @@ class CriProvider:
 
     async def create(self, request: base.InstanceRequest) -> base.InstanceStatus:
         """Pending at once; the pod is set up in the background. Idempotent
-        per instance_id (returns the current status)."""
+        per instance_id (returns the current status); a newer pod given for
+        an instance that exists is shown to it as ``update`` shows it (the
+        manager creates again after a crash, and then takes the pod's labels
+        and annotations as shown)."""
         await self._ensure_started()
         existing = self._instances.get(request.instance_id)
         if existing is not None:
+            if _shown_metadata(existing.request.pod) != _shown_metadata(request.pod):
+                await self.update(request.instance_id, request.pod)
             return _copy_status(existing.status)
         limit = None if self.zone_capacity is None else self.zone_capacity.get(request.zone)
         in_zone = self._zone_usage.get(request.zone, 0)
@@ -2407,6 +2412,12 @@ def _unmount_memory_root_if_unused(root: Path) -> None:
         mounts.unmount(root)
     except OSError as e:
         log.warning("unmounting %s: %s", root, e)
+
+
+def _shown_metadata(pod: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What of a pod its instance shows (downward API files)."""
+    meta = pod.get("metadata") or {}
+    return meta.get("labels") or {}, meta.get("annotations") or {}
 
 
 def _create_termination_file(path: Path) -> None:
