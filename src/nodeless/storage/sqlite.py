@@ -1,8 +1,9 @@
 """The log in one SQLite file, kine's schema: writes on the event loop, the rest on a thread.
 
 Writes run inline on the event loop, on their own connection. A commit in WAL mode
-with ``synchronous=NORMAL`` appends a few pages to the WAL file and syncs nothing:
-about 0.1 ms here, less than handing the write to a thread and back (on a 2-core VM
+with ``synchronous=NORMAL`` appends a few pages to the WAL file and syncs nothing
+(but for the first commit after a complete checkpoint, which starts the WAL over
+and syncs its header: about once per ``CHECKPOINT_EVERY`` commits): about 0.1 ms here, less than handing the write to a thread and back (on a 2-core VM
 a hop costs ~0.3 ms of CPU, and the GIL hand-overs it forces cost the whole process
 more: a 200-pod start used a quarter of a core less with the writes inline). Every
 write still goes through the backend's single writer task, so a write's
@@ -15,7 +16,8 @@ writer; compaction, on the writer connection while ``_write_lock`` keeps appends
 waiting; and checkpoints (copying the WAL into the database, with the syncs
 ``synchronous=NORMAL`` defers to them), which the writer connection therefore never
 runs itself (``wal_autocheckpoint=0``): every ``CHECKPOINT_EVERY`` commits one is
-started on the thread, passive, so it never blocks a write either.
+started on the thread, passive, so it never blocks a write either (it does delay
+the reads queued behind it on the thread).
 
 Durability: a committed write survives the process being killed (it is in the WAL
 file); a power loss may lose the last transactions. One process owns the file; other
@@ -167,8 +169,9 @@ class SqliteLog:
         self._db: sqlite3.Connection | None = None
         # Used only on the thread.
         self._reader: sqlite3.Connection | None = None
-        # Written by appends (loop) and compaction (thread, under the lock).
+        # Written by appends on the loop, read on the thread too.
         self._revision = 0
+        # Written by compaction on the thread, under the lock.
         self._compacted = 0
 
     async def open(self) -> None:
@@ -189,10 +192,11 @@ class SqliteLog:
             async with self._write_lock:
                 if self._checkpoint is not None:
                     await asyncio.wait([self._checkpoint])
-                await self._run(self._close)
+                await self._run_to_end(self._close)
         finally:
             self._executor.shutdown(wait=True)
             self._executor = None
+            self._close()  # when cancelled before: nothing runs on the thread now
 
     async def current_revision(self) -> int:
         self._require_open()
@@ -209,10 +213,7 @@ class SqliteLog:
         async with self._write_lock:
             results = self._append(writes)
         self._commits += 1
-        if self._commits >= self._checkpoint_every and self._checkpoint is None:
-            self._commits = 0
-            self._checkpoint = asyncio.ensure_future(self._run(self._wal_checkpoint))
-            self._checkpoint.add_done_callback(self._checkpoint_done)
+        self._maybe_checkpoint()
         return results
 
     async def after(self, prefix: str, revision: int, limit: int) -> list[backends.Event]:
@@ -234,7 +235,7 @@ class SqliteLog:
         # writes run in between instead of waiting for one long delete.
         while True:
             async with self._write_lock:
-                if await self._run(functools.partial(self._compact, revision)):
+                if await self._run_to_end(functools.partial(self._compact, revision)):
                     return
 
     def _require_open(self) -> None:
@@ -246,11 +247,35 @@ class SqliteLog:
             raise backends.BackendClosedError("sqlite log is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
+    async def _run_to_end(self, call: Callable[[], _T]) -> _T:
+        """``_run``, but a cancelled caller still waits for the thread to be
+        done with ``call``: the lock a compaction step holds must not be let
+        go while the writer connection is in use on the thread."""
+        if self._executor is None:
+            raise backends.BackendClosedError("sqlite log is not open")
+        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
+    def _maybe_checkpoint(self) -> None:
+        if self._commits < self._checkpoint_every or self._checkpoint is not None:
+            return
+        if self._executor is None or self._reader is None:
+            return
+        self._commits = 0
+        self._checkpoint = asyncio.ensure_future(self._run(self._wal_checkpoint))
+        self._checkpoint.add_done_callback(self._checkpoint_done)
+
     def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
         self._checkpoint = None
         if not future.cancelled() and future.exception() is not None:
             # the next one retries; the WAL only grows meanwhile
             log.warning("checkpointing %s failed: %s", self._path, future.exception())
+        # commits made while it ran may have reached the next one already
+        self._maybe_checkpoint()
 
     # --- on the thread, or (``_append``) on the loop ---
 
@@ -306,6 +331,7 @@ class SqliteLog:
         conn = self._conn
         revision = self._revision
         results: list[backends.Event | backends.StorageError] = []
+        # outside the try: a BEGIN that fails must not roll back anything
         conn.execute("BEGIN IMMEDIATE")
         try:
             for write in writes:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import sqlite3
+import threading
 
 import pytest
 
-from nodeless.storage import backends, sqlite
+from nodeless.storage import backends, logstructured, sqlite
 
 PODS = "/registry/pods/"
 
@@ -230,3 +231,44 @@ async def test_writes_during_a_stepped_compaction_all_land(tmp_path: pathlib.Pat
     # the 100 superseded versions of "a" are gone, the 50 new keys are there
     assert sum(1 for _, name, _, _ in stored if name == PODS + "a") == 1
     assert sum(1 for _, name, _, _ in stored if name.startswith(PODS + "c")) == 50
+
+
+async def test_a_cancelled_compaction_keeps_appends_waiting_until_its_step_ends(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The step runs on the log's thread on the writer connection, which
+    # appends use on the loop: cancelling the caller must not let them in.
+    log = sqlite.SqliteLog(tmp_path / "db.sqlite")
+    await log.open()
+    try:
+        for i in range(10):
+            await log.append([logstructured.Write(backends.EventType.CREATE, f"{PODS}{i}", b"v")])
+        in_step, release = threading.Event(), threading.Event()
+        step = log._compact
+
+        def held_step(revision: int) -> bool:
+            in_step.set()
+            release.wait(10)
+            return step(revision)
+
+        log._compact = held_step  # type: ignore[method-assign]
+        compaction = asyncio.create_task(log.compact(5))
+        assert await asyncio.to_thread(in_step.wait, 10)
+        compaction.cancel()
+        write = logstructured.Write(backends.EventType.CREATE, PODS + "late", b"v")
+        append = asyncio.create_task(log.append([write]))
+        await asyncio.sleep(0.1)
+        waited = not append.done()
+        release.set()
+
+        with pytest.raises(asyncio.CancelledError):
+            await compaction
+        [event] = await append
+        compacted = await log.compacted_revision()  # the step ran to its end
+    finally:
+        await log.close()
+
+    assert waited
+    assert isinstance(event, backends.Event) and event.revision == 11
+    assert compacted == 5
+    assert len(rows(tmp_path / "db.sqlite")) == 11
