@@ -537,8 +537,7 @@ class InstanceManager:
         after a restart too: an adopted instance may have missed a change)."""
         if self._updatable is None:
             return
-        meta = pod.get("metadata") or {}
-        current = (meta.get("labels") or {}, meta.get("annotations") or {})
+        current = base.shown_metadata(pod)
         if self._shown.get(key) == current:
             return
         instance_id = str((record.get("spec") or {}).get("instanceID") or "")
@@ -752,8 +751,7 @@ class InstanceManager:
             return
         self.latest[key] = status
         self._unrecorded[key] = body
-        meta = pod.get("metadata") or {}
-        self._shown[key] = (meta.get("labels") or {}, meta.get("annotations") or {})
+        self._shown[key] = base.shown_metadata(pod)
         self.controller.queue.add(key)
 
     async def _write_record(self, key: str, body: Obj, *, started: bool = True) -> Obj | None:

@@ -177,6 +177,13 @@ class EventsCapable(Protocol):
     def subscribe_events(self, callback: EventCallback) -> None: ...
 
 
+def shown_metadata(pod: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What an ``UpdateCapable`` instance shows of its pod: its labels and
+    annotations (a change in either is passed on)."""
+    meta = pod.get("metadata") or {}
+    return meta.get("labels") or {}, meta.get("annotations") or {}
+
+
 @runtime_checkable
 class UpdateCapable(Protocol):
     """Providers that show a running instance what changed in its pod: its

@@ -394,7 +394,7 @@ class CriProvider:
         await self._ensure_started()
         existing = self._instances.get(request.instance_id)
         if existing is not None:
-            if _shown_metadata(existing.request.pod) != _shown_metadata(request.pod):
+            if base.shown_metadata(existing.request.pod) != base.shown_metadata(request.pod):
                 await self.update(request.instance_id, request.pod)
             return _copy_status(existing.status)
         limit = None if self.zone_capacity is None else self.zone_capacity.get(request.zone)
@@ -2412,12 +2412,6 @@ def _unmount_memory_root_if_unused(root: Path) -> None:
         mounts.unmount(root)
     except OSError as e:
         log.warning("unmounting %s: %s", root, e)
-
-
-def _shown_metadata(pod: Mapping[str, Any]) -> tuple[Any, Any]:
-    """What of a pod its instance shows (downward API files)."""
-    meta = pod.get("metadata") or {}
-    return meta.get("labels") or {}, meta.get("annotations") or {}
 
 
 def _create_termination_file(path: Path) -> None:
