@@ -47,6 +47,7 @@ from pods_real import (
     NAMESPACE,
     NODELESS_BRIDGE,
     NODELESS_CIDR,
+    CpuTimes,
     bridge_exists,
     clean_up,
     cluster_settings,
@@ -77,7 +78,7 @@ class Latencies:
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     late_ms: float = 0.0  # how far behind its schedule the slowest create was sent
-    busy_start: tuple[float, float] = (0.0, 0.0)
+    busy_start: CpuTimes | None = None
     finished: int = 0
     # nodeless only
     post_ms: list[float] = field(default_factory=list)
@@ -96,28 +97,18 @@ class Latencies:
     # cores were busy (everything: runtime, shims, runc, CNI, Nodeless), and
     # (nodeless only) the CPU `nodeless up` itself used, per pod.
     busy_cores: float | None = None
+    steal_cores: float | None = None  # the hypervisor's share given to others
     server_cpu_ms_per_pod: float | None = None
 
     def p(self, q: float) -> float | None:
         return percentile(self.latencies_ms, q)
 
-
-def busy_seconds() -> tuple[float, float]:
-    """(busy, elapsed) CPU seconds of the whole machine since boot, from
-    /proc/stat: user, nice, system, idle, iowait, irq, softirq (steal, the
-    time the hypervisor gave to others, is no work of this machine's)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    ticks = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / ticks, sum(fields) / ticks
-
-
-def busy_cores_since(start: tuple[float, float]) -> float | None:
-    busy, total = busy_seconds()
-    if total <= start[1]:
-        return None
-    # /proc/stat sums every core: busy share times the core count
-    return (busy - start[0]) / (total - start[1]) * (os.cpu_count() or 1)
+    def cpu_cores(self) -> tuple[float | None, float | None]:
+        """Cores busy, and cores stolen, since ``busy_start``."""
+        if self.busy_start is None:
+            return None, None
+        use = self.busy_start.until(CpuTimes.now())
+        return use.busy_cores, use.steal_cores
 
 
 async def paced(count: int, rate: float, one: Any, result: Latencies) -> None:
@@ -131,7 +122,7 @@ async def paced(count: int, rate: float, one: Any, result: Latencies) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         if i == 0:
-            result.busy_start = busy_seconds()
+            result.busy_start = CpuTimes.now()
         result.late_ms = max(result.late_ms, (time.perf_counter() - slot) * 1000)
         tasks.append(asyncio.create_task(one(i)))
     try:
@@ -162,7 +153,7 @@ async def run_baseline(
         await asyncio.wait_for(
             paced(args.pods, args.rate, one, result), timeout=args.pods / args.rate + args.timeout
         )
-        result.busy_cores = busy_cores_since(result.busy_start)
+        result.busy_cores, result.steal_cores = result.cpu_cores()
 
     await with_runtime(settings, work)
     return result
@@ -225,7 +216,7 @@ async def run_nodeless(
             await paced(args.pods, args.rate, one, result)
             try:
                 await asyncio.wait_for(asyncio.shield(watcher), timeout=args.timeout)
-                result.busy_cores = busy_cores_since(result.busy_start)
+                result.busy_cores, result.steal_cores = result.cpu_cores()
                 cpu_after = cpu_seconds(server_pid)
                 if cpu_before is not None and cpu_after is not None:
                     result.server_cpu_ms_per_pod = (cpu_after - cpu_before) * 1000 / args.pods
@@ -359,7 +350,7 @@ def main() -> int:
         f"p50 {fmt(b50, '.0f')} ms, p99 {fmt(b99, '.0f')} ms, max "
         f"{fmt(max(baseline.latencies_ms, default=None), '.0f')} ms"
         + (f", {len(baseline.errors)} errors" if baseline.errors else "")
-        + f"; {fmt(baseline.busy_cores)} cores busy"
+        + f"; {fmt(baseline.busy_cores)} cores busy, {fmt(baseline.steal_cores)} stolen"
     )
     print(
         f"  nodeless (created -> Running on the watch): {nodeless.finished}/{args.pods} pods, "
@@ -373,8 +364,8 @@ def main() -> int:
             else ""
         )
         + ")"
-        + f"; {fmt(nodeless.busy_cores)} cores busy, of them `nodeless up`"
-        f" {fmt(nodeless.server_cpu_ms_per_pod, '.1f')} ms CPU per pod"
+        + f"; {fmt(nodeless.busy_cores)} cores busy ({fmt(nodeless.steal_cores)} stolen), of"
+        f" them `nodeless up` {fmt(nodeless.server_cpu_ms_per_pod, '.1f')} ms CPU per pod"
         + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
         + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
     )
@@ -434,6 +425,8 @@ def main() -> int:
             "cores": os.cpu_count(),
             "baseline_busy_cores": rounded(baseline.busy_cores, 2),
             "nodeless_busy_cores": rounded(nodeless.busy_cores, 2),
+            "baseline_steal_cores": rounded(baseline.steal_cores, 2),
+            "nodeless_steal_cores": rounded(nodeless.steal_cores, 2),
             "server_cpu_ms_per_pod": rounded(nodeless.server_cpu_ms_per_pod, 1),
             **({"at_timeout": nodeless.leftover} if nodeless.leftover else {}),
             **({"errors": errors} if errors else {}),

@@ -62,7 +62,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
-from pods_simulated import free_port, tls_from_kubeconfig
+from pods_simulated import cpu_seconds, free_port, tls_from_kubeconfig
 
 from nodeless.instances.providers.cri import (
     clients,
@@ -117,6 +117,49 @@ def processes_mentioning(text: str) -> list[int]:
         if needle in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """The whole machine's CPU seconds since boot, from /proc/stat's first
+    line. This VM shares its host: steal (time the hypervisor gave other
+    guests) has taken up to a core for minutes, slowing whichever side ran
+    then; the work a side made the machine do is ``busy``, steal apart."""
+
+    busy: float  # user, nice, system, irq, softirq: this machine's own work
+    steal: float
+    elapsed: float  # every field summed: wall time times the cores
+
+    @classmethod
+    def now(cls) -> CpuTimes:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        ticks = os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+        return cls(
+            (user + nice + system + irq + softirq) / ticks, steal / ticks, sum(fields) / ticks
+        )
+
+    def until(self, end: CpuTimes) -> CpuUse:
+        return CpuUse(end.busy - self.busy, end.steal - self.steal, end.elapsed - self.elapsed)
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds between two CpuTimes."""
+
+    busy: float
+    steal: float
+    elapsed: float
+
+    @property
+    def busy_cores(self) -> float | None:
+        # /proc/stat sums every core: busy share of the non-stolen time times the cores
+        own = self.elapsed - self.steal
+        return self.busy / own * (os.cpu_count() or 1) if own > 0 else None
+
+    @property
+    def steal_cores(self) -> float | None:
+        return self.steal / self.elapsed * (os.cpu_count() or 1) if self.elapsed > 0 else None
 
 
 def remove_tree(path: Path) -> str:
@@ -462,9 +505,13 @@ class NodelessRun:
     leftover: dict[str, int] = field(default_factory=dict)
     pods_left_after_delete: int | None = None
     delete_s: float | None = None
+    cpu: CpuUse | None = None  # the machine's, over ``seconds``
+    server_cpu_s: float | None = None  # `nodeless up`'s own, over ``seconds``
 
 
-async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespace) -> NodelessRun:
+async def run_nodeless(
+    server: str, ctx: ssl.SSLContext, args: argparse.Namespace, server_pid: int
+) -> NodelessRun:
     result = NodelessRun()
     name = "bench-real"
     selector = f"app={name}"
@@ -483,6 +530,8 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
     running: set[str] = set()
     failed: set[str] = set()
     started = 0.0
+    cpu0 = CpuTimes.now()
+    server_cpu0: float | None = None
 
     def on_event(kind: str, pod: dict[str, Any], now: float) -> bool:
         result.events += 1
@@ -497,6 +546,10 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
             running.add(pod_name)
             if len(running) >= args.pods:
                 result.seconds = now - started
+                result.cpu = cpu0.until(CpuTimes.now())
+                server_cpu = cpu_seconds(server_pid)
+                if server_cpu is not None and server_cpu0 is not None:
+                    result.server_cpu_s = server_cpu - server_cpu0
                 return True
         else:
             running.discard(pod_name)
@@ -513,6 +566,7 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
             watch_pods(session, server, selector, revision, on_event, result.watch_errors)
         )
         try:
+            cpu0, server_cpu0 = CpuTimes.now(), cpu_seconds(server_pid)
             started = time.perf_counter()
             async with session.post(deployments, json=body) as resp:
                 if resp.status != 201:
@@ -548,6 +602,7 @@ async def run_nodeless(server: str, ctx: ssl.SSLContext, args: argparse.Namespac
 @dataclass
 class BaselineRun:
     seconds: float | None = None
+    cpu: CpuUse | None = None  # the machine's, over ``seconds``
     started: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -569,12 +624,13 @@ async def run_baseline(
                 except clients.CriError as e:
                     result.errors.append(f"{name}: {e}")
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), CpuTimes.now()
         await asyncio.wait_for(
             asyncio.gather(*(worker() for _ in range(args.concurrency))), timeout=args.timeout
         )
         if result.started == args.pods:
             result.seconds = time.perf_counter() - t0
+            result.cpu = cpu0.until(CpuTimes.now())
         return result
 
     await with_runtime(settings, work)
@@ -622,6 +678,23 @@ class Round:
             return None
         return self.nodeless.seconds / self.baseline.seconds
 
+    @property
+    def cpu_ratio(self) -> float | None:
+        """The machine's work for Nodeless' pods over the baseline's: what
+        steal (another guest's load) leaves alone."""
+        if self.nodeless.cpu is None or self.baseline.cpu is None or not self.baseline.cpu.busy:
+            return None
+        return self.nodeless.cpu.busy / self.baseline.cpu.busy
+
+
+def cpu_text(cpu: CpuUse | None, pods: int) -> str:
+    if cpu is None:
+        return "machine CPU n/a"
+    return (
+        f"machine CPU {cpu.busy:.1f} s ({cpu.busy * 1000 / pods:.0f} ms/pod), "
+        f"{fmt(cpu.steal_cores)} cores stolen"
+    )
+
 
 def median_of(values: list[float | None]) -> float | None:
     """The median, or None when any is missing (a side that failed once)."""
@@ -651,10 +724,14 @@ def run_round(
         baseline = result.baseline
         print(
             f"  baseline (direct CRI): {baseline.started}/{args.pods} pods in "
-            f"{fmt(baseline.seconds)} s"
+            f"{fmt(baseline.seconds)} s; {cpu_text(baseline.cpu, args.pods)}"
         )
         nodeless, result.stop_s = on_cluster(
-            args, data, log, errors, lambda server, ctx, _: run_nodeless(server, ctx, args)
+            args,
+            data,
+            log,
+            errors,
+            lambda server, ctx, cluster: run_nodeless(server, ctx, args, cluster.proc.pid),
         )
         result.nodeless = nodeless or result.nodeless
     finally:
@@ -668,7 +745,9 @@ def run_round(
         f"  nodeless (apply -> all Running on the watch): {nodeless.running}/{args.pods} pods in "
         f"{fmt(nodeless.seconds)} s (first Running at {fmt(nodeless.first_running_s)} s; "
         f"Deployment POST {fmt(nodeless.apply_s and nodeless.apply_s * 1000, '.0f')} ms; "
-        f"{nodeless.events} watch events)"
+        f"{nodeless.events} watch events); {cpu_text(nodeless.cpu, args.pods)}, of it"
+        f" `nodeless up` {fmt(nodeless.server_cpu_s and nodeless.server_cpu_s * 1000 / args.pods, '.1f')}"
+        " ms/pod"
         + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
         + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
     )
@@ -779,11 +858,14 @@ def main() -> int:
         "baseline": median_of([r.baseline.seconds for r in rounds]),
     }
     per_s = {k: args.pods / v if v else None for k, v in seconds.items()}
+    cpu_ratio = median_of([r.cpu_ratio for r in rounds])
     if len(rounds) > 1:
         print(
             f"  median of {len(rounds)} rounds: nodeless {fmt(seconds['nodeless'])} s, "
             f"baseline {fmt(seconds['baseline'])} s; ratios "
             + ", ".join(fmt(r.ratio) for r in rounds)
+            + "; machine CPU ratios "
+            + ", ".join(fmt(r.cpu_ratio) for r in rounds)
         )
     print(
         f"  pods/s: nodeless {fmt(per_s['nodeless'], '.1f')}, baseline {fmt(per_s['baseline'], '.1f')}"
@@ -798,6 +880,7 @@ def main() -> int:
             else ""
         )
         + f": {'met' if met else ('NOT met' if met is False else 'n/a')}"
+        + f"; machine CPU ratio {fmt(cpu_ratio)}"
     )
     for line in notes:
         print(f"  {line}")
@@ -815,6 +898,19 @@ def main() -> int:
             "nodeless_pods_per_s": rounded(per_s["nodeless"], 1),
             "baseline_pods_per_s": rounded(per_s["baseline"], 1),
             "nodeless_first_running_s": rounded(nodeless.first_running_s),
+            # the machine's work (steal apart) per pod, and its ratio
+            "cpu_ratio": rounded(cpu_ratio),
+            "nodeless_cpu_ms_per_pod": rounded(
+                nodeless.cpu and nodeless.cpu.busy * 1000 / args.pods, 1
+            ),
+            "baseline_cpu_ms_per_pod": rounded(
+                baseline.cpu and baseline.cpu.busy * 1000 / args.pods, 1
+            ),
+            "server_cpu_ms_per_pod": rounded(
+                nodeless.server_cpu_s and nodeless.server_cpu_s * 1000 / args.pods, 1
+            ),
+            "nodeless_steal_cores": rounded(nodeless.cpu and nodeless.cpu.steal_cores, 2),
+            "baseline_steal_cores": rounded(baseline.cpu and baseline.cpu.steal_cores, 2),
             "nodeless_running": nodeless.running,
             "nodeless_failed": nodeless.failed,
             "baseline_started": baseline.started,
@@ -831,6 +927,7 @@ def main() -> int:
                             "nodeless": rounded(r.nodeless.seconds),
                             "baseline": rounded(r.baseline.seconds),
                             "ratio": rounded(r.ratio),
+                            "cpu_ratio": rounded(r.cpu_ratio),
                         }
                         for r in rounds
                     ]
