@@ -19,8 +19,13 @@ pod CIDR; its pods are removed and its containerd stopped before `nodeless up`
 starts, on another bridge and CIDR, in a temporary data directory. On a
 shared machine one pair of runs says little (the baseline alone varied
 99-138 s at 500 pods in one morning): --rounds N runs N such pairs, each
-on fresh directories, and reports the median of the per-round ratios (and of
-each side's times) with every round's figures. The
+on fresh directories, Nodeless first in every other one, and reports the
+median of the per-round ratios (and of each side's times) with every round's
+figures. Each side's figures include the machine's CPU over its timed span
+(/proc/stat, steal apart) and the cores the hypervisor stole: this VM shares
+its host, and steal of half a core or more came and went for minutes,
+slowing whichever side ran then; the ratio of the machine's work for each
+side is printed beside the ratio of times. The
 baseline's concurrency (--concurrency, default 4 as in performance.md) is the
 number of pods created over the CRI at once; Nodeless creates the Deployment's
 pods as its controllers and instance manager do.
@@ -703,10 +708,16 @@ def median_of(values: list[float | None]) -> float | None:
 
 
 def run_round(
-    args: argparse.Namespace, workdir: Path, notes: list[str], errors: list[str]
+    args: argparse.Namespace,
+    workdir: Path,
+    notes: list[str],
+    errors: list[str],
+    *,
+    nodeless_first: bool = False,
 ) -> Round:
-    """The baseline, then Nodeless, each on fresh data directories under
-    ``workdir``; everything either left is removed before the next round."""
+    """The baseline and Nodeless (in that order, or the other way round),
+    each on fresh data directories under ``workdir``; everything either left
+    is removed before the next round."""
     workdir.mkdir(parents=True)
     base_settings = containerd.ContainerdSettings(
         workdir / "containerd", pod_cidr=args.baseline_cidr, bridge=args.baseline_bridge
@@ -715,7 +726,8 @@ def run_round(
     log = workdir / "nodeless.log"
     node_settings = cluster_settings(data, args.pod_cidr, args.pod_bridge)
     result = Round(BaselineRun(), NodelessRun())
-    try:
+
+    def baseline_side() -> None:
         try:
             if not args.no_baseline:
                 result.baseline = asyncio.run(run_baseline(base_settings, args))
@@ -726,6 +738,8 @@ def run_round(
             f"  baseline (direct CRI): {baseline.started}/{args.pods} pods in "
             f"{fmt(baseline.seconds)} s; {cpu_text(baseline.cpu, args.pods)}"
         )
+
+    def nodeless_side() -> None:
         nodeless, result.stop_s = on_cluster(
             args,
             data,
@@ -733,29 +747,35 @@ def run_round(
             errors,
             lambda server, ctx, cluster: run_nodeless(server, ctx, args, cluster.proc.pid),
         )
-        result.nodeless = nodeless or result.nodeless
+        nodeless = result.nodeless = nodeless or result.nodeless
+        per_pod = nodeless.server_cpu_s and nodeless.server_cpu_s * 1000 / args.pods
+        print(
+            f"  nodeless (apply -> all Running on the watch): {nodeless.running}/{args.pods} "
+            f"pods in {fmt(nodeless.seconds)} s (first Running at "
+            f"{fmt(nodeless.first_running_s)} s; Deployment POST "
+            f"{fmt(nodeless.apply_s and nodeless.apply_s * 1000, '.0f')} ms; "
+            f"{nodeless.events} watch events); {cpu_text(nodeless.cpu, args.pods)}, of it"
+            f" `nodeless up` {fmt(per_pod, '.1f')} ms/pod"
+            + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
+            + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
+        )
+        print(
+            f"  clean-up: Deployment deleted, pods gone in {fmt(nodeless.delete_s, '.1f')} s "
+            f"(left: {nodeless.pods_left_after_delete}); nodeless up stopped in "
+            f"{fmt(result.stop_s, '.1f')} s"
+        )
+
+    try:
+        for side in (
+            (nodeless_side, baseline_side) if nodeless_first else (baseline_side, nodeless_side)
+        ):
+            side()
     finally:
         # the round's directory goes now (its pods' files are many); the
         # whole temporary directory at the end, unless --keep
         clean_up(args, workdir, (node_settings, base_settings), notes, errors, remove=False)
         if not args.keep and (kept := remove_tree(workdir)):
             notes.append(kept)
-    nodeless = result.nodeless
-    print(
-        f"  nodeless (apply -> all Running on the watch): {nodeless.running}/{args.pods} pods in "
-        f"{fmt(nodeless.seconds)} s (first Running at {fmt(nodeless.first_running_s)} s; "
-        f"Deployment POST {fmt(nodeless.apply_s and nodeless.apply_s * 1000, '.0f')} ms; "
-        f"{nodeless.events} watch events); {cpu_text(nodeless.cpu, args.pods)}, of it"
-        f" `nodeless up` {fmt(nodeless.server_cpu_s and nodeless.server_cpu_s * 1000 / args.pods, '.1f')}"
-        " ms/pod"
-        + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
-        + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
-    )
-    print(
-        f"  clean-up: Deployment deleted, pods gone in {fmt(nodeless.delete_s, '.1f')} s "
-        f"(left: {nodeless.pods_left_after_delete}); nodeless up stopped in "
-        f"{fmt(result.stop_s, '.1f')} s"
-    )
     return result
 
 
@@ -825,13 +845,28 @@ def main() -> int:
     rounds: list[Round] = []
     print(
         f"pods_real: {args.pods} pods of {IMAGE}; baseline CRI concurrency {args.concurrency}"
-        + (f"; {args.rounds} rounds, each the baseline then Nodeless" if args.rounds > 1 else "")
+        + (
+            f"; {args.rounds} rounds, the baseline first in odd ones, Nodeless in even ones"
+            if args.rounds > 1
+            else ""
+        )
     )
     try:
         for index in range(args.rounds):
             if args.rounds > 1:
                 print(f"  round {index + 1}:")
-            rounds.append(run_round(args, workdir / f"round-{index + 1}", notes, errors))
+            # every other round Nodeless goes first: whichever side follows a
+            # teardown (hundreds of pods and snapshots going) finds the machine
+            # still settling, and neither side should always be the one
+            rounds.append(
+                run_round(
+                    args,
+                    workdir / f"round-{index + 1}",
+                    notes,
+                    errors,
+                    nodeless_first=index % 2 == 1,
+                )
+            )
     finally:
         if args.keep:
             notes.append(f"data and logs kept in {workdir}")
@@ -901,16 +936,16 @@ def main() -> int:
             # the machine's work (steal apart) per pod, and its ratio
             "cpu_ratio": rounded(cpu_ratio),
             "nodeless_cpu_ms_per_pod": rounded(
-                nodeless.cpu and nodeless.cpu.busy * 1000 / args.pods, 1
+                nodeless.cpu.busy * 1000 / args.pods if nodeless.cpu else None, 1
             ),
             "baseline_cpu_ms_per_pod": rounded(
-                baseline.cpu and baseline.cpu.busy * 1000 / args.pods, 1
+                baseline.cpu.busy * 1000 / args.pods if baseline.cpu else None, 1
             ),
             "server_cpu_ms_per_pod": rounded(
                 nodeless.server_cpu_s and nodeless.server_cpu_s * 1000 / args.pods, 1
             ),
-            "nodeless_steal_cores": rounded(nodeless.cpu and nodeless.cpu.steal_cores, 2),
-            "baseline_steal_cores": rounded(baseline.cpu and baseline.cpu.steal_cores, 2),
+            "nodeless_steal_cores": rounded(nodeless.cpu.steal_cores if nodeless.cpu else None, 2),
+            "baseline_steal_cores": rounded(baseline.cpu.steal_cores if baseline.cpu else None, 2),
             "nodeless_running": nodeless.running,
             "nodeless_failed": nodeless.failed,
             "baseline_started": baseline.started,
