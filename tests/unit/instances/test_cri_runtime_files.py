@@ -277,3 +277,13 @@ def test_oom_kills_are_read_from_the_pod_cgroup(tmp_path: Path) -> None:
     assert cgroup.oom_kills([v1]) == 2
     assert cgroup.oom_kills([v2]) == 1
     assert cgroups.PodCgroup("/nodeless/absent").oom_kills([v1]) == 0
+
+
+def test_only_the_logs_grown_past_the_limit_are_picked_for_rotation(tmp_path: Path) -> None:
+    small, big, gone = tmp_path / "0.log", tmp_path / "1.log", tmp_path / "2.log"
+    small.write_bytes(b"x" * 100)
+    big.write_bytes(b"x" * 101)
+
+    picked = logfiles.over_limit_of([("a", small), ("b", big), ("c", gone)], 100)
+
+    assert picked == [("b", big)]

@@ -185,6 +185,12 @@ def over_limit(path: Path, max_size: int) -> bool:
         return False
 
 
+def over_limit_of(logs: Iterable[tuple[str, Path]], max_size: int) -> list[tuple[str, Path]]:
+    """The (container ID, log) pairs whose log has grown past ``max_size``.
+    Blocks: one thread hop checks them all."""
+    return [(key, path) for key, path in logs if over_limit(path, max_size)]
+
+
 def rotate(path: Path, now: datetime.datetime, max_files: int = MAX_FILES) -> Path:
     """Makes room for one more rotated file (the oldest beyond ``max_files``
     go, all but the newest are gzipped) and renames the log; returns its new
