@@ -1744,8 +1744,9 @@ def record_update(
     return _with_managed_fields(new_obj, managers)
 
 
-# Field sets of objects created from a template, by content: a controller's
-# objects (pods of one ReplicaSet) differ only in what no manager owns.
+# Field sets of created objects, by content for those made from a template
+# (a controller's objects differ only in what no manager owns), by shape for
+# those without lists (each Event has its own values, not its own fields).
 _TEMPLATED: memos.BoundedMemo[tuple[Any, ...], FieldSet] = memos.BoundedMemo(1024)
 # Set per object by the server; never owned (``_STRIPPED``), so not part of the key.
 _PER_OBJECT: Final = ("name", "uid", "creationTimestamp", "resourceVersion", "generation")
@@ -1758,12 +1759,18 @@ def _template_key(
     subresource: str,
     has_status_subresource: bool,
 ) -> tuple[Any, ...] | None:
-    """The key a create's field set is remembered by, for objects named by
-    ``generateName`` (made from a template); None for others (unique content
-    would only fill the memo)."""
+    """The key a create's field set is remembered by: for objects named by
+    ``generateName`` (made from a template), their content; for others
+    without lists (Events, Leases: many alike, each with its own values),
+    their shape; None for the rest (unique content would only fill the memo)."""
     metadata = new.get("metadata")
-    if not isinstance(metadata, dict) or not metadata.get("generateName"):
+    if not isinstance(metadata, dict):
         return None
+    if not metadata.get("generateName"):
+        try:
+            return (typer, manager, subresource, has_status_subresource, _shape(new))
+        except _Listed:
+            return None
     content = dict(new)
     content["metadata"] = {k: v for k, v in metadata.items() if k not in _PER_OBJECT}
     try:
@@ -1772,6 +1779,24 @@ def _template_key(
     except TypeError:
         return None
     return (typer, manager, subresource, has_status_subresource, digest)
+
+
+class _Listed(Exception):
+    """A value holds a list: its shape does not decide its field set."""
+
+
+def _shape(value: Any) -> Any:
+    """What the field set of a created list-free value depends on besides
+    its schema: its maps' keys, recursively, and its scalars' types (the
+    comparison with the skeleton looks at maps' keys and emptiness and at
+    scalars' presence and type, never at their values). Lists raise
+    ``_Listed``: their items are told apart by content."""
+    kind = type(value)
+    if kind is dict:
+        return tuple([(key, _shape(child)) for key, child in value.items()])
+    if kind is list:
+        raise _Listed
+    return kind
 
 
 def _decode_or_empty(obj: Mapping[str, Any] | None) -> dict[str, _Entry]:

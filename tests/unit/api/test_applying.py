@@ -720,3 +720,63 @@ def test_field_sets_decoded_from_equal_json_are_one_object() -> None:
     assert applying.encode_fields_v1(first) == applying.encode_fields_v1(
         applying.FieldSet(first.paths())
     )
+
+
+def event(name: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": name.split(".")[0], "uid": f"uid-{name}"},
+        "reason": "Started",
+        "message": message,
+        "count": 1,
+        **extra,
+    }
+
+
+def test_named_objects_of_one_shape_own_the_same_fields_whatever_their_values() -> None:
+    schema = schemas.schema_for("", "v1", "Event")
+
+    def fields_of(obj: dict[str, Any], manager: str = "kubelet", now: str = T0) -> Any:
+        [entry] = applying.record_update(None, obj, manager=manager, schema=schema, now=now)[
+            "metadata"
+        ]["managedFields"]
+        return entry
+
+    first = fields_of(event("a.1", "Started container a"))
+    second = fields_of(event("b.2", "Started container b"), now=T1)
+    # another key is another field set; so is an empty map where there was content
+    more = fields_of(event("c.3", "x", source={"component": "kubelet"}))
+    labelled, unlabelled = (
+        event("d.4", "x"),
+        event("e.5", "x"),
+    )
+    labelled["metadata"]["labels"] = {"app": "web"}
+    unlabelled["metadata"]["labels"] = {}
+    other_manager = fields_of(event("f.6", "x"), manager="scheduler")
+
+    assert first["fieldsV1"] == second["fieldsV1"] and second["time"] == T1
+    assert "f:source" in more["fieldsV1"] and "f:source" not in first["fieldsV1"]
+    assert fields_of(labelled)["fieldsV1"]["f:metadata"]["f:labels"] == {".": {}, "f:app": {}}
+    assert fields_of(unlabelled)["fieldsV1"]["f:metadata"]["f:labels"] == {}
+    assert other_manager["manager"] == "scheduler"
+    assert other_manager["fieldsV1"] == first["fieldsV1"]
+
+
+def test_a_remembered_field_set_is_the_one_the_comparison_finds() -> None:
+    schema = schemas.schema_for("", "v1", "Event")
+    shapes = [
+        event("a.1", "m"),
+        event("b.2", "m", count=None),
+        event("c.3", "m", source={}),
+        event("d.4", "m", source={"component": "kubelet", "host": "h"}),
+        event("e.5", "m", series={"count": 2, "lastObservedTime": T0}),
+    ]
+    remembered = [
+        applying.record_update(None, o, manager="k", schema=schema, now=T0) for o in shapes * 2
+    ]
+    for obj, first, again in zip(shapes, remembered[:5], remembered[5:], strict=True):
+        applying._TEMPLATED._entries.clear()
+        fresh = applying.record_update(None, obj, manager="k", schema=schema, now=T0)
+        assert first == again == fresh
