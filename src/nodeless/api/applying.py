@@ -1767,10 +1767,12 @@ def _template_key(
     if not isinstance(metadata, dict):
         return None
     if not metadata.get("generateName"):
-        try:
-            return (typer, manager, subresource, has_status_subresource, _shape(new))
-        except _Listed:
+        # the comparison with the skeleton looks at maps' keys and emptiness
+        # and at scalars' presence and type, never at their values
+        form = values.shape(new)
+        if form is None:
             return None
+        return (typer, manager, subresource, has_status_subresource, form)
     content = dict(new)
     content["metadata"] = {k: v for k, v in metadata.items() if k not in _PER_OBJECT}
     try:
@@ -1779,24 +1781,6 @@ def _template_key(
     except TypeError:
         return None
     return (typer, manager, subresource, has_status_subresource, digest)
-
-
-class _Listed(Exception):
-    """A value holds a list: its shape does not decide its field set."""
-
-
-def _shape(value: Any) -> Any:
-    """What the field set of a created list-free value depends on besides
-    its schema: its maps' keys, recursively, and its scalars' types (the
-    comparison with the skeleton looks at maps' keys and emptiness and at
-    scalars' presence and type, never at their values). Lists raise
-    ``_Listed``: their items are told apart by content."""
-    kind = type(value)
-    if kind is dict:
-        return tuple([(key, _shape(child)) for key, child in value.items()])
-    if kind is list:
-        raise _Listed
-    return kind
 
 
 def _decode_or_empty(obj: Mapping[str, Any] | None) -> dict[str, _Entry]:

@@ -74,3 +74,33 @@ def identical(a: Any, b: Any) -> bool:
         return bool(a == b) and orjson.dumps(a, option=_EXACT) == orjson.dumps(b, option=_EXACT)
     except (TypeError, orjson.JSONEncodeError):
         return False
+
+
+class _Unshaped(Exception):
+    """The value holds a list, or more than the limit of fields."""
+
+
+def shape(value: Any, limit: int = 256) -> Any | None:
+    """A small list-free value's shape: its maps' keys, recursively, and its
+    scalars' types; None for a value holding a list or more than ``limit``
+    fields (a shape as big as the value would only fill a memo). Checks that
+    look only at keys and types (unknown fields, type errors, the fields a
+    create owns) give every value of one shape the same answer: it keys
+    their memos."""
+    budget = [limit]
+    try:
+        return _shape(value, budget)
+    except _Unshaped:
+        return None
+
+
+def _shape(value: Any, budget: list[int]) -> Any:
+    kind = type(value)
+    if kind is dict:
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            raise _Unshaped
+        return tuple([(key, _shape(child, budget)) for key, child in value.items()])
+    if kind is list:
+        raise _Unshaped
+    return kind

@@ -91,11 +91,11 @@ class Call:
 
 # Field problems of bodies made from a template (named by generateName: a
 # controller's pods), by their bytes and media type: each of its creates sends
-# the same body.
-# (Keys are digests of the bodies: small whatever a body's size.)
-_TEMPLATED_PROBLEMS: memos.BoundedMemo[
-    tuple[int, str, bytes], tuple[Any, list[tuple[str, str]]]
-] = memos.BoundedMemo(512)
+# the same body (keys are digests of the bodies: small whatever a body's
+# size); of small list-free bodies, by their shape.
+_TEMPLATED_PROBLEMS: memos.BoundedMemo[tuple[Any, ...], tuple[Any, list[tuple[str, str]]]] = (
+    memos.BoundedMemo(512)
+)
 
 
 def _field_problems(
@@ -103,7 +103,17 @@ def _field_problems(
 ) -> list[tuple[str, str]]:
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(metadata, dict) or not metadata.get("generateName"):
-        return list(validating.walk_fields(obj, schema, ""))
+        # Unknown fields and wrong types are a matter of keys and types: a
+        # list-free object (an Event) is answered by its shape.
+        form = values.shape(obj) if isinstance(metadata, dict) else None
+        if form is None:
+            return list(validating.walk_fields(obj, schema, ""))
+        shaped = _TEMPLATED_PROBLEMS.get((id(schema), form))
+        if shaped is not None and shaped[0] is schema:
+            return list(shaped[1])
+        problems = list(validating.walk_fields(obj, schema, ""))
+        _TEMPLATED_PROBLEMS.put((id(schema), form), (schema, problems))
+        return list(problems)
     # In-process clients send no bytes: the object's own JSON is the key. The
     # same bytes read as YAML need not be the same object as read as JSON.
     digest = hashlib.blake2b(raw or orjson.dumps(obj), digest_size=16).digest()

@@ -47,3 +47,21 @@ def test_identical_is_a_safe_shortcut_never_a_false_yes() -> None:
     # Equal but spelled differently: "no", and the caller compares fully.
     assert not values.identical({"a": 1, "b": 2}, {"b": 2, "a": 1})
     assert values.equal({"a": 1, "b": 2}, {"b": 2, "a": 1})
+
+
+def test_values_of_one_shape_differ_only_in_their_scalars_values() -> None:
+    a = {"metadata": {"name": "a"}, "count": 1, "source": {}}
+    b = {"metadata": {"name": "b"}, "count": 7, "source": {}}
+
+    assert values.shape(a) == values.shape(b)
+    assert values.shape(a) != values.shape({**a, "count": "1"})  # another type
+    assert values.shape(a) != values.shape({**a, "count": True})  # bool is not int here
+    assert values.shape(a) != values.shape({**a, "source": {"host": "h"}})  # another key
+    assert values.shape(a) != values.shape({**a, "count": None})
+
+
+def test_values_with_lists_or_many_fields_have_no_shape() -> None:
+    assert values.shape({"items": []}) is None
+    assert values.shape({"a": {"b": [1]}}) is None
+    assert values.shape({str(i): i for i in range(10)}, limit=10) is not None
+    assert values.shape({"m": {str(i): i for i in range(10)}}, limit=10) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.unit.apiserver.conftest import Client, FakeClock, configmap, deployment
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
@@ -388,3 +390,26 @@ async def test_the_same_bytes_sent_as_yaml_then_as_json_are_each_read_as_sent(
     assert as_yaml == 201 and created["data"] == {"k": "1e3"}
     assert as_json == 400 and status["reason"] == "BadRequest"
     assert await client.revision() == before
+
+
+async def test_named_objects_alike_but_for_a_value_type_or_a_field_are_each_checked(
+    client: Client,
+) -> None:
+    # Small list-free bodies have their field problems remembered by shape
+    # (keys and value types): a wrong type or an unknown field is its own shape.
+    def config_map(name: str, **fields: Any) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, **fields}
+
+    good, _, _ = await client.request("POST", CONFIGMAPS, config_map("a", data={"k": "1"}))
+    again, _, _ = await client.request("POST", CONFIGMAPS, config_map("b", data={"k": "2"}))
+    wrong, status, _ = await client.request("POST", CONFIGMAPS, config_map("c", data={"k": 3}))
+    strict = {"fieldValidation": "Strict"}
+    unknown = [
+        (await client.request("POST", CONFIGMAPS, config_map(n, extra="x"), params=strict))[0]
+        for n in ("d", "e")
+    ]
+    _, _, warned = await client.request("POST", CONFIGMAPS, config_map("f", extra="x"))
+
+    assert (good, again, wrong, status["reason"]) == (201, 201, 400, "BadRequest")
+    assert unknown == [400, 400]
+    assert 'unknown field \\"extra' in warned.headers.get("Warning", "")
