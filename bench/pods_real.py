@@ -125,6 +125,35 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 @dataclass(frozen=True)
+class RuntimeCpu:
+    """CPU seconds of a containerd and of its shims, each with the children
+    it reaped (CNI plugins; runc): the runtime's work."""
+
+    daemon: float = 0.0
+    shims: float = 0.0
+
+    @classmethod
+    def now(cls, data_dir: Path) -> RuntimeCpu:
+        """So far, for the containerd on ``data_dir``."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        daemon = shims = 0
+        for pid in processes_mentioning(str(data_dir)):
+            try:
+                text = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            used = sum(int(x) for x in text.rsplit(")", 1)[-1].split()[11:15])
+            if "shim" in text[text.index("(") + 1 : text.rindex(")")]:
+                shims += used
+            else:
+                daemon += used
+        return cls(daemon / ticks, shims / ticks)
+
+    def until(self, end: RuntimeCpu) -> RuntimeCpu:
+        return RuntimeCpu(end.daemon - self.daemon, end.shims - self.shims)
+
+
+@dataclass(frozen=True)
 class CpuTimes:
     """The whole machine's CPU seconds since boot, from /proc/stat's first
     line. This VM shares its host: steal (time the hypervisor gave other
@@ -512,11 +541,14 @@ class NodelessRun:
     delete_s: float | None = None
     cpu: CpuUse | None = None  # the machine's, over ``seconds``
     server_cpu_s: float | None = None  # `nodeless up`'s own, over ``seconds``
+    runtime_cpu: RuntimeCpu | None = None  # over ``seconds``
 
 
 async def run_nodeless(
-    server: str, ctx: ssl.SSLContext, args: argparse.Namespace, server_pid: int
+    server: str, ctx: ssl.SSLContext, args: argparse.Namespace, cluster: Cluster
 ) -> NodelessRun:
+    server_pid = cluster.proc.pid
+    runtime_dir = cluster_settings(cluster.data_dir, args.pod_cidr, args.pod_bridge).data_dir
     result = NodelessRun()
     name = "bench-real"
     selector = f"app={name}"
@@ -537,6 +569,7 @@ async def run_nodeless(
     started = 0.0
     cpu0 = CpuTimes.now()
     server_cpu0: float | None = None
+    runtime0 = RuntimeCpu()
 
     def on_event(kind: str, pod: dict[str, Any], now: float) -> bool:
         result.events += 1
@@ -552,6 +585,7 @@ async def run_nodeless(
             if len(running) >= args.pods:
                 result.seconds = now - started
                 result.cpu = cpu0.until(CpuTimes.now())
+                result.runtime_cpu = runtime0.until(RuntimeCpu.now(runtime_dir))
                 server_cpu = cpu_seconds(server_pid)
                 if server_cpu is not None and server_cpu0 is not None:
                     result.server_cpu_s = server_cpu - server_cpu0
@@ -572,6 +606,7 @@ async def run_nodeless(
         )
         try:
             cpu0, server_cpu0 = CpuTimes.now(), cpu_seconds(server_pid)
+            runtime0 = RuntimeCpu.now(runtime_dir)
             started = time.perf_counter()
             async with session.post(deployments, json=body) as resp:
                 if resp.status != 201:
@@ -608,6 +643,7 @@ async def run_nodeless(
 class BaselineRun:
     seconds: float | None = None
     cpu: CpuUse | None = None  # the machine's, over ``seconds``
+    runtime_cpu: RuntimeCpu | None = None  # over ``seconds``
     started: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -630,12 +666,14 @@ async def run_baseline(
                     result.errors.append(f"{name}: {e}")
 
         t0, cpu0 = time.perf_counter(), CpuTimes.now()
+        runtime0 = RuntimeCpu.now(settings.data_dir)
         await asyncio.wait_for(
             asyncio.gather(*(worker() for _ in range(args.concurrency))), timeout=args.timeout
         )
         if result.started == args.pods:
             result.seconds = time.perf_counter() - t0
             result.cpu = cpu0.until(CpuTimes.now())
+            result.runtime_cpu = runtime0.until(RuntimeCpu.now(settings.data_dir))
         return result
 
     await with_runtime(settings, work)
@@ -692,13 +730,28 @@ class Round:
         return self.nodeless.cpu.busy / self.baseline.cpu.busy
 
 
-def cpu_text(cpu: CpuUse | None, pods: int) -> str:
+def cpu_text(cpu: CpuUse | None, pods: int, runtime_cpu: RuntimeCpu | None) -> str:
     if cpu is None:
         return "machine CPU n/a"
+    runtime = (
+        f", containerd {runtime_cpu.daemon * 1000 / pods:.0f}"
+        f" + shims {runtime_cpu.shims * 1000 / pods:.0f}"
+        if runtime_cpu is not None
+        else ""
+    )
     return (
-        f"machine CPU {cpu.busy:.1f} s ({cpu.busy * 1000 / pods:.0f} ms/pod), "
+        f"machine CPU {cpu.busy:.1f} s ({cpu.busy * 1000 / pods:.0f} ms/pod{runtime}), "
         f"{fmt(cpu.steal_cores)} cores stolen"
     )
+
+
+def runtime_per_pod(runtime_cpu: RuntimeCpu | None, pods: int) -> dict[str, float | None] | None:
+    if runtime_cpu is None:
+        return None
+    return {
+        "containerd": rounded(runtime_cpu.daemon * 1000 / pods, 1),
+        "shims": rounded(runtime_cpu.shims * 1000 / pods, 1),
+    }
 
 
 def median_of(values: list[float | None]) -> float | None:
@@ -736,7 +789,7 @@ def run_round(
         baseline = result.baseline
         print(
             f"  baseline (direct CRI): {baseline.started}/{args.pods} pods in "
-            f"{fmt(baseline.seconds)} s; {cpu_text(baseline.cpu, args.pods)}"
+            f"{fmt(baseline.seconds)} s; {cpu_text(baseline.cpu, args.pods, baseline.runtime_cpu)}"
         )
 
     def nodeless_side() -> None:
@@ -745,7 +798,7 @@ def run_round(
             data,
             log,
             errors,
-            lambda server, ctx, cluster: run_nodeless(server, ctx, args, cluster.proc.pid),
+            lambda server, ctx, cluster: run_nodeless(server, ctx, args, cluster),
         )
         nodeless = result.nodeless = nodeless or result.nodeless
         per_pod = nodeless.server_cpu_s and nodeless.server_cpu_s * 1000 / args.pods
@@ -754,7 +807,7 @@ def run_round(
             f"pods in {fmt(nodeless.seconds)} s (first Running at "
             f"{fmt(nodeless.first_running_s)} s; Deployment POST "
             f"{fmt(nodeless.apply_s and nodeless.apply_s * 1000, '.0f')} ms; "
-            f"{nodeless.events} watch events); {cpu_text(nodeless.cpu, args.pods)}, of it"
+            f"{nodeless.events} watch events); {cpu_text(nodeless.cpu, args.pods, nodeless.runtime_cpu)}, of it"
             f" `nodeless up` {fmt(per_pod, '.1f')} ms/pod"
             + (f"; not Running at the timeout: {nodeless.leftover}" if nodeless.leftover else "")
             + (f"; watch: {nodeless.watch_errors[:3]}" if nodeless.watch_errors else "")
@@ -941,6 +994,9 @@ def main() -> int:
             "baseline_cpu_ms_per_pod": rounded(
                 baseline.cpu.busy * 1000 / args.pods if baseline.cpu else None, 1
             ),
+            # containerd and its shims (with runc, CNI), per pod
+            "nodeless_runtime_cpu_ms_per_pod": runtime_per_pod(nodeless.runtime_cpu, args.pods),
+            "baseline_runtime_cpu_ms_per_pod": runtime_per_pod(baseline.runtime_cpu, args.pods),
             "server_cpu_ms_per_pod": rounded(
                 nodeless.server_cpu_s and nodeless.server_cpu_s * 1000 / args.pods, 1
             ),
