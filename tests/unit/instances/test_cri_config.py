@@ -528,6 +528,48 @@ async def test_grpc_failures_become_cri_errors_with_their_code(tmp_path: Path) -
     assert not unimplemented.value.not_found
 
 
+async def test_a_closed_client_calls_again_on_a_new_channel(tmp_path: Path) -> None:
+    """Calls made after ``close`` go over a fresh channel, not the closed
+    one's cached callables."""
+    calls = 0
+
+    async def version(request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+        nonlocal calls
+        calls += 1
+        return pb.VersionResponse(version=request.version, runtime_name="fake")
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "runtime.v1.RuntimeService",
+                {
+                    "Version": grpc.unary_unary_rpc_method_handler(
+                        version,
+                        request_deserializer=pb.VersionRequest.FromString,
+                        response_serializer=pb.VersionResponse.SerializeToString,
+                    )
+                },
+            ),
+        )
+    )
+    socket = tmp_path / "cri.sock"
+    server.add_insecure_port(f"unix://{socket}")
+    await server.start()
+    try:
+        client = clients.CriClient(str(socket))
+        first = await client.version()
+        again = await client.version()
+        await client.close()
+        after_close = await client.version()
+        await client.close()
+    finally:
+        await server.stop(None)
+
+    assert [v.runtime_name for v in (first, again, after_close)] == ["fake"] * 3
+    assert calls == 3
+
+
 async def test_an_absent_runtime_is_unavailable(tmp_path: Path) -> None:
     async with clients.CriClient(str(tmp_path / "none.sock"), timeout=5) as client:
         with pytest.raises(clients.CriError) as absent:
