@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeless.instances.providers.cri import shims
+from nodeless.instances.providers.cri import containerd, shims
+from nodeless.instances.providers.cri import runtime_pb2 as pb
 
 SOCKET = "/tmp/nl-x/containerd/containerd.sock"
 SHIM = "/usr/bin/containerd-shim-runc-v2"
@@ -120,3 +121,65 @@ def test_childless_shims_are_ours_without_a_child_bundle_or_not(tmp_path: Path) 
     found = shims.childless(SOCKET, proc)
 
     assert sorted((s.pid, s.id) for s in found) == [(100, "gone"), (103, "stuck")]
+
+
+def test_orphaned_shims_are_childless_and_of_no_pod_the_runtime_lists(tmp_path: Path) -> None:
+    proc, state_dir = tmp_path / "proc", tmp_path / "state"
+    proc.mkdir()
+    fake_process(proc, 100, 1, shim_argv("stuck"))  # its task deletion timed out
+    bundle(state_dir, "stuck")
+    fake_process(proc, 101, 1, shim_argv("stopped"))  # a stopped sandbox the runtime lists
+    fake_process(proc, 102, 1, shim_argv("running"))
+    fake_process(proc, 103, 102, ["/pause"])
+    fake_process(proc, 104, 1, shim_argv("gone"))  # no bundle either
+    fake_process(proc, 105, 1, shim_argv("elsewhere", "/run/containerd/containerd.sock"))
+
+    found = shims.orphaned(SOCKET, {"stopped", "running"}, proc)
+
+    assert sorted((s.pid, s.id) for s in found) == [(100, "stuck"), (104, "gone")]
+
+
+def test_an_orphan_is_confirmed_only_by_the_next_look_finding_the_same_process() -> None:
+    orphans = shims.Orphans()
+    stuck = shims.Shim(100, "stuck", "k8s.io", SOCKET)
+    starting = shims.Shim(101, "starting", "k8s.io", SOCKET)
+
+    first = orphans.confirmed([stuck, starting])
+    # the pause process of "starting" came up: it is no orphan any more
+    second = orphans.confirmed([stuck])
+    # a new process with the same id is a new suspect, not a confirmed one
+    third = orphans.confirmed([shims.Shim(102, "stuck", "k8s.io", SOCKET)])
+
+    assert first == []
+    assert second == [stuck]
+    assert third == []
+
+
+class ListingRuntime:
+    """The CRI's two lists, as a runtime that knows ``known`` answers them."""
+
+    def __init__(self, known: list[str]) -> None:
+        self.known = known
+
+    async def list_pod_sandbox(self) -> list[pb.PodSandbox]:
+        return [pb.PodSandbox(id=i) for i in self.known]
+
+    async def list_containers(self) -> list[pb.Container]:
+        return []
+
+
+@pytest.mark.integration  # starts processes
+async def test_a_managed_containerd_stops_a_shim_orphaned_two_looks_in_a_row(
+    tmp_path: Path, shim_lookalikes: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    runtime = containerd.Containerd(containerd.ContainerdSettings(tmp_path / "containerd"))
+    runtime.address = SOCKET
+    runtime.client = ListingRuntime(["kept"])  # type: ignore[assignment]
+
+    first = await runtime.stop_orphaned_shims()
+    second = await runtime.stop_orphaned_shims()
+
+    assert first == []
+    assert [s.id for s in second] == ["gone"]
+    assert shim_lookalikes["gone"].wait(timeout=10) == -15
+    assert shim_lookalikes["kept"].poll() is None

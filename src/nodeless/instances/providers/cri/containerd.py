@@ -33,7 +33,9 @@ rather than started twice, and ``Containerd.external`` uses any running CRI
 runtime's socket without managing it. Shims of a managed containerd that
 outlive their pods (a containerd 1.6 bug, see ``shims``) are stopped at
 start, every ``SHIM_REAP_INTERVAL`` seconds and at stop (after
-``remove_pods``, once every shim has exited or leaked).
+``remove_pods``, once every shim has exited or leaked); one that kept its
+bundle, once two looks a reaping interval apart found it childless and of no
+pod the runtime lists.
 """
 
 from __future__ import annotations
@@ -596,6 +598,7 @@ class Containerd:
         self._process: asyncio.subprocess.Process | None = None
         self._pid: int | None = None  # ours or adopted
         self._reaper: asyncio.Task[None] | None = None
+        self._orphans = shims.Orphans()
 
     @classmethod
     def external(
@@ -694,11 +697,25 @@ class Containerd:
             return shims.Reaped([], [])
         return await asyncio.to_thread(shims.stop_leaked, self.settings.state, self.address)
 
+    async def stop_orphaned_shims(self) -> list[shims.Shim]:
+        """Stops this containerd's shims that two looks in a row (this one and
+        the last) found orphaned: childless, of no sandbox or container the
+        runtime lists (see ``shims``). Returns the ones stopped."""
+        if self.settings is None:
+            return []
+        # Listed before /proc is read: a pod made in between is only a suspect.
+        known = {s.id for s in await self.client.list_pod_sandbox()}
+        known.update(c.id for c in await self.client.list_containers())
+        found = await asyncio.to_thread(shims.orphaned, self.address, known)
+        sure = self._orphans.confirmed(found)
+        return await asyncio.to_thread(shims.stop_orphaned, sure) if sure else []
+
     async def _reap_shims(self) -> None:
         while True:
             await asyncio.sleep(SHIM_REAP_INTERVAL)
             try:
                 await self.stop_leaked_shims()
+                await self.stop_orphaned_shims()
             except Exception:
                 log.exception("looking for leaked shims failed")
 

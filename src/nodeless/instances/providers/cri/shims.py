@@ -13,6 +13,14 @@ child process: containerd makes the bundle before it starts the shim and
 removes it only after the task's deletion, and a shim with a task has that
 task's process as its child. Such a shim has nothing left to supervise; it is
 sent SIGTERM, which it exits on.
+
+A shim whose task deletion timed out may keep its bundle, though: the pod is
+removed, the runtime no longer lists a sandbox or container of the shim's id,
+and the shim idles on with no child (1 of 500 after one 500-pod run's
+teardown here). Such an *orphaned* shim is stopped once two looks in a row,
+a reaping interval apart, found it so: a shim that containerd is still
+setting up is childless and unlisted too, but only for the moment before its
+pause process starts.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import itertools
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -146,3 +155,39 @@ def stop_childless(address: str, proc: Path = PROC) -> Reaped:
     may still have its bundle. ``running`` are the shims with a child."""
     idle, busy = _split_by_child(*_scan(address, proc))
     return Reaped(_terminate(idle), busy)
+
+
+def orphaned(address: str, known: Collection[str], proc: Path = PROC) -> list[Shim]:
+    """The shims of the containerd at ``address`` that have no child process
+    and whose id is not in ``known`` (the ids of every sandbox and container
+    the runtime lists), bundle or not."""
+    idle, _ = _split_by_child(*_scan(address, proc))
+    return [s for s in idle if s.id not in known]
+
+
+@dataclass
+class Orphans:
+    """The orphaned shims of one look, kept until the next: only a shim found
+    orphaned in both (the same process, the same id) is to be stopped."""
+
+    _suspects: set[tuple[int, str]] = field(default_factory=set)
+
+    def confirmed(self, found: list[Shim]) -> list[Shim]:
+        """Of ``found`` (this look's orphans), those the last look found too;
+        the rest are remembered for the next look."""
+        sure = [s for s in found if (s.pid, s.id) in self._suspects]
+        self._suspects = {(s.pid, s.id) for s in found} - {(s.pid, s.id) for s in sure}
+        return sure
+
+
+def stop_orphaned(found: list[Shim]) -> list[Shim]:
+    """Sends each of ``found`` (confirmed orphans) SIGTERM; the ones that
+    were still there to receive it."""
+    stopped = _terminate(found)
+    if stopped:
+        log.warning(
+            "stopped %d containerd shim(s) whose pods the runtime no longer lists: %s",
+            len(stopped),
+            ", ".join(s.id[:12] for s in stopped),
+        )
+    return stopped
