@@ -223,6 +223,8 @@ class _Instance:
     last_pushed: base.InstanceStatus | None = None
     oom_kills: int = 0  # the pod cgroup's OOM kill count when last read
     pre_stopped: set[str] = dataclasses.field(default_factory=set)  # CRI IDs whose preStop ran
+    # termination files made with the pod's directories, ahead of their attempts
+    made_files: set[Path] = dataclasses.field(default_factory=set)
     gpus: tuple[int, ...] = ()  # the host GPUs this instance holds
 
     def all_containers(self) -> list[_Container]:
@@ -880,9 +882,18 @@ class CriProvider:
         empty_dirs = [v for v in volumes if isinstance(v, podconfigs.EmptyDir)]
         request = instance.request
 
+        # Each container's next termination file too: made on the loop when
+        # its container is configured, its mkdirs blocked the loop for ~3 ms
+        # a pod while the runtime was busy (py-spy, 100 pods starting).
+        termination_files = [
+            paths.termination_file(c.name, c.next_attempt) for c in instance.all_containers()
+        ]
+
         def make_dirs() -> None:
             paths.log_dir.mkdir(parents=True, exist_ok=True)
             paths.pod_dir.mkdir(parents=True, exist_ok=True)
+            for path in termination_files:
+                _create_termination_file(path)
             for volume in empty_dirs:
                 directory = paths.empty_dir(volume.name)
                 directory.mkdir(parents=True, exist_ok=True)
@@ -899,6 +910,7 @@ class CriProvider:
         # One hop to a thread: a mkdir waits on the kernel for milliseconds
         # when the runtime is busy creating cgroups, too long for the loop.
         await asyncio.to_thread(make_dirs)
+        instance.made_files.update(termination_files)
         for volume in empty_dirs:
             directory = dirs[volume.name]
             if volume.medium == "Memory" and not _is_mount(directory):
@@ -1428,7 +1440,10 @@ class CriProvider:
                 self._event(instance, "Warning", "Failed", f"Error: {e}")
                 await self.clock.sleep(container.retry.next())
         container.retry.reset()
-        _create_termination_file(termination)  # an empty file: no hop to a thread
+        if termination in instance.made_files:
+            instance.made_files.discard(termination)
+        else:
+            _create_termination_file(termination)  # an empty file: no hop to a thread
         return config
 
     async def _service_env(self, instance: _Instance) -> dict[str, str]:
