@@ -231,8 +231,13 @@ async def test_a_pods_bill_is_its_billed_time_times_its_price_to_the_second(tmp_
         )
         assert kept["spec"]["namespace"] == NAMESPACE
         assert kept["metadata"]["labels"][billing.POD_LABEL] == "web"
-        events = await cluster.events_for("web", "InstanceBilled")
-        assert events and "billed 100 s" in events[0]["message"]
+
+        async def billed_event() -> list[dict[str, Any]]:
+            return await cluster.events_for("web", "InstanceBilled")
+
+        # the Event is written after the record, by the recorder's own task
+        events = await wait_for(billed_event, what="an InstanceBilled Event")
+        assert "billed 100 s" in events[0]["message"]
     finally:
         await cluster.stop()
 
