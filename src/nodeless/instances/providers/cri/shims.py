@@ -139,14 +139,20 @@ class Reaped:
 def stop_leaked(state_dir: Path, address: str, proc: Path = PROC) -> Reaped:
     """Sends each leaked shim SIGTERM (one scan of ``proc``)."""
     gone, running = _split(state_dir, *_scan(address, proc))
-    stopped = _terminate(gone)
+    return Reaped(_terminate_logged(gone, "left running after their pods went"), running)
+
+
+def _terminate_logged(found: list[Shim], why: str) -> list[Shim]:
+    """``_terminate``, with a warning naming the shims stopped and why."""
+    stopped = _terminate(found)
     if stopped:
         log.warning(
-            "stopped %d containerd shim(s) left running after their pods went: %s",
+            "stopped %d containerd shim(s) %s: %s",
             len(stopped),
+            why,
             ", ".join(s.id[:12] for s in stopped),
         )
-    return Reaped(stopped, running)
+    return stopped
 
 
 def stop_childless(address: str, proc: Path = PROC) -> Reaped:
@@ -170,24 +176,17 @@ class Orphans:
     """The orphaned shims of one look, kept until the next: only a shim found
     orphaned in both (the same process, the same id) is to be stopped."""
 
-    _suspects: set[tuple[int, str]] = field(default_factory=set)
+    _suspects: set[Shim] = field(default_factory=set)
 
     def confirmed(self, found: list[Shim]) -> list[Shim]:
         """Of ``found`` (this look's orphans), those the last look found too;
         the rest are remembered for the next look."""
-        sure = [s for s in found if (s.pid, s.id) in self._suspects]
-        self._suspects = {(s.pid, s.id) for s in found} - {(s.pid, s.id) for s in sure}
+        sure = [s for s in found if s in self._suspects]
+        self._suspects = set(found).difference(sure)
         return sure
 
 
 def stop_orphaned(found: list[Shim]) -> list[Shim]:
     """Sends each of ``found`` (confirmed orphans) SIGTERM; the ones that
     were still there to receive it."""
-    stopped = _terminate(found)
-    if stopped:
-        log.warning(
-            "stopped %d containerd shim(s) whose pods the runtime no longer lists: %s",
-            len(stopped),
-            ", ".join(s.id[:12] for s in stopped),
-        )
-    return stopped
+    return _terminate_logged(found, "whose pods the runtime no longer lists")
