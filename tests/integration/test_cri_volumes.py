@@ -352,6 +352,32 @@ async def test_a_pod_waits_in_container_creating_until_its_config_map_exists(env
     await until(lambda: _logged(provider, "i-wait", "finally"))
 
 
+async def test_pods_waiting_for_a_config_map_do_not_hold_up_the_pods_behind_them(
+    env: Env,
+) -> None:
+    # One sandbox at a time, so two set-up slots: both taken by waiting pods
+    # if a pod kept its slot through its volume back-off.
+    provider = env.provider(parallel_sandboxes=1)
+    for n in range(3):
+        await provider.create(
+            request(
+                f"i-wait-{n}",
+                f"wait-{n}",
+                "sleep 1000",
+                restart_policy="Always",
+                volumes=[{"name": "config", "configMap": {"name": "never"}}],
+                mounts=[{"name": "config", "mountPath": "/etc/config"}],
+            )
+        )
+    for n in range(3):
+        await until(status_is(provider, f"i-wait-{n}", lambda s: "not found" in s.message))
+    await provider.create(request("i-free", "free", "sleep 1000", restart_policy="Always"))
+
+    await until(status_is(provider, "i-free", lambda s: s.state is State.RUNNING), timeout=30)
+    for n in range(3):
+        assert (await current(provider, f"i-wait-{n}")).state is State.PENDING
+
+
 async def _logged(provider: cri.CriProvider, instance_id: str, text: str) -> bool:
     try:
         return text in await read_logs(provider, instance_id)
