@@ -241,6 +241,9 @@ class ReplicaSetController:
             self.NAME, self.sync, workers=workers, clock=self.clock
         )
         self._sets: informers.Informer | None = None
+        # key -> (resourceVersion before, after) our last status write: that
+        # very update needs no sync (the sync that wrote it saw all it shows).
+        self._own_writes: dict[str, tuple[str, str]] = {}
         self._pods: informers.Informer | None = None
         self._set_index: podcontrol.OwnerIndex | None = None
         self._pod_index: podcontrol.OwnerIndex | None = None
@@ -289,11 +292,21 @@ class ReplicaSetController:
         self.controller.enqueue(rs)
 
     def _set_updated(self, old: Obj, new: Obj) -> None:
-        if clients.resource_version(old) != clients.resource_version(new):
-            self.controller.enqueue(new)
+        versions = (clients.resource_version(old), clients.resource_version(new))
+        if versions[0] == versions[1]:
+            return
+        key = clients.key_of(new)
+        if self._own_writes.get(key) == versions:
+            # Our own status write coming back: syncing again for it was half
+            # of a ramp's syncs, each reading every pod of the set.
+            del self._own_writes[key]
+            return
+        self.controller.enqueue(new)
 
     def _set_deleted(self, rs: Obj) -> None:
-        self.expectations.forget(clients.key_of(rs))
+        key = clients.key_of(rs)
+        self.expectations.forget(key)
+        self._own_writes.pop(key, None)
         self.controller.enqueue(rs)
 
     def _resolve(self, namespace: str, ref: Obj) -> Obj | None:
@@ -516,7 +529,14 @@ class ReplicaSetController:
         current = rs
         for attempt in range(STATUS_UPDATE_RETRIES + 1):
             try:
-                return await self.client.update_status(self.RESOURCE, dict(current, status=status))
+                written = await self.client.update_status(
+                    self.RESOURCE, dict(current, status=status)
+                )
+                self._own_writes[clients.key_of(written)] = (
+                    clients.resource_version(current),
+                    clients.resource_version(written),
+                )
+                return written
             except errors.StatusError as err:
                 if err.code == 404:
                     return rs  # deleted meanwhile: the delete event requeues it
