@@ -311,7 +311,7 @@ class CriProvider:
         self._gpus = gpudevices.GpuAllocator(self.host_gpus.indices)
         self._use_cdi = False  # set from the runtime's version at start
         self._sandbox_starts = asyncio.Semaphore(parallel_sandboxes)
-        self._set_ups = asyncio.Semaphore(parallel_sandboxes * SET_UPS_PER_SANDBOX)
+        self._set_ups = asyncio.BoundedSemaphore(parallel_sandboxes * SET_UPS_PER_SANDBOX)
         self._instances: dict[str, _Instance] = {}
         self._zone_usage: dict[str, int] = {}
         self._callbacks: list[base.StatusCallback] = []
