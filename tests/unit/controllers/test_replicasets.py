@@ -507,7 +507,6 @@ async def test_pod_events_within_the_batch_period_wake_the_set_once() -> None:
     assert len(rsc.controller.queue) == 1
 
 
-
 async def test_its_own_status_write_coming_back_does_not_sync_the_set_again(
     stack: Stack,
 ) -> None:
