@@ -195,6 +195,12 @@ class InstanceManager:
         # The labels and annotations each instance was last shown
         # (``UpdateCapable`` providers only).
         self._shown: dict[str, tuple[Obj, Obj]] = {}
+        # Our own writes the informers may not show yet, per (resource, key):
+        # the resourceVersions known to be older than the write, and the
+        # object it made (None: deleted). A sync while an informer shows one
+        # of those versions reads the object made instead, so it neither
+        # writes the same status again nor bills a deleted record twice.
+        self._written: dict[tuple[str, str], tuple[frozenset[str], Obj | None]] = {}
         # asked once: a protocol's isinstance costs microseconds, on every sync
         self._updatable = provider if isinstance(provider, base.UpdateCapable) else None
         self._adopted = False
@@ -202,7 +208,7 @@ class InstanceManager:
             self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
         )
         self.records.add_handlers(
-            self._record_changed, lambda old, new: self._record_changed(new), self._record_changed
+            self._record_changed, lambda old, new: self._record_changed(new), self._record_deleted
         )
         if isinstance(provider, base.Notifier):
             provider.subscribe(self._pushed)
@@ -221,6 +227,15 @@ class InstanceManager:
 
     def _record_changed(self, record: Obj) -> None:
         self.controller.queue.add(clients.key_of(record))
+
+    def _record_deleted(self, record: Obj) -> None:
+        key = clients.key_of(record)
+        memo = self._written.get((INSTANCES.plural, key))
+        if memo is not None and memo[1] is not None:
+            # Not our own deletion seen late, but the record our last write
+            # made going: the informer's nothing is the truth.
+            del self._written[(INSTANCES.plural, key)]
+        self.controller.queue.add(key)
 
     def _pushed(self, status: base.InstanceStatus) -> None:
         key = f"{status.namespace}/{status.pod_name}"
@@ -470,9 +485,39 @@ class InstanceManager:
             capacity_type=spec.get("capacityType", "on-demand"),
         )
 
+    def _fresher(self, ref: clients.ResourceRef, key: str, seen: Obj | None) -> Obj | None:
+        """What the informer shows of ``key``, or what our own write made of
+        it while the informer still shows a version from before that write."""
+        memo = self._written.get((ref.plural, key))
+        if memo is None:
+            return seen
+        older, made = memo
+        seen_version = clients.resource_version(seen) if seen is not None else ""
+        made_version = clients.resource_version(made) if made is not None else ""
+        if seen_version != made_version and seen_version in older:
+            return made
+        # The informer has caught up (or moved past): it is the truth again.
+        del self._written[(ref.plural, key)]
+        return seen
+
+    def _remember(
+        self, ref: clients.ResourceRef, key: str, based_on: Obj | None, made: Obj | None
+    ) -> None:
+        """Our write to ``key``, made on ``based_on`` (None: a create), made
+        ``made`` (None: deleted). A sync's writes to one key never overlap (the
+        work queue hands a key to one worker at a time), so every version our
+        earlier writes saw or made is older than this one's too."""
+        older = {clients.resource_version(based_on) if based_on is not None else ""}
+        memo = self._written.get((ref.plural, key))
+        if memo is not None:
+            older |= memo[0]
+            if memo[1] is not None:
+                older.add(clients.resource_version(memo[1]))
+        self._written[(ref.plural, key)] = (frozenset(older), made)
+
     async def sync(self, key: str) -> None:
-        pod = self.pods.get(key)
-        record = self.records.get(key)
+        pod = self._fresher(PODS, key, self.pods.get(key))
+        record = self._fresher(INSTANCES, key, self.records.get(key))
         if pod is not None and not self._ours(pod):
             pod = None if record is None else pod
             if record is None:
@@ -647,7 +692,7 @@ class InstanceManager:
         if intervals == self._intervals(record):
             return
         self._billing[instance_id] = intervals
-        await self._patch_record_status(record, {"billing": {"intervals": intervals}})
+        await self._patch_record_status(record, {"billing": {"intervals": intervals}}, aside=True)
 
     async def give_notice(self, record: Obj, message: str, at: datetime.datetime) -> None:
         """Tell the pod its spot instance goes at ``at`` (a condition and a
@@ -658,6 +703,7 @@ class InstanceManager:
         await self._patch_record_status(
             record,
             {"reclaim": {"at": billing.format_time(at), "message": message, "notice": notice}},
+            aside=True,
         )
         # The pod's condition is the sync's to write (``_reflect``): it alone
         # writes the pod's status, so no write from a staler view drops it.
@@ -675,7 +721,9 @@ class InstanceManager:
         reclaim = (record.get("status") or {}).get("reclaim") or {}
         if reclaim.get("started"):
             return
-        await self._patch_record_status(record, {"reclaim": {**reclaim, "started": True}})
+        await self._patch_record_status(
+            record, {"reclaim": {**reclaim, "started": True}}, aside=True
+        )
         key = self._record_key(record)
         pod = self.pods.get(key) or {}
         grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
@@ -714,15 +762,21 @@ class InstanceManager:
             )
         return status
 
-    async def _patch_record_status(self, record: Obj, patch: Obj) -> None:
+    async def _patch_record_status(self, record: Obj, patch: Obj, *, aside: bool = False) -> None:
+        """``aside``: written beside the syncs (by the reclaimer), maybe while
+        one writes too, so the order of the two is unknown: the informer is
+        the truth again (what those writes keep is also held in memory:
+        ``_billing``, ``_noticed``, ``_reclaimed``)."""
         await self._patch_status(INSTANCES, record, patch)
+        if aside:
+            self._written.pop((INSTANCES.plural, clients.key_of(record)), None)
 
     async def _patch_status(self, ref: clients.ResourceRef, obj: Obj, status: Obj) -> None:
         """A merge patch of ``status`` (a pod's or a record's); a write that
         fails (the object went) is dropped: the next sync reads what is."""
         meta = obj.get("metadata") or {}
-        with contextlib.suppress(errors.StatusError):
-            await self.client.patch(
+        try:
+            made = await self.client.patch(
                 ref,
                 meta.get("namespace", ""),
                 meta.get("name", ""),
@@ -731,6 +785,12 @@ class InstanceManager:
                 subresource="status",
                 options=DROPPED,
             )
+        except errors.StatusError as err:
+            if err.code == 404:
+                # Gone: whatever our last write made of it is no fresher.
+                self._written.pop((ref.plural, clients.key_of(obj)), None)
+            return
+        self._remember(ref, clients.key_of(obj), obj, made)
 
     async def _create(self, key: str, pod: Obj) -> None:
         """Start the pod's instance; its record is written by the next sync.
@@ -791,6 +851,8 @@ class InstanceManager:
                 (body.get("metadata") or {}).get("namespace", ""),
                 (body.get("metadata") or {}).get("name", ""),
             )
+        else:
+            self._remember(INSTANCES, key, None, stored)
         self._unrecorded.pop(key, None)
         instance_id = str((stored.get("spec") or {}).get("instanceID") or "")
         self._billing[instance_id] = list(
@@ -952,8 +1014,17 @@ class InstanceManager:
         finds the bill already written)."""
         meta = record.get("metadata") or {}
         await self._write_bill(record)
-        with contextlib.suppress(errors.StatusError):
-            await self.client.delete(INSTANCES, meta.get("namespace", ""), meta.get("name", ""))
+        try:
+            gone = await self.client.delete(
+                INSTANCES, meta.get("namespace", ""), meta.get("name", "")
+            )
+        except errors.StatusError as err:
+            if err.code == 404:  # gone already (the garbage collector, after its pod)
+                self._remember(INSTANCES, clients.key_of(record), record, None)
+        else:
+            # Still there while a finalizer (someone else's) holds it.
+            left = gone if (gone.get("metadata") or {}).get("finalizers") else None
+            self._remember(INSTANCES, clients.key_of(record), record, left)
         self._billing.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
         self._reclaimed.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
         self._noticed.pop(str((record.get("spec") or {}).get("instanceID") or ""), None)
@@ -1045,6 +1116,7 @@ class InstanceManager:
 
     def _forget(self, key: str) -> None:
         self._deleting.discard(key)
+        self._written.pop((PODS.plural, key), None)
         self.latest.pop(key, None)
         self._final.pop(key, None)
         self._announced.pop(key, None)

@@ -455,6 +455,112 @@ async def test_an_instance_the_provider_lost_across_a_restart_fails_the_pod_not_
         await second.stop()
 
 
+# --- informers behind the manager's own writes ----------------------------------------
+
+
+class Writes:
+    """The manager's writes as they leave it: (verb, resource, subresource)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, client: clients.ApiClient) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+        create, patch = client.create, client.patch
+
+        async def counted_create(
+            resource: clients.ResourceRef, obj: Any, *a: Any, **kw: Any
+        ) -> Any:
+            self.seen.append(("create", resource.plural, ""))
+            return await create(resource, obj, *a, **kw)
+
+        async def counted_patch(resource: clients.ResourceRef, *a: Any, **kw: Any) -> Any:
+            self.seen.append(("patch", resource.plural, str(kw.get("subresource", ""))))
+            return await patch(resource, *a, **kw)
+
+        monkeypatch.setattr(client, "create", counted_create)
+        monkeypatch.setattr(client, "patch", counted_patch)
+
+    def of(self, plural: str) -> list[tuple[str, str, str]]:
+        return [w for w in self.seen if w[1] == plural]
+
+
+def lag_behind(
+    monkeypatch: pytest.MonkeyPatch,
+    informer: Any,
+    key: str,
+    keep: Callable[[dict[str, Any] | None], bool],
+) -> None:
+    """``informer`` shows ``key`` as it was when first read in a state
+    ``keep`` accepts, whatever happens to it after: a watch far behind."""
+    get = informer.get
+    frozen: dict[str, dict[str, Any] | None] = {}
+
+    def lagging(wanted: str) -> dict[str, Any] | None:
+        if wanted != key:
+            return get(wanted)  # type: ignore[no-any-return]
+        if key not in frozen:
+            seen = get(key)
+            if not keep(seen):
+                return seen  # type: ignore[no-any-return]
+            frozen[key] = seen
+        return frozen[key]
+
+    monkeypatch.setattr(informer, "get", lagging)
+
+
+async def test_syncs_while_the_informers_lag_behind_its_writes_write_nothing_twice(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = cluster.manager
+    assert manager is not None
+    key = f"{NAMESPACE}/late"
+    # From its binding on, the manager's informers show the pod bound and no
+    # status, and no record, whatever the manager writes.
+    lag_behind(monkeypatch, manager.pods, key, lambda p: bool(p and p["spec"].get("nodeName")))
+    lag_behind(monkeypatch, manager.records, key, lambda r: True)
+    writes = Writes(monkeypatch, manager.client)
+
+    await cluster.create_pod(pod_manifest("late", command=["sleep", "infinity"]))
+    await cluster.wait_pod("late", lambda p: container(p).get("ready"), "late ready")
+    await cluster.wait_record("late", "Running")
+    await cluster.settle()
+    so_far = list(writes.seen)
+    for _ in range(3):
+        manager.controller.queue.add(key)
+        await cluster.settle()
+
+    # Each sync read what the last write made, not the informers' stale view:
+    # the record was created once, and nothing already written was written again.
+    assert so_far.count(("create", "instances", "")) == 1
+    assert writes.seen == so_far
+    assert phase_of(await cluster.must_pod("late")) == "Running"
+
+
+async def test_a_deleted_pods_instance_is_billed_once_while_the_informer_still_shows_its_record(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = cluster.manager
+    assert manager is not None
+    key = f"{NAMESPACE}/billed"
+    await cluster.create_pod(pod_manifest("billed", command=["sleep", "infinity"]))
+    await cluster.wait_record("billed", "Running")
+    await cluster.settle()
+    # The record stays in the informer after the manager deletes it.
+    lag_behind(monkeypatch, manager.records, key, lambda r: r is not None)
+    writes = Writes(monkeypatch, manager.client)
+
+    await cluster.client.delete(PODS, NAMESPACE, "billed")
+    await cluster.wait_gone("billed")
+    await wait_for(lambda: _gone(cluster, "billed"), what="the record of the deleted pod gone")
+    for _ in range(2):
+        manager.controller.queue.add(key)
+        await cluster.settle()
+
+    assert writes.of("billingrecords") == [("create", "billingrecords", "")]
+
+
+async def _gone(cluster: Cluster, name: str) -> bool:
+    return await cluster.record(name) is None
+
+
 # --- restart adoption -------------------------------------------------------------------
 
 
