@@ -704,7 +704,12 @@ class Api:
                     if wait <= 0:
                         break
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                    if watcher.queue.empty():
+                        # asyncio.timeout, not wait_for: no task per event
+                        async with asyncio.timeout(wait):
+                            item = await watcher.queue.get()
+                    else:
+                        item = watcher.queue.get_nowait()
                 except TimeoutError:
                     if bookmarks and (deadline is None or time.monotonic() < deadline):
                         await response.write(

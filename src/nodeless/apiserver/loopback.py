@@ -218,7 +218,9 @@ class LoopbackApiClient:
                     if deadline is not None:
                         wait = min(wait, deadline - time.monotonic())
                     try:
-                        item = await asyncio.wait_for(queue.get(), wait)
+                        # asyncio.timeout, not wait_for: no task per wait
+                        async with asyncio.timeout(wait):
+                            item = await queue.get()
                     except TimeoutError:
                         if opened.bookmarks and (deadline is None or time.monotonic() < deadline):
                             rev = max(last_rev, api.store.cacher.revision)

@@ -505,7 +505,6 @@ class Cacher:
         """Block until the cache has applied ``revision`` (read-your-writes)."""
         if self.revision >= revision:
             return
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: self.revision >= revision), timeout
-            )
+        # asyncio.timeout, not wait_for: no task per wait (every write may wait here)
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.revision >= revision)

@@ -413,6 +413,52 @@ async def test_stopping_the_server_ends_watches(
         assert [e async for e in events] == []
 
 
+# python/cpython#86296: on 3.11 ``asyncio.wait_for`` swallows a cancel that
+# lands in the turn of the loop its inner wait completes in. A task stopped
+# then (an informer, the event recorder mid-write at shutdown) ran on and
+# `nodeless up` hung on its stop until killed. Each test cancels at every turn
+# of the loop around the moment the awaited write arrives.
+TURNS = 12
+
+
+async def _turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_a_wait_for_the_cache_cancelled_as_the_write_lands_ends_cancelled(
+    server: app.ApiServer, api: loopback.LoopbackApiClient
+) -> None:
+    cacher = server.store.cacher
+    for turn in range(TURNS):
+        waiting = asyncio.create_task(cacher.wait_for(cacher.revision + 1))
+        await _turns(2)  # waiting on the cache now
+        writing = asyncio.create_task(api.create(CONFIGMAPS, configmap(f"w{turn}")))
+        await _turns(turn)
+        pending = waiting.cancel()  # False: it had ended already
+        await asyncio.wait([waiting, writing], timeout=WAIT)
+        assert waiting.cancelled() or not pending, f"the cancel at turn {turn} was swallowed"
+
+
+async def test_a_watch_cancelled_as_an_event_arrives_ends(
+    api: loopback.LoopbackApiClient,
+) -> None:
+    for turn in range(TURNS):
+        start = (await api.list(CONFIGMAPS, NS)).resource_version
+
+        async def read(start: str = start) -> None:
+            async for _ in api.watch(CONFIGMAPS, NS, resource_version=start):
+                pass
+
+        reading = asyncio.create_task(read())
+        await _turns(4)  # waiting for an event now
+        writing = asyncio.create_task(api.create(CONFIGMAPS, configmap(f"e{turn}")))
+        await _turns(turn)
+        reading.cancel()
+        await asyncio.wait([reading, writing], timeout=WAIT)
+        assert reading.done(), f"the watch cancelled at turn {turn} ran on"
+
+
 async def test_results_belong_to_the_caller(api: loopback.LoopbackApiClient) -> None:
     mine = configmap("a", k="1")
     created = await api.create(CONFIGMAPS, mine)

@@ -896,7 +896,8 @@ class Containerd:
     async def _wait_exit(self, pid: int, timeout: float | None) -> bool:
         if self._process is not None:
             try:
-                await asyncio.wait_for(self._process.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._process.wait()
             except TimeoutError:
                 return False
             return True

@@ -41,6 +41,8 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+import orjson
+
 from nodeless.instances.providers import base
 from nodeless.instances.providers.cri import cgroups, gpudevices
 from nodeless.instances.providers.cri import runtime_pb2 as pb
@@ -97,7 +99,7 @@ def encode_request(request: base.InstanceRequest) -> str:
     # The fields are plain values and the pod's JSON: serialised as they are,
     # without the deep copy ``dataclasses.asdict`` would make of the pod.
     fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
-    return json.dumps(fields, separators=(",", ":"), sort_keys=True)
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def decode_request(text: str) -> base.InstanceRequest:
