@@ -709,6 +709,8 @@ class Api:
                         async with asyncio.timeout(wait):
                             item = await watcher.queue.get()
                     else:
+                        # a turn for everyone else per batch, as a wait gives
+                        await asyncio.sleep(0)
                         item = watcher.queue.get_nowait()
                 except TimeoutError:
                     if bookmarks and (deadline is None or time.monotonic() < deadline):

@@ -117,6 +117,16 @@ class Informer:
         """The cached object for ``namespace/name`` (or ``name`` if cluster scoped)."""
         return self.store.get(key)
 
+    def has_seen(self, resource_version: str) -> bool:
+        """Whether this cache is at ``resource_version`` or past it: False when
+        it is behind or the versions cannot be compared (they are opaque in
+        general; this API server's are numbers)."""
+        return (
+            _revision(self.resource_version) is not None
+            and not _older(self.resource_version, resource_version)
+            and _revision(resource_version) is not None
+        )
+
     def objects(self, namespace: str | None = None) -> list[clients.Object]:
         """Cached objects, all or those of one namespace."""
         if namespace is None:

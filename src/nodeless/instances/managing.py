@@ -231,9 +231,14 @@ class InstanceManager:
     def _record_deleted(self, record: Obj) -> None:
         key = clients.key_of(record)
         memo = self._written.get((INSTANCES.plural, key))
-        if memo is not None and memo[1] is not None:
-            # Not our own deletion seen late, but the record our last write
-            # made going: the informer's nothing is the truth.
+        uid = (record.get("metadata") or {}).get("uid")
+        if (
+            memo is not None
+            and memo[1] is not None
+            and (memo[1].get("metadata") or {}).get("uid") == uid
+        ):
+            # The record our last write made is going (not an older one, our
+            # own deletion seen late): the informer's nothing is the truth.
             del self._written[(INSTANCES.plural, key)]
         self.controller.queue.add(key)
 
@@ -485,16 +490,26 @@ class InstanceManager:
             capacity_type=spec.get("capacityType", "on-demand"),
         )
 
-    def _fresher(self, ref: clients.ResourceRef, key: str, seen: Obj | None) -> Obj | None:
+    def _fresher(
+        self, informer: informers.Informer, ref: clients.ResourceRef, key: str
+    ) -> Obj | None:
         """What the informer shows of ``key``, or what our own write made of
         it while the informer still shows a version from before that write."""
+        seen = informer.get(key)
         memo = self._written.get((ref.plural, key))
         if memo is None:
             return seen
         older, made = memo
         seen_version = clients.resource_version(seen) if seen is not None else ""
         made_version = clients.resource_version(made) if made is not None else ""
-        if seen_version != made_version and seen_version in older:
+        if (
+            seen_version != made_version
+            and seen_version in older
+            # An informer at or past our write that shows nothing (a record
+            # created, then deleted by someone while its watch was down and
+            # relisted) is the truth: what we made is gone.
+            and not (made is not None and informer.has_seen(made_version))
+        ):
             return made
         # The informer has caught up (or moved past): it is the truth again.
         del self._written[(ref.plural, key)]
@@ -516,8 +531,8 @@ class InstanceManager:
         self._written[(ref.plural, key)] = (frozenset(older), made)
 
     async def sync(self, key: str) -> None:
-        pod = self._fresher(PODS, key, self.pods.get(key))
-        record = self._fresher(INSTANCES, key, self.records.get(key))
+        pod = self._fresher(self.pods, PODS, key)
+        record = self._fresher(self.records, INSTANCES, key)
         if pod is not None and not self._ours(pod):
             pod = None if record is None else pod
             if record is None:

@@ -487,14 +487,16 @@ def lag_behind(
     informer: Any,
     key: str,
     keep: Callable[[dict[str, Any] | None], bool],
-) -> None:
+) -> Callable[[], None]:
     """``informer`` shows ``key`` as it was when first read in a state
-    ``keep`` accepts, whatever happens to it after: a watch far behind."""
-    get = informer.get
+    ``keep`` accepts, whatever happens to it after, and has seen no later
+    version of anything: a watch far behind. Returns what makes it catch up."""
+    get, has_seen = informer.get, informer.has_seen
     frozen: dict[str, dict[str, Any] | None] = {}
+    lagging_since = [""]
 
     def lagging(wanted: str) -> dict[str, Any] | None:
-        if wanted != key:
+        if wanted != key or not lagging_since[0]:
             return get(wanted)  # type: ignore[no-any-return]
         if key not in frozen:
             seen = get(key)
@@ -503,7 +505,19 @@ def lag_behind(
             frozen[key] = seen
         return frozen[key]
 
+    def seen_then(version: str) -> bool:
+        if not lagging_since[0]:
+            return has_seen(version)  # type: ignore[no-any-return]
+        return int(version) <= int(lagging_since[0])
+
+    lagging_since[0] = informer.resource_version
     monkeypatch.setattr(informer, "get", lagging)
+    monkeypatch.setattr(informer, "has_seen", seen_then)
+
+    def catch_up() -> None:
+        lagging_since[0] = ""
+
+    return catch_up
 
 
 async def test_syncs_while_the_informers_lag_behind_its_writes_write_nothing_twice(
@@ -555,6 +569,37 @@ async def test_a_deleted_pods_instance_is_billed_once_while_the_informer_still_s
         await cluster.settle()
 
     assert writes.of("billingrecords") == [("create", "billingrecords", "")]
+
+
+async def test_a_record_deleted_unseen_while_the_informer_lagged_is_written_again(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = cluster.manager
+    assert manager is not None
+    key = f"{NAMESPACE}/unseen"
+    catch_up = lag_behind(monkeypatch, manager.records, key, lambda r: True)
+    await cluster.create_pod(pod_manifest("unseen", command=["sleep", "infinity"]))
+    await cluster.wait_record("unseen", "Running")
+    await cluster.settle()
+    # Someone deletes the record while the manager's informer is away (a
+    # broken watch, then a list that never had it): no delete is told.
+    handlers, manager.records._handlers = manager.records._handlers, []
+    await cluster.client.delete(managing.INSTANCES, NAMESPACE, "unseen")
+    await wait_for(
+        lambda: _not_cached(manager.records, key), what="the record gone from the informer"
+    )
+    manager.records._handlers = handlers
+    catch_up()
+
+    manager.controller.queue.add(key)
+    # The informer has seen past the record's creation and shows nothing:
+    # the record is gone, and the running pod's record is written again.
+    record = await cluster.wait_record("unseen", "Running")
+    assert record["spec"]["podName"] == "unseen"
+
+
+async def _not_cached(informer: Any, key: str) -> bool:
+    return key not in informer.store
 
 
 async def _gone(cluster: Cluster, name: str) -> bool:
