@@ -100,6 +100,23 @@ async def test_watch_events_reach_handlers_in_order(
     assert informer.store == {}
 
 
+async def test_has_seen_says_whether_the_cache_reached_a_version(
+    api: fake_apiclient.FakeApiClient, informer: informers.Informer
+) -> None:
+    assert not informer.has_seen("1")  # nothing listed yet
+    api.put(CONFIGMAPS, configmap("a"))
+    api.put(CONFIGMAPS, configmap("b"))
+    informer.start()
+    await caught_up(informer, api)
+
+    assert informer.has_seen("1") and informer.has_seen("2")
+    assert not informer.has_seen("3")
+    assert not informer.has_seen("")  # an opaque version cannot be compared
+    api.put(CONFIGMAPS, configmap("c"))
+    await caught_up(informer, api)
+    assert informer.has_seen("3")
+
+
 async def test_subscribers_are_called_in_subscription_order(
     api: fake_apiclient.FakeApiClient, informer: informers.Informer
 ) -> None:
