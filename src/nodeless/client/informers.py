@@ -121,11 +121,8 @@ class Informer:
         """Whether this cache is at ``resource_version`` or past it: False when
         it is behind or the versions cannot be compared (they are opaque in
         general; this API server's are numbers)."""
-        return (
-            _revision(self.resource_version) is not None
-            and not _older(self.resource_version, resource_version)
-            and _revision(resource_version) is not None
-        )
+        mine, theirs = _revision(self.resource_version), _revision(resource_version)
+        return mine is not None and theirs is not None and mine >= theirs
 
     def objects(self, namespace: str | None = None) -> list[clients.Object]:
         """Cached objects, all or those of one namespace."""

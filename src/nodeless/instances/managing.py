@@ -208,7 +208,7 @@ class InstanceManager:
             self._pod_changed, lambda old, new: self._pod_changed(new), self._pod_changed
         )
         self.records.add_handlers(
-            self._record_changed, lambda old, new: self._record_changed(new), self._record_deleted
+            self._record_changed, lambda old, new: self._record_changed(new), self._record_changed
         )
         if isinstance(provider, base.Notifier):
             provider.subscribe(self._pushed)
@@ -227,20 +227,6 @@ class InstanceManager:
 
     def _record_changed(self, record: Obj) -> None:
         self.controller.queue.add(clients.key_of(record))
-
-    def _record_deleted(self, record: Obj) -> None:
-        key = clients.key_of(record)
-        memo = self._written.get((INSTANCES.plural, key))
-        uid = (record.get("metadata") or {}).get("uid")
-        if (
-            memo is not None
-            and memo[1] is not None
-            and (memo[1].get("metadata") or {}).get("uid") == uid
-        ):
-            # The record our last write made is going (not an older one, our
-            # own deletion seen late): the informer's nothing is the truth.
-            del self._written[(INSTANCES.plural, key)]
-        self.controller.queue.add(key)
 
     def _pushed(self, status: base.InstanceStatus) -> None:
         key = f"{status.namespace}/{status.pod_name}"
@@ -505,9 +491,9 @@ class InstanceManager:
         if (
             seen_version != made_version
             and seen_version in older
-            # An informer at or past our write that shows nothing (a record
-            # created, then deleted by someone while its watch was down and
-            # relisted) is the truth: what we made is gone.
+            # An informer at or past our write is the truth: what it shows
+            # instead (nothing, after someone deleted the record we created,
+            # seen or missed in a relist) came later.
             and not (made is not None and informer.has_seen(made_version))
         ):
             return made

@@ -551,12 +551,7 @@ async def test_syncs_while_the_informers_lag_behind_its_writes_write_nothing_twi
 async def test_a_deleted_pods_instance_is_billed_once_while_the_informer_still_shows_its_record(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manager = cluster.manager
-    assert manager is not None
-    key = f"{NAMESPACE}/billed"
-    await cluster.create_pod(pod_manifest("billed", command=["sleep", "infinity"]))
-    await cluster.wait_record("billed", "Running")
-    await cluster.settle()
+    manager, key = await _running(cluster, "billed")
     # The record stays in the informer after the manager deletes it.
     lag_behind(monkeypatch, manager.records, key, lambda r: r is not None)
     writes = Writes(monkeypatch, manager.client)
@@ -574,13 +569,10 @@ async def test_a_deleted_pods_instance_is_billed_once_while_the_informer_still_s
 async def test_a_record_deleted_unseen_while_the_informer_lagged_is_written_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manager = cluster.manager
-    assert manager is not None
+    assert cluster.manager is not None
     key = f"{NAMESPACE}/unseen"
-    catch_up = lag_behind(monkeypatch, manager.records, key, lambda r: True)
-    await cluster.create_pod(pod_manifest("unseen", command=["sleep", "infinity"]))
-    await cluster.wait_record("unseen", "Running")
-    await cluster.settle()
+    catch_up = lag_behind(monkeypatch, cluster.manager.records, key, lambda r: True)
+    manager, _ = await _running(cluster, "unseen")
     # Someone deletes the record while the manager's informer is away (a
     # broken watch, then a list that never had it): no delete is told.
     handlers, manager.records._handlers = manager.records._handlers, []
@@ -596,6 +588,15 @@ async def test_a_record_deleted_unseen_while_the_informer_lagged_is_written_agai
     # the record is gone, and the running pod's record is written again.
     record = await cluster.wait_record("unseen", "Running")
     assert record["spec"]["podName"] == "unseen"
+
+
+async def _running(cluster: Cluster, name: str) -> tuple[managing.InstanceManager, str]:
+    """A pod that runs until deleted, its record Running and the manager idle."""
+    assert cluster.manager is not None
+    await cluster.create_pod(pod_manifest(name, command=["sleep", "infinity"]))
+    await cluster.wait_record(name, "Running")
+    await cluster.settle()
+    return cluster.manager, f"{NAMESPACE}/{name}"
 
 
 async def _not_cached(informer: Any, key: str) -> bool:
