@@ -2,7 +2,8 @@
 created at a fixed rate, each timed from its create (the POST sent) to its
 Running seen through one watch on pods; beside, in the same run, the latency
 of the same work done directly over the CRI at the same rate (RunPodSandbox +
-CreateContainer + StartContainer, same image and command) against a
+CreateContainer + StartContainer, same image and command, the same pod
+cgroup, limits and mounts as Nodeless' pods: see pods_real.py) against a
 containerd this script starts itself.
 
     .venv/bin/python bench/pod_startup.py                  # 200 pods at 5 pods/s
@@ -137,13 +138,13 @@ async def run_baseline(
     settings: containerd.ContainerdSettings, args: argparse.Namespace
 ) -> Latencies:
     result = Latencies()
-    log_root = settings.data_dir.parent / "baseline-pods"
+    pods_root = settings.data_dir.parent / "baseline-pods"
 
     async def work(runtime: containerd.Containerd) -> None:
         async def one(i: int) -> None:
             t0 = time.perf_counter()
             try:
-                await cri_pod(runtime.client, f"base-{i:04d}", log_root)
+                await cri_pod(runtime.client, f"base-{i:04d}", pods_root)
             except clients.CriError as e:
                 result.errors.append(str(e))
                 return

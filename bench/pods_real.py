@@ -3,7 +3,13 @@ Deployment of N replicas to ALL of them Running as seen through one watch on
 pods, beside the same N sandboxes + containers created directly over the CRI
 (RunPodSandbox + CreateContainer + StartContainer, same image, same command,
 /proc masked as a kubelet masks it) against a containerd this script starts
-itself, in the same run.
+itself, in the same run. The baseline's pods are Nodeless' pods without
+Nodeless: each in a pod cgroup with the instance's limits, with the
+container's limits, its own PID namespace, the kubelet's mounts (/etc/hosts,
+the termination log, a service account token directory) and the Service
+variables, its files written before its sandbox; what Nodeless adds (the API,
+controllers, scheduling, the instance manager, status and Events, the
+runtime's status calls) is what the ratio measures.
 
     .venv/bin/python bench/pods_real.py                  # 100 pods
     .venv/bin/python bench/pods_real.py --quick          # 20 pods, fits a minute
@@ -46,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -70,6 +77,7 @@ import orjson
 from pods_simulated import cpu_seconds, free_port, tls_from_kubeconfig
 
 from nodeless.instances.providers.cri import (
+    cgroups,
     clients,
     containerd,
     mounts,
@@ -78,6 +86,7 @@ from nodeless.instances.providers.cri import (
 )
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 from nodeless.networking import serviceproxy
+from nodeless.serverless import catalogue, sizing
 
 _T = TypeVar("_T")
 
@@ -462,49 +471,144 @@ async def wait_pods_gone(
 # --- the baseline: the CRI directly ---
 
 
-def sandbox_config(name: str, log_root: Path) -> pb.PodSandboxConfig:
-    uid = str(uuid.uuid4())
+# The baseline's pods carry what Nodeless' pods carry, so that the two sides
+# differ only by Nodeless: the pod cgroup with the instance's limits around
+# them (as a kubelet's pod cgroup), the container's limits, its own PID
+# namespace, the kubelet's mounts (/etc/hosts, the termination log, the
+# service account token directory) and the Service variables. Measured on
+# one containerd, interleaved (2026-11-29): these cost the runtime 8-15 ms
+# a pod, the token directory most (runc creates its mount point in the
+# container's writable layer).
+BASELINE_CGROUP_ROOT = "/nodeless-baseline"
+SERVICE_ENV = {
+    "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+    "KUBERNETES_SERVICE_PORT": "443",
+    "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+    "KUBERNETES_PORT": "tcp://10.96.0.1:443",
+    "KUBERNETES_PORT_443_TCP": "tcp://10.96.0.1:443",
+    "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+    "KUBERNETES_PORT_443_TCP_PORT": "443",
+    "KUBERNETES_PORT_443_TCP_ADDR": "10.96.0.1",
+}
+
+
+@functools.cache
+def instance_size() -> tuple[float, float]:
+    """The vCPUs and GiB of memory Nodeless gives the bench's pod: its
+    catalogue's preferred spec for it."""
+    spec = sizing.size_pod({"spec": pod_spec()}, catalogue.Catalogue.load()).spec
+    return float(spec.vcpu), float(spec.memory_gib)
+
+
+@dataclass(frozen=True)
+class BaselinePod:
+    """One baseline pod's names and the files a kubelet would give it."""
+
+    name: str
+    uid: str
+    root: Path  # the run's directory for pods
+
+    @property
+    def log_directory(self) -> Path:
+        return self.root / "logs" / f"{NAMESPACE}_{self.name}_{self.uid}"
+
+    @property
+    def pod_dir(self) -> Path:
+        return self.root / "pods" / self.uid
+
+    @property
+    def cgroup(self) -> cgroups.PodCgroup:
+        return cgroups.PodCgroup.for_pod(BASELINE_CGROUP_ROOT, self.uid)
+
+    def set_up(self) -> None:
+        """The pod's files and cgroup, as Nodeless' provider makes them
+        before the sandbox (blocking: run it in a thread)."""
+        token = self.pod_dir / "volumes" / "kube-api-access"
+        token.mkdir(parents=True)
+        (self.pod_dir / "etc-hosts").write_text(f"127.0.0.1\tlocalhost\n10.0.0.1\t{self.name}\n")
+        (self.pod_dir / "termination-log").touch()
+        for file, text in (("token", "t" * 900), ("ca.crt", "c" * 1100), ("namespace", NAMESPACE)):
+            (token / file).write_text(text)
+        vcpu, memory_gib = instance_size()
+        self.cgroup.create(cpus=vcpu, memory_bytes=int(memory_gib * 2**30))
+
+
+def sandbox_config(pod: BaselinePod) -> pb.PodSandboxConfig:
     return pb.PodSandboxConfig(
-        metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=NAMESPACE),
-        hostname=name,
-        log_directory=str(log_root / f"{NAMESPACE}_{name}_{uid}"),
+        metadata=pb.PodSandboxMetadata(name=pod.name, uid=pod.uid, namespace=NAMESPACE),
+        hostname=pod.name,
+        log_directory=str(pod.log_directory),
         labels={
-            "io.kubernetes.pod.name": name,
+            "io.kubernetes.pod.name": pod.name,
             "io.kubernetes.pod.namespace": NAMESPACE,
-            "io.kubernetes.pod.uid": uid,
+            "io.kubernetes.pod.uid": pod.uid,
         },
         linux=pb.LinuxPodSandboxConfig(
+            cgroup_parent=pod.cgroup.path,
             security_context=pb.LinuxSandboxSecurityContext(
                 namespace_options=pb.NamespaceOption(pid=pb.CONTAINER)
-            )
+            ),
         ),
     )
 
 
-def container_config() -> pb.ContainerConfig:
+def container_config(pod: BaselinePod) -> pb.ContainerConfig:
+    vcpu, memory_gib = instance_size()
     return pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name="main"),
         image=pb.ImageSpec(image=IMAGE),
         command=COMMAND,
+        envs=[pb.KeyValue(key=k, value=v) for k, v in SERVICE_ENV.items()],
+        mounts=[
+            pb.Mount(container_path="/etc/hosts", host_path=str(pod.pod_dir / "etc-hosts")),
+            pb.Mount(
+                container_path="/dev/termination-log",
+                host_path=str(pod.pod_dir / "termination-log"),
+            ),
+            pb.Mount(
+                container_path="/var/run/secrets/kubernetes.io/serviceaccount",
+                host_path=str(pod.pod_dir / "volumes" / "kube-api-access"),
+                readonly=True,
+            ),
+        ],
         log_path="main/0.log",
-        # /proc and /sys masked as a kubelet asks for every container (the
-        # runtime masks nothing it is not given)
         linux=pb.LinuxContainerConfig(
+            resources=podconfigs.linux_resources({}, vcpu, memory_gib),
+            # /proc and /sys masked as a kubelet asks for every container (the
+            # runtime masks nothing it is not given)
             security_context=pb.LinuxContainerSecurityContext(
+                namespace_options=pb.NamespaceOption(pid=pb.CONTAINER),
                 masked_paths=podconfigs.DEFAULT_MASKED_PATHS,
                 readonly_paths=podconfigs.DEFAULT_READONLY_PATHS,
-            )
+            ),
         ),
     )
 
 
-async def cri_pod(client: clients.CriClient, name: str, log_root: Path) -> None:
-    """One pod the way a kubelet starts it once the image is there:
-    RunPodSandbox, CreateContainer, StartContainer."""
-    config = sandbox_config(name, log_root)
+async def cri_pod(client: clients.CriClient, name: str, root: Path) -> None:
+    """One pod the way a kubelet starts it once the image is there: its
+    files and cgroup, RunPodSandbox, CreateContainer, StartContainer."""
+    pod = BaselinePod(name, str(uuid.uuid4()), root)
+    await asyncio.to_thread(pod.set_up)
+    config = sandbox_config(pod)
     sandbox_id = await client.run_pod_sandbox(config)
-    container_id = await client.create_container(sandbox_id, container_config(), config)
+    container_id = await client.create_container(sandbox_id, container_config(pod), config)
     await client.start_container(container_id)
+
+
+def remove_baseline_cgroups() -> list[Path]:
+    """The baseline's pod cgroups, once its pods are gone (runc removes only
+    the containers' own); returns those still busy."""
+    left: list[Path] = []
+    for tree in cgroups.host_hierarchies():
+        top = tree.mount / BASELINE_CGROUP_ROOT.lstrip("/")
+        if not top.is_dir():
+            continue
+        for directory in sorted(p for p in top.iterdir() if p.is_dir()):
+            left += cgroups.PodCgroup(f"{BASELINE_CGROUP_ROOT}/{directory.name}").remove([tree])
+        with contextlib.suppress(OSError):
+            top.rmdir()
+    return left
 
 
 async def with_runtime(
@@ -522,6 +626,8 @@ async def with_runtime(
         return await work(runtime)
     finally:
         await runtime.stop(remove_pods=True)
+        if busy := await asyncio.to_thread(remove_baseline_cgroups):
+            print(f"  baseline pod cgroups still busy: {len(busy)}", file=sys.stderr)
 
 
 # --- this benchmark ---
@@ -652,7 +758,7 @@ async def run_baseline(
     settings: containerd.ContainerdSettings, args: argparse.Namespace
 ) -> BaselineRun:
     result = BaselineRun()
-    log_root = settings.data_dir.parent / "baseline-pods"
+    pods_root = settings.data_dir.parent / "baseline-pods"
 
     async def work(runtime: containerd.Containerd) -> BaselineRun:
         names = iter(f"base-{i:04d}" for i in range(args.pods))
@@ -660,7 +766,7 @@ async def run_baseline(
         async def worker() -> None:
             for name in names:
                 try:
-                    await cri_pod(runtime.client, name, log_root)
+                    await cri_pod(runtime.client, name, pods_root)
                     result.started += 1
                 except clients.CriError as e:
                     result.errors.append(f"{name}: {e}")
