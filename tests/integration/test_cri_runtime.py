@@ -9,6 +9,7 @@ and removes every pod, containerd and the bridge afterwards, failed or not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeless.instances.providers.cri import clients, containerd, mounts, sandboximages
+from nodeless.instances.providers.cri import cgroups, clients, containerd, mounts, sandboximages
 from nodeless.instances.providers.cri import runtime_pb2 as pb
 
 POD_CIDR = "10.250.0.0/24"
@@ -321,6 +322,41 @@ async def test_stopping_containerd_leaves_no_process(
     assert _processes_mentioning(str(data_dir)) == []
     assert mounts.under(data_dir) == []
     assert not settings.pid_file.exists()
+
+
+async def test_removing_all_pods_removes_the_pod_cgroup_each_sandbox_was_put_in(
+    settings: containerd.ContainerdSettings, data_dir: Path
+) -> None:
+    # the provider makes a pod's cgroup and removes it after the sandbox; a
+    # containerd stopped with its pods removed (tests, benches, clean-ups)
+    # has no provider to, and left them on the host
+    pod_cgroup = cgroups.PodCgroup.for_pod("/nodeless-test", f"uid-{os.getpid()}")
+    shared = cgroups.PodCgroup("/nodeless-test-shared")
+    rt = containerd.Containerd(settings)
+    await rt.start()
+    try:
+        await asyncio.to_thread(pod_cgroup.create, cpus=0.5, memory_bytes=64 << 20)
+        await asyncio.to_thread(shared.create, cpus=0.5, memory_bytes=64 << 20)
+        config = sandbox_config("grouped", data_dir)
+        config.linux.cgroup_parent = pod_cgroup.path
+        sandbox_id = await rt.client.run_pod_sandbox(config)
+        await run_container(rt, sandbox_id, config, "sleep 1000")
+        other = sandbox_config("shared", data_dir)
+        other.linux.cgroup_parent = shared.path
+        await rt.client.run_pod_sandbox(other)
+        assert any(d.is_dir() for d in pod_cgroup.directories())
+    finally:
+        await rt.stop(remove_pods=True)
+        kept = [d for d in shared.directories() if d.is_dir()]
+        await asyncio.to_thread(shared.remove)
+        await asyncio.to_thread(pod_cgroup.remove)
+        for tree in cgroups.host_hierarchies():
+            with contextlib.suppress(OSError):
+                (tree.mount / "nodeless-test").rmdir()
+
+    assert not any(d.is_dir() for d in pod_cgroup.directories())
+    # a parent that is not a pod's own (no "pod" name) is not the runtime's to remove
+    assert kept
 
 
 async def test_pods_survive_a_containerd_restart(

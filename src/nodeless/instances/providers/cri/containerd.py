@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeless.instances.providers.cri import clients, gpudevices, sandboximages, shims
+from nodeless.instances.providers.cri import cgroups, clients, gpudevices, sandboximages, shims
 
 log = logging.getLogger(__name__)
 
@@ -811,8 +811,12 @@ class Containerd:
             raise ContainerdError(f"{image.ref} was imported but the CRI does not see it")
 
     async def remove_all_pods(self, grace_period: int = 0) -> None:
-        """Stops and removes every sandbox (and so every container) of the CRI."""
+        """Stops and removes every sandbox (and so every container) of the
+        CRI, and the pod cgroup each sandbox was put in: runc removes only
+        the containers' own, and the provider that made it is not there to
+        (left, they piled up on the host run after run: 360 found once)."""
         for sandbox in await self.client.list_pod_sandbox():
+            parent = await self._pod_cgroup(sandbox.id)
             for container in await self.client.list_containers(pod_sandbox_id=sandbox.id):
                 with contextlib.suppress(clients.CriError):
                     await self.client.stop_container(container.id, grace_period)
@@ -822,6 +826,20 @@ class Containerd:
                 except clients.CriError as e:
                     if not e.not_found:
                         raise
+            if parent and (busy := await asyncio.to_thread(parent.remove, attempts=20)):
+                log.warning("pod cgroup still busy after its sandbox: %s", busy)
+
+    async def _pod_cgroup(self, sandbox_id: str) -> cgroups.PodCgroup | None:
+        """The pod-level cgroup (``.../pod<uid>``) the sandbox was given, from
+        the config in its verbose status; None for none or a shared parent."""
+        try:
+            reply = await self.client.pod_sandbox_status(sandbox_id, verbose=True)
+            info = json.loads(reply.info.get("info") or "{}")
+        except (clients.CriError, ValueError):
+            return None
+        linux = ((info.get("config") or {}) if isinstance(info, dict) else {}).get("linux") or {}
+        parent = str(linux.get("cgroup_parent") or "")
+        return cgroups.PodCgroup(parent) if Path(parent).name.startswith("pod") else None
 
     async def stop(self, *, remove_pods: bool = False, grace: float = 10.0) -> None:
         """Stops a managed containerd: SIGTERM, then SIGKILL after ``grace``
