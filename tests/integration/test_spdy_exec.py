@@ -104,10 +104,12 @@ async def pod() -> AsyncIterator[Pod]:
     finished = asyncio.Event()
 
     async def work(runtime: containerd.Containerd) -> None:
-        config = bench.sandbox_config("spdy-exec", workdir / "pods")
+        made = bench.BaselinePod("spdy-exec", f"uid-spdy-{os.getpid()}", workdir / "pods")
+        await asyncio.to_thread(made.set_up)
+        config = bench.sandbox_config(made)
         sandbox_id = await runtime.client.run_pod_sandbox(config)
         container_id = await runtime.client.create_container(
-            sandbox_id, bench.container_config(), config
+            sandbox_id, bench.container_config(made), config
         )
         await runtime.client.start_container(container_id)
         ready.set_result(Pod(runtime, container_id))
