@@ -837,8 +837,8 @@ class Containerd:
             info = json.loads(reply.info.get("info") or "{}")
         except (clients.CriError, ValueError):
             return None
-        linux = ((info.get("config") or {}) if isinstance(info, dict) else {}).get("linux") or {}
-        parent = str(linux.get("cgroup_parent") or "")
+        config = info.get("config") if isinstance(info, dict) else None
+        parent = str(((config or {}).get("linux") or {}).get("cgroup_parent") or "")
         return cgroups.PodCgroup(parent) if Path(parent).name.startswith("pod") else None
 
     async def stop(self, *, remove_pods: bool = False, grace: float = 10.0) -> None:
