@@ -167,6 +167,9 @@ class ListingRuntime:
     async def list_containers(self) -> list[pb.Container]:
         return []
 
+    async def close(self) -> None:
+        pass
+
 
 @pytest.mark.integration  # starts processes
 async def test_a_managed_containerd_stops_a_shim_orphaned_two_looks_in_a_row(
@@ -181,5 +184,27 @@ async def test_a_managed_containerd_stops_a_shim_orphaned_two_looks_in_a_row(
 
     assert first == []
     assert [s.id for s in second] == ["gone"]
+    assert shim_lookalikes["gone"].wait(timeout=10) == -15
+    assert shim_lookalikes["kept"].poll() is None
+
+
+@pytest.mark.integration  # starts processes
+async def test_stopping_a_managed_containerd_stops_an_orphaned_shim_that_kept_its_bundle(
+    tmp_path: Path,
+    shim_lookalikes: dict[str, subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # what a large teardown leaves seconds before a stop: a childless shim
+    # whose bundle is still there but whose pod the runtime no longer lists
+    monkeypatch.setattr(containerd, "SHIM_SECOND_LOOK", 0.1)
+    settings = containerd.ContainerdSettings(tmp_path / "containerd")
+    bundle(settings.state, "gone")
+    bundle(settings.state, "kept")
+    runtime = containerd.Containerd(settings)
+    runtime.address = SOCKET
+    runtime.client = ListingRuntime(["kept"])  # type: ignore[assignment]
+
+    await runtime.stop()
+
     assert shim_lookalikes["gone"].wait(timeout=10) == -15
     assert shim_lookalikes["kept"].poll() is None

@@ -20,7 +20,9 @@ and the shim idles on with no child (1 of 500 after one 500-pod run's
 teardown here). Such an *orphaned* shim is stopped once two looks in a row,
 a reaping interval apart, found it so: a shim that containerd is still
 setting up is childless and unlisted too, but only for the moment before its
-pause process starts.
+pause process starts. At a stop of Nodeless, when it creates no pod any
+more, the two looks are seconds apart: a 500-pod teardown left 16 such shims
+that the next minute's look, after the stop, would never have seen.
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ class Orphans:
     orphaned in both (the same process, the same id) is to be stopped."""
 
     _suspects: set[Shim] = field(default_factory=set)
+
+    @property
+    def suspected(self) -> bool:
+        """Whether the last look found shims the next is to confirm."""
+        return bool(self._suspects)
 
     def confirmed(self, found: list[Shim]) -> list[Shim]:
         """Of ``found`` (this look's orphans), those the last look found too;
