@@ -83,6 +83,7 @@ REMOVALS_AT_ONCE = 8
 # At stop, the second look at shims the first found orphaned comes this much
 # later (the next reaping interval would come only after the next start).
 SHIM_SECOND_LOOK = 2.0
+SHIM_LOOK_TIMEOUT = 10.0  # for both looks' runtime calls together
 # Where a root shell finds every binary containerd and CNI need (runc, shims,
 # iptables), whatever PATH Nodeless itself was started with.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -896,12 +897,14 @@ class Containerd:
         if self.settings is None:
             return
         try:
-            await self.stop_orphaned_shims()
-            if self._orphans.suspected:
-                await asyncio.sleep(SHIM_SECOND_LOOK)
+            # a runtime that hangs must not hold up the stop
+            async with asyncio.timeout(SHIM_SECOND_LOOK + SHIM_LOOK_TIMEOUT):
                 await self.stop_orphaned_shims()
-        except clients.CriError as e:
-            log.warning("looking for orphaned shims at stop: %s", e)
+                if self._orphans.suspected:
+                    await asyncio.sleep(SHIM_SECOND_LOOK)
+                    await self.stop_orphaned_shims()
+        except (clients.CriError, TimeoutError) as e:
+            log.warning("looking for orphaned shims at stop: %r", e)
 
     async def _reap_after_removal(self, timeout: float = SHIM_EXIT_TIMEOUT) -> None:
         """Waits for the removed pods' shims to exit, stopping those that
