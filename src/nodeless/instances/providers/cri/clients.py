@@ -293,6 +293,16 @@ class CriClient:
             timeout=timeout,
         )
 
+    async def stop_and_remove_pod_sandbox(self, pod_sandbox_id: str) -> None:
+        """StopPodSandbox, then RemovePodSandbox, as a pod's teardown ends; a
+        sandbox already gone is no error (the teardown may be a retry)."""
+        for call in (self.stop_pod_sandbox, self.remove_pod_sandbox):
+            try:
+                await call(pod_sandbox_id)
+            except CriError as e:
+                if not e.not_found:
+                    raise
+
     async def pod_sandbox_status(
         self, pod_sandbox_id: str, *, verbose: bool = False, timeout: float | None = None
     ) -> pb.PodSandboxStatusResponse:

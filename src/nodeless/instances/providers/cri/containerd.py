@@ -841,12 +841,7 @@ class Containerd:
         for container in await self.client.list_containers(pod_sandbox_id=sandbox_id):
             with contextlib.suppress(clients.CriError):
                 await self.client.stop_container(container.id, grace_period)
-        for call in (self.client.stop_pod_sandbox, self.client.remove_pod_sandbox):
-            try:
-                await call(sandbox_id)
-            except clients.CriError as e:
-                if not e.not_found:
-                    raise
+        await self.client.stop_and_remove_pod_sandbox(sandbox_id)
         if parent and (busy := await asyncio.to_thread(parent.remove, attempts=20)):
             log.warning("pod cgroup still busy after its sandbox: %s", busy)
 

@@ -1959,12 +1959,7 @@ class CriProvider:
                 if report:
                     await self._record_stopped(instance)
                 for sandbox_id in await self._sandboxes_of(instance):
-                    for call in (self.client.stop_pod_sandbox, self.client.remove_pod_sandbox):
-                        try:
-                            await call(sandbox_id)
-                        except clients.CriError as e:
-                            if not e.not_found:
-                                raise
+                    await self.client.stop_and_remove_pod_sandbox(sandbox_id)
                 break
             except clients.CriError as e:
                 # the runtime is down or failing: keep trying, the pod must go
