@@ -9,7 +9,6 @@ and removes every pod, containerd and the bridge afterwards, failed or not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -330,8 +329,9 @@ async def test_removing_all_pods_removes_the_pod_cgroup_each_sandbox_was_put_in(
     # the provider makes a pod's cgroup and removes it after the sandbox; a
     # containerd stopped with its pods removed (tests, benches, clean-ups)
     # has no provider to, and left them on the host
-    pod_cgroup = cgroups.PodCgroup.for_pod("/nodeless-test", f"uid-{os.getpid()}")
-    shared = cgroups.PodCgroup("/nodeless-test-shared")
+    root = cgroups.PodCgroup(f"/nodeless-test-{os.getpid()}")
+    pod_cgroup = cgroups.PodCgroup.for_pod(root.path, "uid-1")
+    shared = cgroups.PodCgroup(f"{root.path}/shared")
     rt = containerd.Containerd(settings)
     await rt.start()
     try:
@@ -349,11 +349,7 @@ async def test_removing_all_pods_removes_the_pod_cgroup_each_sandbox_was_put_in(
         await rt.stop(remove_pods=True)
         left = [d for d in pod_cgroup.directories() if d.is_dir()]
         kept = [d for d in shared.directories() if d.is_dir()]
-        await asyncio.to_thread(shared.remove)
-        await asyncio.to_thread(pod_cgroup.remove)
-        for tree in cgroups.host_hierarchies():
-            with contextlib.suppress(OSError):
-                (tree.mount / "nodeless-test").rmdir()
+        await asyncio.to_thread(root.remove)  # the whole tree, deepest first
 
     assert not left
     # a parent that is not a pod's own (no "pod" name) is not the runtime's to remove

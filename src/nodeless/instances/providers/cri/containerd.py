@@ -822,8 +822,9 @@ class Containerd:
         CRI, and the pod cgroup each sandbox was put in: runc removes only
         the containers' own, and the provider that made it is not there to
         (left, they piled up on the host run after run: 360 found once).
-        ``REMOVALS_AT_ONCE`` pods at a time: one after the other, 500 pods
-        took about 200 s here. The first failure is raised once all are tried."""
+        ``REMOVALS_AT_ONCE`` pods at a time: one after the other, starting
+        a containerd, 200 pods and removing them took 37 s here, 18 s this
+        way. The first failure is raised once all are tried."""
         slots = asyncio.Semaphore(REMOVALS_AT_ONCE)
 
         async def remove(sandbox_id: str) -> None:
