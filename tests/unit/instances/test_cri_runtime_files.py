@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nodeless import clocks
-from nodeless.instances.providers.cri import backoffs, cgroups, logfiles
+from nodeless.instances.providers.cri import backoffs, cgroups, logfiles, oomkills
 
 LOG = (
     b"2026-01-01T00:00:01.000000001Z stdout F hello\n"
@@ -262,21 +262,81 @@ def test_cpu_quota_has_the_kubelets_minimum() -> None:
     assert cgroups.cpu_quota(2) == 200_000
 
 
-def test_oom_kills_are_read_from_the_pod_cgroup(tmp_path: Path) -> None:
-    v1 = cgroups.Hierarchy(tmp_path / "memory", frozenset({"memory"}))
+def test_oom_kills_are_read_from_the_pod_cgroup_on_cgroup_v2(tmp_path: Path) -> None:
     v2 = cgroups.Hierarchy(tmp_path / "unified", frozenset(), unified=True)
-    cgroup = cgroups.PodCgroup("/nodeless/poduid-3")
-    for tree, name, text in (
-        (v1, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-        (v2, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n"),
-    ):
-        directory = tree.mount / "nodeless" / "poduid-3"
-        directory.mkdir(parents=True)
-        (directory / name).write_text(text)
+    directory = v2.mount / "nodeless" / "poduid-3"
+    directory.mkdir(parents=True)
+    (directory / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
 
-    assert cgroup.oom_kills([v1]) == 2
-    assert cgroup.oom_kills([v2]) == 1
-    assert cgroups.PodCgroup("/nodeless/absent").oom_kills([v1]) == 0
+    assert cgroups.PodCgroup("/nodeless/poduid-3").oom_kills([v2]) == 1
+    assert cgroups.PodCgroup("/nodeless/absent").oom_kills([v2]) == 0
+
+
+def test_a_v1_memory_hierarchy_has_no_pod_level_oom_kill_count(tmp_path: Path) -> None:
+    # v1 counts a kill in the victim's own cgroup only (a container's), so
+    # the pod's "oom_kill 2" would be about no container of it
+    v1 = cgroups.Hierarchy(tmp_path / "memory", frozenset({"memory"}))
+    cpu = cgroups.Hierarchy(tmp_path / "cpu", frozenset({"cpu"}))
+    directory = v1.mount / "nodeless" / "poduid-3"
+    directory.mkdir(parents=True)
+    (directory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+
+    assert cgroups.PodCgroup("/nodeless/poduid-3").oom_kills([cpu, v1]) is None
+    assert cgroups.PodCgroup("/nodeless/poduid-3").oom_kills([cpu]) == 0
+
+
+CONTAINER = "98bac6c4b73cfd4c647647aa80248208b67de059874d4ddfdd1aa43ea3967e54"
+OTHER = "0f3e" + CONTAINER[4:]
+
+
+def _kmsg(tmp_path: Path, *messages: str) -> Path:
+    records = [f"6,{n},{89420666 + n},-;{m}\n" for n, m in enumerate(messages)]
+    path = tmp_path / "kmsg"
+    path.write_text("".join(records) + " SUBSYSTEM=memory\n")
+    return path
+
+
+def _oom_kill(task_memcg: str) -> str:
+    return (
+        "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+        f"oom_memcg={task_memcg},task_memcg={task_memcg},task=dd,pid=2327,uid=0"
+    )
+
+
+def test_an_oom_kill_is_found_in_the_kernel_log_by_the_containers_cgroup(
+    tmp_path: Path,
+) -> None:
+    kmsg = _kmsg(
+        tmp_path,
+        "dd invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+        _oom_kill(f"/nodeless/podabc/{CONTAINER}"),
+        "Memory cgroup out of memory: Killed process 2327 (dd) total-vm:68512kB",
+    )
+
+    assert oomkills.logged_for(CONTAINER, kmsg)
+    assert not oomkills.logged_for(OTHER, kmsg)
+    assert not oomkills.logged_for("", kmsg)
+
+
+def test_the_kernel_log_names_a_container_under_the_systemd_cgroup_driver(
+    tmp_path: Path,
+) -> None:
+    scope = f"/kubepods.slice/kubepods-pod17ef.slice/cri-containerd-{CONTAINER}.scope"
+    kmsg = _kmsg(tmp_path, _oom_kill(scope))
+
+    assert oomkills.logged_for(CONTAINER, kmsg)
+    assert not oomkills.logged_for(OTHER, kmsg)
+
+
+def test_an_oom_kill_only_mentioned_elsewhere_in_the_log_is_not_one(tmp_path: Path) -> None:
+    # a line naming the container's cgroup that is not the OOM killer's summary
+    kmsg = _kmsg(tmp_path, f"audit: task_memcg=/nodeless/podabc/{CONTAINER}")
+
+    assert not oomkills.logged_for(CONTAINER, kmsg)
+
+
+def test_an_unreadable_kernel_log_finds_no_oom_kill(tmp_path: Path) -> None:
+    assert not oomkills.logged_for(CONTAINER, tmp_path / "absent")
 
 
 def test_only_the_logs_grown_past_the_limit_are_picked_for_rotation(tmp_path: Path) -> None:

@@ -144,17 +144,17 @@ class PodCgroup:
         if quota:
             _write(directory / "cpu.max", f"{quota} {CPU_PERIOD_US}")
 
-    def oom_kills(self, trees: list[Hierarchy] | None = None) -> int:
-        """How many processes the kernel's OOM killer has killed in the pod
-        (its containers included: the counter is hierarchical)."""
+    def oom_kills(self, trees: list[Hierarchy] | None = None) -> int | None:
+        """How many processes the kernel's OOM killer has killed in the pod,
+        its containers included (v2's ``memory.events`` is hierarchical);
+        None on a v1 memory hierarchy, where a kill is counted only in the
+        victim's own cgroup (a container's, removed with its task)."""
         for tree in limiting(trees if trees is not None else host_hierarchies()):
-            directory = tree.mount / self.path.lstrip("/")
-            if tree.unified:
-                text = _read(directory / "memory.events")
-            elif "memory" in tree.controllers:
-                text = _read(directory / "memory.oom_control")
-            else:
+            if not tree.unified:
+                if "memory" in tree.controllers:
+                    return None
                 continue
+            text = _read(tree.mount / self.path.lstrip("/") / "memory.events")
             for line in text.splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill" and value.strip().isdigit():

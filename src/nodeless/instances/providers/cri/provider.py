@@ -50,8 +50,9 @@ whose sandbox is gone from the runtime.
 
 Pods outlive their runtime: while containerd restarts, supervisors wait for
 it to answer again instead of failing pods. containerd 1.6 sometimes reports
-an OOM kill as a plain ``Error`` (the exit outruns the OOM event), so a 137
-exit is checked against the pod cgroup's OOM kill counter.
+an OOM kill as a plain ``Error`` (it can lose the OOM event), so a 137 exit
+is checked against the pod cgroup's OOM kill counter (cgroup v2) or the
+kernel's log (v1; see ``oomkills``).
 
 Usage (``stats``, the data behind ``kubectl top``) is one
 ``ListContainerStats`` call for all of this provider's containers, kept to
@@ -100,6 +101,7 @@ from nodeless.instances.providers.cri import (
     imagerefs,
     logfiles,
     mounts,
+    oomkills,
     podconfigs,
     probing,
     registryauth,
@@ -227,7 +229,7 @@ class _Instance:
     grace: int | None = None  # the grace period of the delete in progress
     holds_capacity: bool = False
     last_pushed: base.InstanceStatus | None = None
-    oom_kills: int = 0  # the pod cgroup's OOM kill count when last read
+    oom_kills: int = 0  # the pod cgroup's OOM kill count when last read (cgroup v2)
     pre_stopped: set[str] = dataclasses.field(default_factory=set)  # CRI IDs whose preStop ran
     # termination files made with the pod's directories, ahead of their attempts
     made_files: set[Path] = dataclasses.field(default_factory=set)
@@ -1686,12 +1688,10 @@ class CriProvider:
         message = await self._termination_message(container, cri, code) or cri.message
         reason = cri.reason or ("Completed" if code == 0 else "Error")
         if code == EXIT_SIGKILL:
-            # containerd 1.6 may see the exit before the OOM event and say
-            # "Error": the pod cgroup's OOM kill counter tells
-            kills = await asyncio.to_thread(instance.cgroup.oom_kills)
-            if kills > instance.oom_kills and reason != OOM_KILLED:
+            # containerd 1.6 can lose the OOM event and say "Error"
+            said = reason == OOM_KILLED
+            if await asyncio.to_thread(self._oom_killed, instance, cri.id, said):
                 reason = OOM_KILLED
-            instance.oom_kills = max(instance.oom_kills, kills)
         status.state = "terminated"
         status.exit_code = code
         status.reason = reason
@@ -1705,6 +1705,20 @@ class CriProvider:
         status.image_id = cri.image_ref or status.image_id
         container.ever_started = True
         return code
+
+    @staticmethod
+    def _oom_killed(instance: _Instance, container_id: str, runtime_says: bool) -> bool:
+        """Whether the kernel's OOM killer took the container: the runtime
+        says so, the pod cgroup's kill counter grew (cgroup v2; read even
+        then, so that a later exit is not taken for this kill), or the
+        kernel's log names the container's cgroup (v1: the counter is the
+        container's own, removed with it)."""
+        kills = instance.cgroup.oom_kills()
+        if kills is None:
+            return runtime_says or oomkills.logged_for(container_id)
+        grew = kills > instance.oom_kills
+        instance.oom_kills = max(instance.oom_kills, kills)
+        return runtime_says or grew
 
     async def _termination_message(
         self, container: _Container, cri: pb.ContainerStatus, code: int
@@ -2162,7 +2176,8 @@ class CriProvider:
     ) -> None:
         request = instance.request
         instance.sandbox_id = sandbox.id
-        instance.oom_kills = await asyncio.to_thread(instance.cgroup.oom_kills)
+        kills: int | None = await asyncio.to_thread(instance.cgroup.oom_kills)
+        instance.oom_kills = kills or 0
         created = sandbox.annotations.get(podconfigs.ANNOTATION_CREATED_AT, "")
         with contextlib.suppress(ValueError):
             instance.status.created_at = datetime.datetime.fromisoformat(created)
