@@ -208,7 +208,8 @@ async def run(server: str, ctx: ssl.SSLContext, run_: Run, timeout: float) -> No
                 url, params={"labelSelector": LABEL}, json={"gracePeriodSeconds": 5}
             ) as resp:
                 await resp.read()
-            run_.pods_left_after_delete = await wait_pods_gone(session, server, LABEL, 120.0)
+            deletion = await wait_pods_gone(session, server, LABEL, time.monotonic(), 120.0)
+            run_.pods_left_after_delete = deletion.left
             async with session.delete(f"{server}{CACHES_URL}/{CACHE}") as resp:
                 await resp.read()
 

@@ -250,9 +250,10 @@ async def run_nodeless(
                     for name in sent_at:
                         async with session.delete(f"{url}/{name}") as resp:
                             await resp.read()
-                result.pods_left_after_delete = await wait_pods_gone(
-                    session, server, LABEL, timeout=max(60.0, args.pods * 0.5)
+                deletion = await wait_pods_gone(
+                    session, server, LABEL, time.monotonic(), timeout=max(60.0, args.pods * 0.5)
                 )
+                result.pods_left_after_delete = deletion.left
                 result.delete_s = time.perf_counter() - t0
             except Exception as e:
                 result.errors.append(f"deleting the pods: {e!r}")

@@ -479,15 +479,35 @@ async def watch_pods(
         errors.append("watch ended by the server: reopened")
 
 
+@dataclass
+class Deletion:
+    left: int  # pods still listed at the timeout (0: all gone)
+    # seconds from the DELETE until the first pod and half the pods were gone
+    first_gone_s: float | None = None
+    half_gone_s: float | None = None
+
+
 async def wait_pods_gone(
-    session: aiohttp.ClientSession, server: str, selector: str, timeout: float
-) -> int:
-    """Polls until no pod matches ``selector``; returns how many are left."""
-    deadline = time.monotonic() + timeout
+    session: aiohttp.ClientSession, server: str, selector: str, began: float, timeout: float
+) -> Deletion:
+    """Polls until no pod matches ``selector``, noting when (since
+    ``began``, a ``time.monotonic()``) the first pod and half of them went:
+    a teardown that ends all pods together keeps every pod till nearly the end."""
+    deadline = began + timeout
+    initial: int | None = None
+    deletion = Deletion(left=0)
     while True:
         left = len((await list_pods(session, server, selector)).get("items") or [])
+        elapsed = time.monotonic() - began
+        if initial is None:
+            initial = left
+        if left < initial and deletion.first_gone_s is None:
+            deletion.first_gone_s = elapsed
+        if left <= initial / 2 and deletion.half_gone_s is None:
+            deletion.half_gone_s = elapsed
         if left == 0 or time.monotonic() >= deadline:
-            return left
+            deletion.left = left
+            return deletion
         await asyncio.sleep(0.5)
 
 
@@ -656,6 +676,8 @@ class NodelessRun:
     leftover: dict[str, int] = field(default_factory=dict)
     pods_left_after_delete: int | None = None
     delete_s: float | None = None
+    first_gone_s: float | None = None  # after the DELETE
+    half_gone_s: float | None = None
     cpu: CpuUse | None = None  # the machine's, over ``seconds``
     server_cpu_s: float | None = None  # `nodeless up`'s own, over ``seconds``
     runtime_cpu: RuntimeCpu | None = None  # over ``seconds``
@@ -744,15 +766,19 @@ async def run_nodeless(
             result.running, result.failed = len(running), len(failed)
             # Clean up: the Deployment, its ReplicaSet and pods, waited for.
             t0 = time.perf_counter()
+            sent = time.monotonic()
             with contextlib.suppress(Exception):
                 async with session.delete(
                     f"{deployments}/{name}", json={"propagationPolicy": "Foreground"}
                 ) as resp:
                     await resp.read()
-                result.pods_left_after_delete = await wait_pods_gone(
-                    session, server, selector, timeout=max(60.0, args.pods * 1.0)
+                deletion = await wait_pods_gone(
+                    session, server, selector, sent, timeout=max(60.0, args.pods * 1.0)
                 )
                 result.delete_s = time.perf_counter() - t0
+                result.pods_left_after_delete = deletion.left
+                result.first_gone_s = deletion.first_gone_s
+                result.half_gone_s = deletion.half_gone_s
     return result
 
 
@@ -931,7 +957,8 @@ def run_round(
         )
         print(
             f"  clean-up: Deployment deleted, pods gone in {fmt(nodeless.delete_s, '.1f')} s "
-            f"(left: {nodeless.pods_left_after_delete}); nodeless up stopped in "
+            f"(first {fmt(nodeless.first_gone_s, '.1f')} s, half {fmt(nodeless.half_gone_s, '.1f')} s; "
+            f"left: {nodeless.pods_left_after_delete}); nodeless up stopped in "
             f"{fmt(result.stop_s, '.1f')} s"
         )
 
@@ -1126,6 +1153,8 @@ def main() -> int:
             "baseline_errors": len(baseline.errors),
             "watch_events": nodeless.events,
             "delete_s": rounded(nodeless.delete_s, 1),
+            "first_gone_s": rounded(nodeless.first_gone_s, 1),
+            "half_gone_s": rounded(nodeless.half_gone_s, 1),
             "pods_left_after_delete": nodeless.pods_left_after_delete,
             "stop_s": rounded(middle.stop_s, 1),
             "loadavg_1m_before": rounded(load_before, 2),
