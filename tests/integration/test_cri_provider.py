@@ -731,6 +731,29 @@ async def _gone(made: cri.CriProvider, instance_id: str) -> bool:
     return await made.get(instance_id) is None
 
 
+async def test_a_pod_waiting_out_its_grace_period_holds_up_no_other_pods_teardown(
+    crienv: Cri,
+) -> None:
+    made = crienv.provider(parallel_teardowns=1)
+    image = crienv.registry.image("busybox:1")
+    stubborn = container("app", image, "trap '' TERM; sleep 1000")
+    polite = container("app", image, "trap 'exit 0' TERM; sleep 1000 & wait")
+    await made.create(request("i-stubborn", pod("stubborn", [stubborn])))
+    await made.create(request("i-polite", pod("polite", [polite])))
+    for instance_id in ("i-stubborn", "i-polite"):
+        await until(status_is(made, instance_id, lambda s: s.state is State.RUNNING))
+
+    # the one teardown slot goes to the pod ignoring SIGTERM first; its grace
+    # period outlasts until()'s 30 s
+    await made.delete("i-stubborn", 60)
+    await made.delete("i-polite", 60)
+    await until(lambda: _gone(made, "i-polite"))
+
+    assert (await current(made, "i-stubborn")).state is State.TERMINATING
+    await made.delete("i-stubborn", 0)
+    await until(lambda: _gone(made, "i-stubborn"))
+
+
 async def test_delete_stops_a_process_that_exits_on_sigterm_with_its_code(crienv: Cri) -> None:
     made = crienv.provider()
     recorder = Recorder()
