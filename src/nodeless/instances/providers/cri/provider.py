@@ -1737,10 +1737,20 @@ class CriProvider:
         message = await self._termination_message(container, cri, code) or cri.message
         reason = cri.reason or ("Completed" if code == 0 else "Error")
         if code == EXIT_SIGKILL:
-            # containerd 1.6 can lose the OOM event and say "Error"
-            said = reason == OOM_KILLED
-            if await asyncio.to_thread(self._oom_killed, instance, cri.id, said):
-                reason = OOM_KILLED
+            # containerd 1.6 can lose the OOM event and say "Error": the pod
+            # cgroup's kill counter tells on cgroup v2 (read even when the
+            # runtime told, so that a later exit is not taken for this kill;
+            # compared here, not in the thread, as containers exit together),
+            # the kernel's log on v1 (the counter there is the container's
+            # own, removed with it)
+            kills = await asyncio.to_thread(instance.cgroup.oom_kills)
+            if kills is None:
+                if reason != OOM_KILLED and await asyncio.to_thread(oomkills.logged_for, cri.id):
+                    reason = OOM_KILLED
+            else:
+                if kills > instance.oom_kills:
+                    reason = OOM_KILLED
+                instance.oom_kills = max(instance.oom_kills, kills)
         status.state = "terminated"
         status.exit_code = code
         status.reason = reason
@@ -1754,20 +1764,6 @@ class CriProvider:
         status.image_id = cri.image_ref or status.image_id
         container.ever_started = True
         return code
-
-    @staticmethod
-    def _oom_killed(instance: _Instance, container_id: str, runtime_says: bool) -> bool:
-        """Whether the kernel's OOM killer took the container: the runtime
-        says so, the pod cgroup's kill counter grew (cgroup v2; read even
-        then, so that a later exit is not taken for this kill), or the
-        kernel's log names the container's cgroup (v1: the counter is the
-        container's own, removed with it)."""
-        kills = instance.cgroup.oom_kills()
-        if kills is None:
-            return runtime_says or oomkills.logged_for(container_id)
-        grew = kills > instance.oom_kills
-        instance.oom_kills = max(instance.oom_kills, kills)
-        return runtime_says or grew
 
     async def _termination_message(
         self, container: _Container, cri: pb.ContainerStatus, code: int
