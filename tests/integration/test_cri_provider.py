@@ -731,27 +731,35 @@ async def _gone(made: cri.CriProvider, instance_id: str) -> bool:
     return await made.get(instance_id) is None
 
 
-async def test_a_pod_waiting_out_its_grace_period_holds_up_no_other_pods_teardown(
+async def test_every_pods_stop_signal_goes_at_once_whatever_the_teardown_slots(
     crienv: Cri,
 ) -> None:
+    # one teardown slot: were the stop signals in it, the second pod ignoring
+    # SIGTERM would get its own only when the first's 60 s of grace were over
     made = crienv.provider(parallel_teardowns=1)
     image = crienv.registry.image("busybox:1")
-    stubborn = container("app", image, "trap '' TERM; sleep 1000")
+    deaf = container("app", image, "trap 'echo TERM' TERM; while true; do sleep 1; done")
     polite = container("app", image, "trap 'exit 0' TERM; sleep 1000 & wait")
-    await made.create(request("i-stubborn", pod("stubborn", [stubborn])))
-    await made.create(request("i-polite", pod("polite", [polite])))
-    for instance_id in ("i-stubborn", "i-polite"):
-        await until(status_is(made, instance_id, lambda s: s.state is State.RUNNING))
+    pods = {"deaf-1": deaf, "deaf-2": deaf, "polite": polite}
+    for name, app in pods.items():
+        await made.create(request(f"i-{name}", pod(name, [app])))
+    for name in pods:
+        await until(status_is(made, f"i-{name}", lambda s: s.state is State.RUNNING))
 
-    # the one teardown slot goes to the pod ignoring SIGTERM first; its grace
-    # period outlasts until()'s 30 s
-    await made.delete("i-stubborn", 60)
-    await made.delete("i-polite", 60)
+    for name in pods:
+        await made.delete(f"i-{name}", 60)
+
+    async def told(instance_id: str) -> bool:
+        return b"TERM" in await read_logs(made, instance_id, "app")
+
     await until(lambda: _gone(made, "i-polite"))
-
-    assert (await current(made, "i-stubborn")).state is State.TERMINATING
-    await made.delete("i-stubborn", 0)
-    await until(lambda: _gone(made, "i-stubborn"))
+    for instance_id in ("i-deaf-1", "i-deaf-2"):
+        await until(functools.partial(told, instance_id))
+        assert (await current(made, instance_id)).state is State.TERMINATING
+    for instance_id in ("i-deaf-1", "i-deaf-2"):
+        await made.delete(instance_id, 0)  # a shorter grace period wins
+    for instance_id in ("i-deaf-1", "i-deaf-2"):
+        await until(functools.partial(_gone, made, instance_id))
 
 
 async def test_delete_stops_a_process_that_exits_on_sigterm_with_its_code(crienv: Cri) -> None:

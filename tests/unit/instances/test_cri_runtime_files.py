@@ -328,6 +328,24 @@ def test_the_kernel_log_names_a_container_under_the_systemd_cgroup_driver(
     assert not oomkills.logged_for(OTHER, kmsg)
 
 
+def test_an_oom_kill_summary_split_by_other_cpus_lines_is_joined_up(tmp_path: Path) -> None:
+    # pr_cont pieces printed after another CPU's line are records of their own
+    kmsg = _kmsg(
+        tmp_path,
+        "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0",
+        "IPv6: ADDRCONF(NETDEV_CHANGE): veth1a2b: link becomes ready",
+        f",oom_memcg=/nodeless/podabc/{CONTAINER},task_memcg=",
+        "nl0: port 3(veth1a2b) entered blocking state",
+        f"/nodeless/podabc/{CONTAINER}",
+        ",task=dd,pid=2327,uid=0",
+        _oom_kill(f"/nodeless/podabc/{OTHER}"),
+    )
+
+    assert oomkills.logged_for(CONTAINER, kmsg)
+    assert oomkills.logged_for(OTHER, kmsg)
+    assert not oomkills.logged_for(CONTAINER[:-1] + "0", kmsg)
+
+
 def test_an_oom_kill_only_mentioned_elsewhere_in_the_log_is_not_one(tmp_path: Path) -> None:
     # a line naming the container's cgroup that is not the OOM killer's summary
     kmsg = _kmsg(tmp_path, f"audit: task_memcg=/nodeless/podabc/{CONTAINER}")

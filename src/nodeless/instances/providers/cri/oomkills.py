@@ -44,17 +44,46 @@ def logged_for(container_id: str, kmsg: Path = KMSG) -> bool:
     except OSError:
         return False
     try:
-        return any(_kills_in(line, container_id) for line in _records(fd))
+        return any(_victim_is(summary, container_id) for summary in _summaries(_records(fd)))
     finally:
         os.close(fd)
 
 
-def _kills_in(line: str, container_id: str) -> bool:
-    # "6,1234,89420666,-;oom-kill:constraint=...,task_memcg=/a/b/<id>,task=dd,..."
-    _, _, message = line.partition(";")
-    if not message.startswith(OOM_KILL_PREFIX):
-        return False
-    for field in message[len(OOM_KILL_PREFIX) :].split(","):
+# records to look through for the rest of a summary split by other CPUs' lines
+SUMMARY_SPREAD = 16
+SUMMARY_END = ",task="  # the summary's last piece: the victim's name, PID and UID
+
+
+def _summaries(records: list[str]) -> list[str]:
+    """The OOM killer's one-line summaries, each joined up again: the kernel
+    prints it in pieces (``pr_cont``: ",oom_memcg=", the path, ...), and a
+    piece printed after another CPU's line is a record of its own."""
+    summaries: list[str] = []
+    partial: str | None = None
+    left = 0
+    for record in records:
+        _, _, message = record.partition(";")
+        if message.startswith(OOM_KILL_PREFIX):
+            if partial is not None:
+                summaries.append(partial)
+            partial, left = message, SUMMARY_SPREAD
+        elif partial is None:
+            continue
+        elif message.startswith((",", "/")):
+            partial += message
+        else:
+            left -= 1
+        if partial is not None and (SUMMARY_END in partial or left <= 0):
+            summaries.append(partial)
+            partial = None
+    if partial is not None:
+        summaries.append(partial)
+    return summaries
+
+
+def _victim_is(summary: str, container_id: str) -> bool:
+    # "oom-kill:constraint=...,task_memcg=/a/b/<id>,task=dd,..."
+    for field in summary[len(OOM_KILL_PREFIX) :].split(","):
         if field.startswith(TASK_MEMCG):
             leaf = field[len(TASK_MEMCG) :].rstrip("/").rsplit("/", 1)[-1]
             # the systemd driver's leaf is "cri-containerd-<ID>.scope"
