@@ -1713,13 +1713,12 @@ class CriProvider:
             # the kernel's log on v1 (the counter there is the container's
             # own, removed with it)
             kills = await asyncio.to_thread(instance.cgroup.oom_kills)
-            if kills is None:
-                if reason != OOM_KILLED and await asyncio.to_thread(oomkills.logged_for, cri.id):
-                    reason = OOM_KILLED
-            else:
+            if kills is not None:
                 if kills > instance.oom_kills:
                     reason = OOM_KILLED
                 instance.oom_kills = max(instance.oom_kills, kills)
+            elif reason != OOM_KILLED and await asyncio.to_thread(oomkills.logged_for, cri.id):
+                reason = OOM_KILLED
         status.state = "terminated"
         status.exit_code = code
         status.reason = reason
